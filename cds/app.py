@@ -1,0 +1,28 @@
+"""The Flask app factory. Gunicorn: `gunicorn 'cds.app:create_app()'`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from cds.api import bp
+from cds.config import Settings
+from cds.cors import register_cors
+from cds.errors import register_error_handlers
+from cds.service import CoverageService
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(CDS_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.extensions["cds"] = CoverageService(settings)
+    register_cors(app, settings.cors_origins)
+    register_error_handlers(app)
+    app.register_blueprint(bp)
+    for relaxation in settings.demo_relaxations():
+        log.warning("demo mode: %s", relaxation)
+    return app

@@ -1,0 +1,93 @@
+"""One Settings object, read once from CDS_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A CDS_* variable holds a value the service cannot use; the message names it."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true/false")
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected an integer") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r}: must not be negative")
+    return value
+
+
+def _list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+_PARSERS = {bool: _bool, int: _int, tuple: _list, str: lambda name, raw: raw.strip()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service. Each field `x` is read from `CDS_X`; see the README."""
+
+    demo: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    threads: int = 4
+    log_level: str = "INFO"
+    public_base_urls: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 5 * MIB
+    max_json_depth: int = 64
+    max_draft_orders: int = 200
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f"CDS_{f.name.upper()}"
+            if name not in env:
+                continue
+            values[f.name] = _PARSERS[type(f.default)](name, env[name])
+        values.update(overrides)
+        return cls(**values).resolved()
+
+    def resolved(self) -> Settings:
+        """Apply demo-mode defaults and check values that depend on each other."""
+        settings = self
+        if settings.demo:
+            settings = replace(
+                settings,
+                host="127.0.0.1" if settings.host in ("", "127.0.0.1") else settings.host,
+                cors_origins=settings.cors_origins or ("*",),
+            )
+        if settings.max_json_depth < 8:
+            raise SettingsError("CDS_MAX_JSON_DEPTH must be at least 8 to admit a CDS Hooks request")
+        if settings.max_body_bytes < 1024:
+            raise SettingsError("CDS_MAX_BODY_BYTES must be at least 1024")
+        return settings
+
+    def demo_relaxations(self) -> list[str]:
+        """What demo mode relaxes, said at start-up so nobody runs it by mistake."""
+        if not self.demo:
+            return []
+        return [
+            "bound to loopback only",
+            "CORS allows any origin" if "*" in self.cors_origins else "CORS origins as configured",
+        ]

@@ -1,0 +1,98 @@
+"""FHIR helpers: tolerant parsing of the draft orders an EHR sends (fhir.resources R4B, one at a time)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+REFERENCE_PATTERN = re.compile(r"([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
+MAX_PROBLEMS = 5
+
+
+@dataclass(frozen=True)
+class DraftOrder:
+    """One order from context.draftOrders: its JSON as normalised, and what is wrong with it as FHIR R4."""
+
+    resource: dict[str, Any]
+    resource_type: str
+    id: str | None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def reference(self) -> str | None:
+        """`Type/id`, the form selections and delete actions use; None for an order without an id."""
+        return f"{self.resource_type}/{self.id}" if self.id else None
+
+
+def parse_draft_order(resource: dict[str, Any]) -> DraftOrder:
+    """Normalise what sloppy clients send, then check it against the R4B model without failing the call."""
+    resource_type = resource["resourceType"]
+    model = model_class(resource_type)
+    normalised = prune_empty(resource)
+    if model is not None:
+        normalised = wrap_single_objects(normalised, list_fields(model))
+    raw_id = normalised.get("id")
+    order_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.fullmatch(raw_id) else None
+    problems = validation_problems(model, normalised) if model else (f"{resource_type} is not a FHIR R4 resource type",)
+    return DraftOrder(normalised, resource_type, order_id, problems)
+
+
+@cache
+def model_class(resource_type: str) -> type | None:
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return None
+
+
+@cache
+def list_fields(model: type) -> frozenset[str]:
+    """JSON names of the model's top-level elements that are arrays (0..* in R4)."""
+    names = set()
+    for name, info in model.model_fields.items():
+        if "List[" in str(info.annotation) or "list[" in str(info.annotation):
+            names.add(info.alias or name)
+    return frozenset(names)
+
+
+def wrap_single_objects(resource: dict[str, Any], array_elements: frozenset[str]) -> dict[str, Any]:
+    """Sandbox clients send e.g. `category` as one object where R4 has an array: wrap it."""
+    return {
+        key: [value] if key in array_elements and isinstance(value, dict) else value
+        for key, value in resource.items()
+    }
+
+
+def prune_empty(value: Any) -> Any:
+    """Drop `{}`, `[]`, `""` and null at every level: FHIR JSON forbids them and clients still send them."""
+    if isinstance(value, dict):
+        pruned = {k: prune_empty(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if not _empty(v)}
+    if isinstance(value, list):
+        pruned_items = (prune_empty(v) for v in value)
+        return [v for v in pruned_items if not _empty(v)]
+    return value
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, dict | list | str) and not value)
+
+
+def validation_problems(model: type, resource: dict[str, Any]) -> tuple[str, ...]:
+    """Where the resource departs from R4, by element path. Never the values: they may be patient data."""
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        return tuple(
+            f"{'.'.join(str(part) for part in error['loc']) or resource['resourceType']}: {error['msg']}"
+            for error in exc.errors()[:MAX_PROBLEMS]
+        )
+    except (ValueError, TypeError) as exc:  # fhir.resources raises these for some malformed primitives
+        return (f"{resource['resourceType']}: {type(exc).__name__}",)
+    return ()

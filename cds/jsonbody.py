@@ -1,0 +1,63 @@
+"""Read a request body as bounded, well-formed JSON: content type, size, UTF-8, nesting depth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Request
+
+from cds.errors import BadRequest, CdsError, quote
+
+JSON_TYPES = ("application/json", "application/fhir+json")
+
+
+def read_json_object(request: Request, max_depth: int) -> dict[str, Any]:
+    """The body as a JSON object, or a CdsError saying precisely what is wrong with it."""
+    mimetype = request.mimetype
+    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+        got = quote(request.content_type) if request.content_type else "none"
+        raise CdsError(415, f"Content-Type must be application/json (got {got}).", "not-supported")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise CdsError(415, f"JSON must be UTF-8 encoded (charset {quote(charset)} given).", "not-supported")
+    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 from Werkzeug
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"Request body is not valid UTF-8 (byte {exc.start}).", code="structure") from None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}.", code="structure") from None
+    if depth_exceeds(body, max_depth):
+        raise BadRequest(f"JSON is nested deeper than {max_depth} levels.", code="too-costly")
+    if not isinstance(body, dict):
+        raise BadRequest(f"Request body must be a JSON object, not {json_type(body)}.", code="structure")
+    return body
+
+
+def depth_exceeds(value: Any, max_depth: int) -> bool:
+    """True when containers nest deeper than max_depth. Iterative, so no input can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number"
+    )

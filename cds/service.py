@@ -1,0 +1,18 @@
+"""The request pipeline after protocol checks: orders to judge, member facts, decisions, the answer."""
+
+from __future__ import annotations
+
+from cds.config import Settings
+from cds.protocol import CdsResponse, HookRequest
+from hooks.spec import Hook
+
+
+class CoverageService:
+    """Built once per process at start-up; answers one validated hook call at a time."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def answer(self, hook: Hook, request: HookRequest) -> CdsResponse:
+        hook.judged_orders(request)
+        return CdsResponse()

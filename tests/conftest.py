@@ -1,0 +1,46 @@
+"""Shared fixtures: the real app, driven through its HTTP interface."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from cds.app import create_app
+from cds.config import Settings
+
+DATA = Path(__file__).parent / "data"
+EXAMPLES = Path(__file__).parent.parent / "fhir_examples"
+
+
+def load(name: str) -> dict:
+    """A request body from tests/data (reference requests) or fhir_examples/."""
+    path = DATA / name if (DATA / name).exists() else EXAMPLES / name
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(cors_origins=("https://ehr.example.org",)).resolved()
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def order_sign() -> dict:
+    return copy.deepcopy(load("sandbox-order-sign-rx.json"))
+
+
+@pytest.fixture
+def order_select() -> dict:
+    return copy.deepcopy(load("inferno-order-select.json"))

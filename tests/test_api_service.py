@@ -1,0 +1,160 @@
+"""Service calls: real client bodies are answered, broken ones get a precise 400."""
+
+import pytest
+
+from tests.conftest import load
+from tests.helpers import outcome
+
+REFERENCE_REQUESTS = [
+    "sandbox-order-sign-rx.json",
+    "sandbox-order-sign-pama.json",
+    "sandbox-order-select-pama.json",
+    "crd-order-sign-servicerequests.json",
+    "crd-order-sign-communicationrequest.json",
+    "crd-2.1-order-sign.json",
+    "inferno-order-sign.json",
+    "inferno-order-select.json",
+]
+SERVICE = {"order-sign": "order-sign-crd", "order-select": "order-select-crd"}
+
+
+@pytest.mark.parametrize("name", REFERENCE_REQUESTS)
+def test_reference_requests_are_answered(client, name):
+    body = load(name)
+    response = client.post(f"/cds-services/{SERVICE[body['hook']]}", json=body)
+    assert response.status_code == 200, response.get_json()
+    assert isinstance(response.get_json()["cards"], list)
+
+
+def test_fhir_json_content_type_with_charset_is_accepted(client, order_sign):
+    import json
+
+    response = client.post("/cds-services/order-sign-crd", data=json.dumps(order_sign),
+                           content_type="application/fhir+json; charset=utf-8")
+    assert response.status_code == 200
+
+
+def test_sloppy_client_shapes_are_tolerated(client, order_sign):
+    order = order_sign["context"]["draftOrders"]["entry"][0]["resource"]
+    order.pop("intent")
+    order["code"] = {"coding": [{}]}
+    order["reasonCode"] = {"text": "single object where R4 has an array"}
+    order["extension"] = [{"url": "http://example.org/unknown", "valueString": "x"}]
+    order_sign["context"]["somethingNew"] = {"ignored": True}
+    order_sign["context"]["draftOrders"]["entry"] = order_sign["context"]["draftOrders"]["entry"][0]
+    order_sign["unknownTopLevel"] = 1
+    assert client.post("/cds-services/order-sign-crd", json=order_sign).status_code == 200
+
+
+def test_one_malformed_order_does_not_fail_the_call(client, order_sign):
+    entries = order_sign["context"]["draftOrders"]["entry"]
+    entries.append({"resource": {"resourceType": "ServiceRequest", "id": "bad", "status": 42}})
+    entries.append({"resource": {"resourceType": "MedicationOrder", "id": "dstu2"}})
+    assert client.post("/cds-services/order-sign-crd", json=order_sign).status_code == 200
+
+
+def mutate(body, path, value):
+    *parents, last = path
+    target = body
+    for key in parents:
+        target = target[key]
+    if value is REMOVE:
+        target.pop(last)
+    else:
+        target[last] = value
+    return body
+
+
+REMOVE = object()
+ORDER = ("context", "draftOrders", "entry")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expression"),
+    [
+        (("hook",), REMOVE, "hook"),
+        (("hookInstance",), REMOVE, "hookInstance"),
+        (("hookInstance",), 7, "hookInstance"),
+        (("context",), REMOVE, "context"),
+        (("context",), [], "context"),
+        (("context", "userId"), REMOVE, "context.userId"),
+        (("context", "userId"), "COREPRACTITIONER1", "context.userId"),
+        (("context", "patientId"), REMOVE, "context.patientId"),
+        (("context", "patientId"), "../../etc/passwd", "context.patientId"),
+        (("context", "draftOrders"), REMOVE, "context.draftOrders"),
+        (("context", "draftOrders", "resourceType"), "Patient", "context.draftOrders.resourceType"),
+        (ORDER, "nope", "context.draftOrders.entry"),
+        ((*ORDER, 0, "resource"), REMOVE, "context.draftOrders.entry[0].resource"),
+        ((*ORDER, 0, "resource", "resourceType"), REMOVE, "context.draftOrders.entry[0].resource.resourceType"),
+        (("fhirServer",), "not a url", "fhirServer"),
+        (("prefetch",), "patient", "prefetch"),
+        (("prefetch", "patient"), 5, "prefetch.patient"),
+        (("extension",), [1], "extension"),
+    ],
+)
+def test_request_breaking_cds_hooks_rules_is_400(client, order_sign, path, value, expression):
+    response = client.post("/cds-services/order-sign-crd", json=mutate(order_sign, path, value))
+    assert response.status_code == 400
+    assert outcome(response)["expression"] == [expression]
+
+
+def test_fhir_authorization_requires_fhir_server(client, order_sign):
+    order_sign.pop("fhirServer")
+    order_sign["fhirAuthorization"] = {"access_token": "t", "token_type": "Bearer", "scope": "user/*.read",
+                                       "subject": "cds"}
+    response = client.post("/cds-services/order-sign-crd", json=order_sign)
+    assert response.status_code == 400
+    assert outcome(response)["expression"] == ["fhirServer"]
+
+
+def test_fhir_authorization_without_expires_in_is_tolerated(client, order_sign):
+    order_sign["fhirAuthorization"] = {"access_token": "t", "token_type": "Bearer", "scope": "user/*.read",
+                                       "subject": "cds"}
+    assert client.post("/cds-services/order-sign-crd", json=order_sign).status_code == 200
+
+
+def test_fhir_authorization_missing_token_is_400(client, order_sign):
+    order_sign["fhirAuthorization"] = {"token_type": "Bearer", "scope": "s", "subject": "cds"}
+    response = client.post("/cds-services/order-sign-crd", json=order_sign)
+    assert response.status_code == 400
+    assert outcome(response)["expression"] == ["fhirAuthorization.access_token"]
+
+
+def test_context_with_only_patient_and_user_is_400(client, order_sign):
+    # The sandbox sends this when an active tab is clicked again.
+    order_sign["context"] = {"patientId": "smart-1288992", "userId": "Practitioner/COREPRACTITIONER1"}
+    response = client.post("/cds-services/order-sign-crd", json=order_sign)
+    assert response.status_code == 400
+    assert outcome(response)["code"] == "required"
+
+
+def test_hook_the_service_does_not_serve_is_400(client, order_sign):
+    order_sign["hook"] = "patient-view"
+    response = client.post("/cds-services/order-sign-crd", json=order_sign)
+    assert response.status_code == 400
+    assert "order-sign" in outcome(response)["diagnostics"]
+
+
+def test_order_select_needs_selections_found_in_draft_orders(client, order_select):
+    order_select["context"].pop("selections")
+    response = client.post("/cds-services/order-select-crd", json=order_select)
+    assert response.status_code == 400
+    assert outcome(response)["expression"] == ["context.selections"]
+
+    order_select["context"]["selections"] = ["NutritionOrder/not-there"]
+    response = client.post("/cds-services/order-select-crd", json=order_select)
+    assert response.status_code == 400
+    assert outcome(response)["expression"] == ["context.selections[0]"]
+
+
+def test_single_selection_as_string_is_tolerated(client, order_select):
+    order_select["context"]["selections"] = "NutritionOrder/pureeddiet-simple"
+    assert client.post("/cds-services/order-select-crd", json=order_select).status_code == 200
+
+
+def test_too_many_draft_orders_is_400(client, order_sign):
+    entry = order_sign["context"]["draftOrders"]["entry"][0]
+    order_sign["context"]["draftOrders"]["entry"] = [entry] * 201
+    response = client.post("/cds-services/order-sign-crd", json=order_sign)
+    assert response.status_code == 400
+    assert outcome(response)["code"] == "too-costly"

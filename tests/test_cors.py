@@ -1,0 +1,41 @@
+import pytest
+
+ORIGIN = "https://ehr.example.org"
+
+
+@pytest.mark.parametrize("path", ["/cds-services", "/cds-services/order-sign-crd",
+                                  "/cds-services/order-sign-crd/feedback"])
+def test_preflight_is_answered_without_authentication(client, path):
+    response = client.options(path, headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+    assert response.headers["Access-Control-Max-Age"]
+
+
+def test_cors_headers_on_success_and_on_errors(client, order_sign):
+    headers = {"Origin": ORIGIN}
+    assert client.get("/cds-services", headers=headers).headers["Access-Control-Allow-Origin"] == ORIGIN
+    bad = client.post("/cds-services/order-sign-crd", data="{", content_type="application/json", headers=headers)
+    assert bad.status_code == 400
+    assert bad.headers["Access-Control-Allow-Origin"] == ORIGIN
+    missing = client.post("/cds-services/nope", json=order_sign, headers=headers)
+    assert missing.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+def test_origin_not_allowed_gets_no_cors_header(client):
+    response = client.get("/cds-services", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert "Origin" in response.headers["Vary"]
+
+
+def test_demo_mode_allows_any_origin():
+    from cds.app import create_app
+    from cds.config import Settings
+
+    client = create_app(Settings(demo=True).resolved()).test_client()
+    response = client.get("/cds-services", headers={"Origin": "https://sandbox.cds-hooks.org"})
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
