@@ -50,7 +50,7 @@ class Settings:
     workers: int = 2
     threads: int = 4
     log_level: str = "INFO"
-    public_base_urls: tuple[str, ...] = ()
+    public_base_url: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 5 * MIB
     max_json_depth: int = 64

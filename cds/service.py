@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from cds.config import Settings
+from cds.facts import member_facts
+from cds.prefetch import member_data
 from cds.protocol import CdsResponse, HookRequest
 from hooks.spec import Hook
 
@@ -14,5 +16,8 @@ class CoverageService:
         self.settings = settings
 
     def answer(self, hook: Hook, request: HookRequest) -> CdsResponse:
-        hook.judged_orders(request)
+        orders = hook.judged_orders(request)
+        if not orders:
+            return CdsResponse()
+        facts = member_facts(member_data(request))  # noqa: F841  (decisions come with the policy engine)
         return CdsResponse()
