@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
 
 from cds.app import create_app
 from cds.config import Settings
@@ -44,3 +47,15 @@ def order_sign() -> dict:
 @pytest.fixture
 def order_select() -> dict:
     return copy.deepcopy(load("inferno-order-select.json"))
+
+
+@pytest.fixture
+def live_service(app) -> Iterator[str]:
+    """The real app served over HTTP on a free loopback port; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+    server.server_close()

@@ -1,4 +1,8 @@
-"""Assertions shared by the API tests."""
+"""Assertions and runners shared by the tests."""
+
+from click.testing import CliRunner, Result
+
+from cds.cli import main
 
 
 def outcome(response) -> dict:
@@ -8,3 +12,8 @@ def outcome(response) -> dict:
     issue = body["issue"][0]
     assert issue["severity"] == "error" and issue["diagnostics"]
     return issue
+
+
+def run_cds(*args: object, env: dict[str, str] | None = None) -> Result:
+    """`cds ARGS` run in-process as from a script: output is not a terminal, so it is plain text."""
+    return CliRunner().invoke(main, [str(arg) for arg in args], env=env, catch_exceptions=False)

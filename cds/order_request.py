@@ -1,0 +1,140 @@
+"""The hook request an EHR sends when a clinician orders one code for a patient: a draft order, and the
+prefetch the service's discovery entry asks for, read from the patient's FHIR server."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from cds.client import FhirClient
+
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+SYSTEM_ALIASES = {"cpt": CPT, "hcpcs": HCPCS, "snomed": "http://snomed.info/sct", "loinc": "http://loinc.org"}
+# HCPCS arrives under several URIs (see the domain reference); all of them name the same codes.
+HCPCS_SYSTEMS = frozenset({
+    HCPCS,
+    "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "urn:oid:2.16.840.1.113883.6.285",
+    "urn:oid:2.16.840.1.113883.6.14",
+    "https://bluebutton.cms.gov/resources/codesystem/hcpcs",
+})
+# HCPCS E codes are durable medical equipment and A codes supplies: devices. Everything else is a service.
+DEVICE_CODE_PREFIXES = ("E", "A")
+USER_TOKENS = {"Practitioner": "userPractitionerId", "PractitionerRole": "userPractitionerRoleId",
+               "Patient": "userPatientId", "RelatedPerson": "userRelatedPersonId"}
+TEMPLATE_TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+CRD_VERSION = re.compile(r"[1-9]\d*\.\d+")
+ASSUMED_TOKEN_LIFETIME = 300  # seconds; fhirAuthorization requires expires_in and a bare token does not say
+
+
+@dataclass(frozen=True)
+class Coding:
+    system: str
+    code: str
+
+    @classmethod
+    def parse(cls, text: str) -> Coding:
+        """`SYSTEM|CODE`; cpt, hcpcs, snomed and loinc stand for their system URIs."""
+        system, bar, code = (part.strip() for part in text.rpartition("|"))
+        if not bar or not system or not code:
+            raise ValueError(f"{text!r} is not SYSTEM|CODE, e.g. hcpcs|E0221 or {CPT}|97026")
+        return cls(SYSTEM_ALIASES.get(system.lower(), system), code)
+
+    @property
+    def order_type(self) -> str:
+        is_device = self.system in HCPCS_SYSTEMS and self.code.upper().startswith(DEVICE_CODE_PREFIXES)
+        return "DeviceRequest" if is_device else "ServiceRequest"
+
+
+def build_order_request(service: dict[str, Any], coding: Coding, patient_id: str, user_id: str,
+                        fhir: FhirClient, token: str | None = None) -> dict[str, Any]:
+    """A complete call to `service` for one new order, as a CDS Hooks 2.0 client makes it."""
+    hook = service["hook"]
+    context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
+    prefetch = read_prefetch(service.get("prefetch"), context, fhir)
+    order = draft_order(coding, patient_id, user_id, coverage_references(prefetch))
+    context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
+    if hook == "order-select":
+        context["selections"] = [f"{order['resourceType']}/{order['id']}"]
+    request: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "fhirServer": fhir.base_url,
+                               "context": context}
+    if token:
+        request["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer",
+                                        "expires_in": ASSUMED_TOKEN_LIFETIME, "scope": "patient/*.read",
+                                        "subject": "cds-cli", "patient": patient_id}
+    if prefetch:
+        request["prefetch"] = prefetch
+    if version := latest_crd_version(service):
+        request["extension"] = {"davinci-crd.requestedVersion": version}
+    return request
+
+
+def draft_order(coding: Coding, patient_id: str, user_id: str, insurance: list[str]) -> dict[str, Any]:
+    """A DeviceRequest or ServiceRequest with what the CRD order profiles require."""
+    order_type = coding.order_type
+    order: dict[str, Any] = {
+        "resourceType": order_type,
+        "id": str(uuid.uuid4()),
+        "status": "draft",
+        "intent": "original-order",
+        "codeCodeableConcept" if order_type == "DeviceRequest" else "code": {
+            "coding": [{"system": coding.system, "code": coding.code}]
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "authoredOn": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "requester": {"reference": user_id},
+    }
+    if insurance:
+        order["insurance"] = [{"reference": reference} for reference in insurance]
+    return order
+
+
+def read_prefetch(templates: Any, context: dict[str, str], fhir: FhirClient) -> dict[str, Any]:
+    """Each prefetch template the context can fill, read from the FHIR server. Like any CDS Hooks 2.0
+    client, it skips templates whose tokens it cannot fill (e.g. FHIRPath from later versions)."""
+    if not isinstance(templates, dict):
+        return {}
+    values = token_values(context)
+    prefetch = {}
+    for key, template in templates.items():
+        tokens = TEMPLATE_TOKEN.findall(template) if isinstance(template, str) else [None]
+        if all(token in values for token in tokens):
+            url = TEMPLATE_TOKEN.sub(lambda match: quote(values[match.group(1)], safe="/"), template)
+            prefetch[key] = fhir.read(url)
+    return prefetch
+
+
+def token_values(context: dict[str, str]) -> dict[str, str]:
+    """Prefetch tokens: root-level context fields, and the user's id by resource type."""
+    values = {f"context.{name}": value for name, value in context.items()}
+    user_type, _, user_id = context["userId"].partition("/")
+    if user_type in USER_TOKENS:
+        values[USER_TOKENS[user_type]] = user_id
+    return values
+
+
+def coverage_references(prefetch: dict[str, Any]) -> list[str]:
+    """`Coverage/id` for every Coverage the prefetch found, read or searched."""
+    resources = []
+    for value in prefetch.values():
+        if value.get("resourceType") == "Bundle":
+            resources += [entry.get("resource") for entry in value.get("entry") or [] if isinstance(entry, dict)]
+        else:
+            resources.append(value)
+    return [f"Coverage/{r['id']}" for r in resources
+            if isinstance(r, dict) and r.get("resourceType") == "Coverage" and isinstance(r.get("id"), str)]
+
+
+def latest_crd_version(service: dict[str, Any]) -> str | None:
+    """The newest Da Vinci CRD version the service declares; CRD clients name the one they use."""
+    extension = service.get("extension")
+    versions = extension.get("davinci-crd.version") if isinstance(extension, dict) else None
+    if not isinstance(versions, list):
+        return None
+    valid = [v for v in versions if isinstance(v, str) and CRD_VERSION.fullmatch(v)]
+    return max(valid, key=lambda v: tuple(int(n) for n in v.split(".")), default=None)

@@ -1,0 +1,139 @@
+"""`cds keys` and signed calls: the service receives a JWT it verifies with the JWK set `cds keys new` printed."""
+
+import json
+import stat
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from tests.conftest import DATA
+from tests.helpers import run_cds
+
+ISSUER = "https://ehr.example.org"
+JKU = "https://ehr.example.org/.well-known/jwks.json"
+
+
+@pytest.fixture
+def key_pair(tmp_path: Path) -> tuple[Path, dict]:
+    """A private key file, and the public JWK set printed for the service."""
+    key_file = tmp_path / "client-key.json"
+    result = run_cds("keys", "new", "--out", key_file)
+    assert result.exit_code == 0, result.stderr
+    return key_file, json.loads(result.stdout)
+
+
+@pytest.fixture
+def tokens(httpserver_ipv4: HTTPServer) -> list[tuple[str, str]]:
+    """(URL called, bearer token) for each call the loopback CDS service receives."""
+    received: list[tuple[str, str]] = []
+
+    def record(answer: dict):
+        def handler(request: Request) -> Response:
+            received.append((request.url, request.headers.get("Authorization", "").removeprefix("Bearer ")))
+            return Response(json.dumps(answer), content_type="application/json")
+        return handler
+
+    httpserver_ipv4.expect_request("/cds-services", method="GET").respond_with_handler(
+        record({"services": [{"id": "crd", "hook": "order-sign", "description": "coverage",
+                              "prefetch": {"patient": "Patient/{{context.patientId}}"}}]}))
+    httpserver_ipv4.expect_request("/cds-services/crd", method="POST").respond_with_handler(record({"cards": []}))
+    httpserver_ipv4.expect_request("/fhir/Patient/pat1").respond_with_json({"resourceType": "Patient", "id": "pat1"})
+    return received
+
+
+def verify(token: str, jwks: dict, audience: str) -> tuple[dict, dict]:
+    """Header and claims, after checking the signature as a service does: key by kid, ES384 only."""
+    header = jwt.get_unverified_header(token)
+    key = jwt.PyJWKSet.from_dict(jwks)[header["kid"]]
+    claims = jwt.decode(token, key, algorithms=["ES384"], audience=audience, issuer=ISSUER,
+                        options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+    return header, claims
+
+
+def test_keys_new_writes_a_private_key_and_prints_only_the_public_half(key_pair):
+    key_file, jwks = key_pair
+    [public] = jwks["keys"]
+    assert (public["kty"], public["crv"], public["alg"], public["use"]) == ("EC", "P-384", "ES384", "sig")
+    assert public["kid"]
+    assert "d" not in public
+    private = json.loads(key_file.read_text())
+    assert private["d"] and private["kid"] == public["kid"]
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_keys_new_never_overwrites_a_key(key_pair):
+    key_file, _ = key_pair
+    before = key_file.read_text()
+    result = run_cds("keys", "new", "--out", key_file)
+    assert result.exit_code == 2
+    assert "exists; it is not overwritten" in result.stderr
+    assert key_file.read_text() == before
+
+
+def test_keys_public_prints_the_same_jwk_set_again(key_pair):
+    key_file, jwks = key_pair
+    result = run_cds("keys", "public", key_file)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == jwks
+
+
+def test_signed_send_carries_a_fresh_jwt_per_call_with_the_url_called_as_audience(key_pair, tokens, httpserver_ipv4):
+    key_file, jwks = key_pair
+    url = httpserver_ipv4.url_for("/cds-services/crd")
+    result = run_cds("send", url, DATA / "inferno-order-sign.json", DATA / "sandbox-order-sign-rx.json",
+                     "--key", key_file, "--iss", ISSUER, "--jku", JKU)
+    assert result.exit_code == 0, result.stderr
+    assert [called for called, _ in tokens] == [url, url]
+    seen = set()
+    for _, token in tokens:
+        header, claims = verify(token, jwks, audience=url)
+        assert header == {"alg": "ES384", "kid": jwks["keys"][0]["kid"], "typ": "JWT", "jku": JKU}
+        assert claims["exp"] - claims["iat"] == 300
+        assert abs(claims["iat"] - time.time()) < 60
+        assert uuid.UUID(claims["jti"]).version == 4
+        assert "sub" not in claims
+        seen.add(claims["jti"])
+    assert len(seen) == 2
+
+
+def test_signed_discovery_and_order_name_each_url_they_call(key_pair, tokens, httpserver_ipv4):
+    key_file, jwks = key_pair
+    base = httpserver_ipv4.url_for("/").rstrip("/")
+    result = run_cds("discover", base, "--key", key_file, "--iss", ISSUER)
+    assert result.exit_code == 0, result.stderr
+    result = run_cds("order", base, "--fhir-server", f"{base}/fhir", "--patient", "pat1", "--code", "hcpcs|E0221",
+                     "--key", key_file, "--iss", ISSUER)
+    assert result.exit_code == 0, result.stderr
+    audiences = [f"{base}/cds-services", f"{base}/cds-services", f"{base}/cds-services/crd"]
+    assert [called for called, _ in tokens] == audiences
+    for (_, token), audience in zip(tokens, audiences, strict=True):
+        header, _ = verify(token, jwks, audience)
+        assert "jku" not in header
+
+
+def test_unsigned_calls_carry_no_authorization(tokens, httpserver_ipv4):
+    result = run_cds("discover", httpserver_ipv4.url_for("/"))
+    assert result.exit_code == 0
+    assert tokens == [(httpserver_ipv4.url_for("/cds-services"), "")]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--key", "{key}"], "--key needs --iss"),
+    (["--iss", ISSUER], "--iss and --jku sign calls and need --key"),
+    (["--key", "{public}", "--iss", ISSUER], "is not a private JSON Web Key"),
+    (["--key", "{missing}", "--iss", ISSUER], "is not a readable JSON Web Key"),
+])
+def test_signing_options_that_cannot_sign_are_refused(key_pair, tokens, httpserver_ipv4, tmp_path, args, says):
+    key_file, jwks = key_pair
+    public = tmp_path / "public.json"
+    public.write_text(json.dumps(jwks["keys"][0]))
+    paths = {"key": key_file, "public": public, "missing": tmp_path / "missing.json"}
+    result = run_cds("discover", httpserver_ipv4.url_for("/"), *(arg.format(**paths) for arg in args))
+    assert result.exit_code == 2
+    assert says in result.stderr
+    assert tokens == []
