@@ -90,9 +90,13 @@ def _date(value: Any) -> date | None:
 
 def _home_state(patient: dict[str, Any]) -> str | None:
     addresses = [a for a in patient.get("address") or [] if isinstance(a, dict) and a.get("state")]
-    home = [a for a in addresses if a.get("use") in (None, "home") and not (a.get("period") or {}).get("end")]
+    home = [a for a in addresses if a.get("use") in (None, "home") and not _ended(a.get("period"))]
     chosen = (home or addresses or [None])[0]
     return str(chosen["state"]).strip().upper() if chosen else None
+
+
+def _ended(period: Any) -> bool:
+    return isinstance(period, dict) and bool(period.get("end"))
 
 
 def _codings(concept: Any) -> list[dict[str, Any]]:
@@ -113,8 +117,9 @@ def _condition_diagnoses(condition: dict[str, Any]) -> list[Diagnosis]:
 def _coverage_facts(coverage: dict[str, Any]) -> CoverageFacts:
     payors = [p for p in coverage.get("payor") or [] if isinstance(p, dict)]
     period = coverage.get("period") if isinstance(coverage.get("period"), dict) else {}
+    payer = payors[0].get("display") if payors else None
     return CoverageFacts(
         reference=f"Coverage/{coverage['id']}" if coverage.get("id") else None,
-        payer=payors[0].get("display") if payors else None,
+        payer=payer if isinstance(payer, str) else None,
         plan_start=_date(period.get("start")),
     )
