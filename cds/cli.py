@@ -3,44 +3,27 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
-import sys
 from dataclasses import replace
 
 import click
 from gunicorn.app.base import BaseApplication
 
 from cds.config import Settings, SettingsError
-
-# Below the CRD 5-second response budget: a stuck worker is replaced before the EHR gives up.
-WORKER_TIMEOUT_SECONDS = 4
+from cds.gunicorn_config import gunicorn_options
 
 
 class GunicornServer(BaseApplication):
-    """Gunicorn with its configuration from Settings rather than from a command line or file."""
+    """Gunicorn configured from Settings by cds/gunicorn_config.py, the configuration the container uses too."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         super().__init__()
 
     def load_config(self) -> None:
-        s = self.settings
-        for key, value in {
-            "bind": f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
-            "workers": s.workers,
-            "threads": s.threads,
-            "worker_class": "gthread",
-            "timeout": WORKER_TIMEOUT_SECONDS,
-            "graceful_timeout": 10,
-            "keepalive": 5,
-            "limit_request_line": 8190,
-            "limit_request_fields": 100,
-            "limit_request_field_size": 16384,
-            "accesslog": None,
-            "loglevel": s.log_level.lower(),
-        }.items():
-            self.cfg.set(key, value)
+        for key, value in gunicorn_options(self.settings).items():
+            if key in self.cfg.settings:  # as gunicorn reads a config file
+                self.cfg.set(key, value)
 
     def load(self):
         from cds.app import create_app
@@ -77,8 +60,6 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     settings = replace(settings, **overrides)
     if settings.demo and not is_loopback(settings.host):
         raise click.UsageError(f"demo mode binds to loopback only; --host {settings.host} is not loopback")
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("SERVER_SOFTWARE", "cds")
     click.echo(f"CDS service on http://{settings.host}:{settings.port}/cds-services", err=True)
     GunicornServer(settings).run()

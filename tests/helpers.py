@@ -1,4 +1,11 @@
-"""Assertions shared by the API tests."""
+"""Assertions and server helpers shared by the tests."""
+
+import socket
+import subprocess
+import time
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def outcome(response) -> dict:
@@ -8,3 +15,30 @@ def outcome(response) -> dict:
     issue = body["issue"][0]
     assert issue["severity"] == "error" and issue["diagnostics"]
     return issue
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 20) -> requests.Response:
+    """The first answer of a server process starting on loopback; fails fast if the process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited with {process.returncode}"
+        try:
+            return requests.get(url, timeout=1)
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not come up")
+
+
+def metric_value(metrics_text: str, name: str, **labels: str) -> float:
+    """A sample's value in a Prometheus text exposition (0 when absent)."""
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
