@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from cds.errors import BadRequest, NotFound, quote
 from cds.jsonbody import read_json_object
+from cds.logs import bind_request_id
 from cds.protocol import parse_feedback, parse_hook_request, to_wire
 from hooks import HOOKS, services_with_id
 
@@ -30,6 +31,7 @@ def call_service(service_id: str) -> Response:
     hooks = _hooks_for(service_id)
     settings = current_app.config["CDS_SETTINGS"]
     body = read_json_object(request, settings.max_json_depth)
+    bind_request_id(body.get("hookInstance"))
     hook_name = body.get("hook")
     if not isinstance(hook_name, str) or not hook_name:
         raise BadRequest("hook is required and must be a string.", "hook", "required")

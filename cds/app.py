@@ -10,6 +10,7 @@ from cds.api import bp
 from cds.config import Settings
 from cds.cors import register_cors
 from cds.errors import register_error_handlers
+from cds.ops import register_ops
 from cds.service import CoverageService
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(CDS_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.extensions["cds"] = CoverageService(settings)
+    register_ops(app, settings)
     register_cors(app, settings.cors_origins)
     register_error_handlers(app)
     app.register_blueprint(bp)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +19,7 @@ from rich.text import Text
 from cds.client import CallFailed, CdsClient, FhirClient, split_service_url
 from cds.config import Settings, SettingsError
 from cds.fhir import ID_PATTERN
+from cds.gunicorn_config import gunicorn_options
 from cds.order_request import Coding, build_order_request
 from cds.protocol import USER_ID_PATTERN
 from cds.render import console, print_answer, print_failure, print_services
@@ -28,34 +27,18 @@ from cds.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read
 
 T = TypeVar("T")
 
-# Below the CRD 5-second response budget: a stuck worker is replaced before the EHR gives up.
-WORKER_TIMEOUT_SECONDS = 4
-
 
 class GunicornServer(BaseApplication):
-    """Gunicorn with its configuration from Settings rather than from a command line or file."""
+    """Gunicorn configured from Settings by cds/gunicorn_config.py, the configuration the container uses too."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         super().__init__()
 
     def load_config(self) -> None:
-        s = self.settings
-        for key, value in {
-            "bind": f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
-            "workers": s.workers,
-            "threads": s.threads,
-            "worker_class": "gthread",
-            "timeout": WORKER_TIMEOUT_SECONDS,
-            "graceful_timeout": 10,
-            "keepalive": 5,
-            "limit_request_line": 8190,
-            "limit_request_fields": 100,
-            "limit_request_field_size": 16384,
-            "accesslog": None,
-            "loglevel": s.log_level.lower(),
-        }.items():
-            self.cfg.set(key, value)
+        for key, value in gunicorn_options(self.settings).items():
+            if key in self.cfg.settings:  # as gunicorn reads a config file
+                self.cfg.set(key, value)
 
     def load(self):
         from cds.app import create_app
@@ -92,8 +75,6 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     settings = replace(settings, **overrides)
     if settings.demo and not is_loopback(settings.host):
         raise click.UsageError(f"demo mode binds to loopback only; --host {settings.host} is not loopback")
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("SERVER_SOFTWARE", "cds")
     click.echo(f"CDS service on http://{settings.host}:{settings.port}/cds-services", err=True)
     GunicornServer(settings).run()

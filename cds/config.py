@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 MIB = 1024 * 1024
+LOG_FORMATS = ("json", "text")
 
 
 class SettingsError(ValueError):
@@ -50,6 +51,8 @@ class Settings:
     workers: int = 2
     threads: int = 4
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_enabled: bool = True
     public_base_url: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 5 * MIB
@@ -77,6 +80,8 @@ class Settings:
                 host="127.0.0.1" if settings.host in ("", "127.0.0.1") else settings.host,
                 cors_origins=settings.cors_origins or ("*",),
             )
+        if settings.log_format not in LOG_FORMATS:
+            raise SettingsError(f"CDS_LOG_FORMAT={settings.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         if settings.max_json_depth < 8:
             raise SettingsError("CDS_MAX_JSON_DEPTH must be at least 8 to admit a CDS Hooks request")
         if settings.max_body_bytes < 1024:

@@ -1,6 +1,12 @@
-"""Assertions and runners shared by the tests."""
+"""Assertions, runners and server helpers shared by the tests."""
 
+import socket
+import subprocess
+import time
+
+import requests
 from click.testing import CliRunner, Result
+from prometheus_client.parser import text_string_to_metric_families
 
 from cds.cli import main
 
@@ -17,3 +23,30 @@ def outcome(response) -> dict:
 def run_cds(*args: object, env: dict[str, str] | None = None) -> Result:
     """`cds ARGS` run in-process as from a script: output is not a terminal, so it is plain text."""
     return CliRunner().invoke(main, [str(arg) for arg in args], env=env, catch_exceptions=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 20) -> requests.Response:
+    """The first answer of a server process starting on loopback; fails fast if the process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited with {process.returncode}"
+        try:
+            return requests.get(url, timeout=1)
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not come up")
+
+
+def metric_value(metrics_text: str, name: str, **labels: str) -> float:
+    """A sample's value in a Prometheus text exposition (0 when absent)."""
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0

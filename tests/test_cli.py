@@ -1,33 +1,17 @@
 """`cds serve` starts the real service under gunicorn on loopback."""
 
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 
+from tests.helpers import free_port, metric_value, wait_until_up
+
 CDS = str(Path(sys.executable).with_name("cds"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 20) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        try:
-            return requests.get(url, timeout=1)
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
 
 
 def test_serve_demo_answers_discovery_and_says_what_it_relaxes():
@@ -44,6 +28,26 @@ def test_serve_demo_answers_discovery_and_says_what_it_relaxes():
         _, stderr = process.communicate(timeout=20)
     assert process.returncode == 0
     assert "demo mode" in stderr and "CORS allows any origin" in stderr
+
+
+def test_serve_runs_the_shared_gunicorn_configuration():
+    """JSON logs, summed metrics and their private directory, removed on exit: cds/gunicorn_config.py at work."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))}
+    process = subprocess.Popen([CDS, "serve", "--port", str(port), "--workers", "1"], stderr=subprocess.PIPE,
+                               text=True, env={**env, "CDS_LOG_FORMAT": "json"})
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/cds-services", process)
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert metric_value(metrics, "cds_http_requests_total", endpoint="discovery", status="200") == 1
+    records = [json.loads(line) for line in stderr.splitlines() if not line.startswith("CDS service on")]
+    assert {"gunicorn.error", "cds.access"} <= {record["logger"] for record in records}
+    metrics_dir = next(r["message"].rsplit(" ", 1)[1] for r in records if r["message"].startswith("metrics of"))
+    assert not Path(metrics_dir).exists()
 
 
 def test_demo_refuses_a_non_loopback_host():

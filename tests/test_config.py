@@ -27,7 +27,8 @@ def test_demo_defaults_to_any_cors_origin():
 
 
 @pytest.mark.parametrize(("name", "value"), [("CDS_PORT", "eighty"), ("CDS_DEMO", "maybe"),
-                                             ("CDS_MAX_BODY_BYTES", "-1"), ("CDS_MAX_JSON_DEPTH", "2")])
+                                             ("CDS_MAX_BODY_BYTES", "-1"), ("CDS_MAX_JSON_DEPTH", "2"),
+                                             ("CDS_LOG_FORMAT", "xml"), ("CDS_METRICS_ENABLED", "sometimes")])
 def test_bad_value_names_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})

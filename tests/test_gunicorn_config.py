@@ -1,0 +1,27 @@
+"""The one gunicorn configuration shared by `cds serve` and the image (served for real in test_cli/test_image)."""
+
+import pytest
+
+from cds.config import Settings
+from cds.gunicorn_config import WORKER_TIMEOUT_SECONDS, gunicorn_options, prepare_metrics_dir
+
+
+def test_workers_time_out_below_the_crd_budget_and_stop_gracefully():
+    options = gunicorn_options(Settings())
+    assert options["timeout"] == WORKER_TIMEOUT_SECONDS < 5
+    assert options["worker_class"] == "gthread" and options["graceful_timeout"] > 0
+    assert options["limit_request_field_size"] >= 8192  # room for a client JWT in Authorization
+
+
+def test_metrics_off_means_no_metrics_directory_hooks():
+    assert "on_starting" not in gunicorn_options(Settings(metrics_enabled=False))
+
+
+def test_refuses_to_start_when_metrics_would_not_add_up_across_workers(monkeypatch):
+    # This test process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR (via cds.app), as a
+    # master process would if a module imported it too early; workers forked from it would count alone.
+    import cds.app  # noqa: F401
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
+        prepare_metrics_dir(server=None)

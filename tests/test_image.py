@@ -1,0 +1,193 @@
+"""The container image's start command, configuration and healthcheck, run as-is outside Docker.
+
+CI has no Docker engine, so these tests read docker/Dockerfile and run its CMD (two gunicorn workers) and its
+HEALTHCHECK from the repository root, as the image does from /app with the same CDS_* environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import load
+from tests.helpers import free_port, metric_value, wait_until_up
+
+ROOT = Path(__file__).parent.parent
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+
+# What a request may carry that must never reach a log.
+ACCESS_TOKEN = "ya29.a0AfB-secret-access-token-7Qx"
+CLIENT_JWT = "eyJhbGciOiJSUzM4NCIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2Voci5leGFtcGxlIn0.c2lnbmF0dXJlLXNlY3JldA"
+PATIENT_GIVEN, PATIENT_FAMILY = "Quintessa", "Marchbanks"
+
+
+def final_stage() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile's last stage, continuation lines joined."""
+    lines = re.sub(r"\\\n", " ", DOCKERFILE.read_text()).splitlines()
+    instructions = [tuple(line.strip().split(None, 1)) for line in lines if line.strip() and line[0] != "#"]
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return [(word.upper(), rest) for word, rest in instructions[last_from:]]
+
+
+def instruction(name: str) -> str:
+    return [rest for word, rest in final_stage() if word == name][-1]
+
+
+def image_cmd() -> list[str]:
+    return json.loads(instruction("CMD"))
+
+
+def image_healthcheck() -> list[str]:
+    return json.loads(instruction("HEALTHCHECK").split(" CMD ", 1)[1])
+
+
+def image_env() -> dict[str, str]:
+    return dict(item.split("=", 1) for _, rest in final_stage() if _ == "ENV" for item in shlex.split(rest))
+
+
+def here(argv: list[str]) -> list[str]:
+    """The image's command with its program taken from this virtualenv (python, gunicorn)."""
+    program = sys.executable if argv[0] == "python" else str(Path(sys.executable).with_name(argv[0]))
+    return [program, *argv[1:]]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))}
+
+
+@dataclass
+class Server:
+    argv: list[str]
+    url: str
+    port: int
+    log: Path
+    metrics_dir: Path
+
+    def log_records(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("image")
+    metrics_dir = tmp / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"a previous run's counts")
+    port = free_port()
+    env = clean_env() | image_env() | {
+        "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port), "CDS_WORKERS": "2", "CDS_LOG_LEVEL": "DEBUG",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    argv = here(image_cmd())
+    log = tmp / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", process)
+        yield Server(argv, f"http://127.0.0.1:{port}", port, log, metrics_dir)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def test_the_server_under_test_runs_the_image_command(server):
+    cmd = image_cmd()
+    assert cmd == ["gunicorn", "-c", "docker/gunicorn.conf.py", "cds.app:create_app()"]
+    assert [Path(server.argv[0]).name, *server.argv[1:]] == cmd
+    copies = [rest.split() for word, rest in final_stage() if word == "COPY"]
+    assert ["docker/gunicorn.conf.py", "docker/gunicorn.conf.py"] in copies and instruction("WORKDIR") == "/app"
+
+
+def test_image_is_slim_python_and_runs_unprivileged():
+    assert [rest for word, rest in final_stage() if word == "FROM"] == ["python:3.11-slim"]
+    assert instruction("USER") not in ("root", "0")
+    assert image_env()["CDS_HOST"] == "0.0.0.0" and image_env()["CDS_LOG_FORMAT"] == "json"
+
+
+def test_health_and_ready(server):
+    assert requests.get(f"{server.url}/health", timeout=5).json() == {"status": "ok"}
+    ready = requests.get(f"{server.url}/ready", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == [{"name": "coverage-service", "ok": True, "detail": "built at start-up"}]
+
+
+def test_healthcheck_command_passes_while_serving_and_fails_when_nothing_answers(server):
+    env = clean_env() | image_env()
+    command = here(image_healthcheck())
+    alive = subprocess.run(command, env={**env, "CDS_PORT": str(server.port)}, capture_output=True, timeout=20)
+    assert alive.returncode == 0, alive.stderr
+    dead = subprocess.run(command, env={**env, "CDS_PORT": str(free_port())}, capture_output=True, timeout=20)
+    assert dead.returncode == 1
+
+
+def test_metrics_add_up_across_both_workers(server):
+    assert not (server.metrics_dir / "counter_1.db").exists(), "a previous run's metrics must be cleared"
+    before = metric_value(requests.get(f"{server.url}/metrics", timeout=5).text, "cds_http_requests_total",
+                          endpoint="discovery", service="", status="200")
+    seen = len(server.log_records())
+    sent = 0
+    # Each request on a new connection; keep on until both workers have answered some (bounded).
+    while sent < 10 or (len(_discovery_workers(server, seen)) < 2 and sent < 200):
+        assert requests.get(f"{server.url}/cds-services", timeout=5).status_code == 200
+        sent += 1
+    workers = _discovery_workers(server, seen)
+    assert len(workers) == 2 and sum(workers.values()) == sent
+    metrics = requests.get(f"{server.url}/metrics", timeout=5)
+    assert metrics.headers["Content-Type"].startswith("text/plain")
+    after = metric_value(metrics.text, "cds_http_requests_total", endpoint="discovery", service="", status="200")
+    assert after - before == sent
+    assert metric_value(metrics.text, "cds_http_request_duration_seconds_count", endpoint="discovery") >= sent
+
+
+def _discovery_workers(server: Server, skip: int) -> Counter:
+    return Counter(r["pid"] for r in server.log_records()[skip:]
+                   if r["logger"] == "cds.access" and r["message"].startswith("GET /cds-services 200"))
+
+
+def test_logs_are_json_with_the_request_id_and_no_tokens_or_patient_data(server):
+    body = load("sandbox-order-sign-rx.json")
+    body["hookInstance"] = "0f5d3a52-8d2c-4b8e-9a51-6c1e2f7d9b03"
+    body["fhirAuthorization"] = {"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300,
+                                 "scope": "patient/Patient.read", "subject": "cds-service"}
+    body["prefetch"]["patient"]["name"] = [{"family": PATIENT_FAMILY, "given": [PATIENT_GIVEN]}]
+    headers = {"Authorization": f"Bearer {CLIENT_JWT}"}
+    query = f"?patient={PATIENT_GIVEN}+{PATIENT_FAMILY}&access_token={ACCESS_TOKEN}"
+    answered = requests.post(f"{server.url}/cds-services/order-sign-crd{query}", json=body, headers=headers,
+                             timeout=5)
+    assert answered.status_code == 200
+    refused = requests.post(f"{server.url}/cds-services/order-sign-crd", json={**body, "hook": "order-select"},
+                            headers=headers, timeout=5)
+    assert refused.status_code == 400
+
+    text = server.log.read_text()
+    for secret in (ACCESS_TOKEN, CLIENT_JWT, PATIENT_GIVEN, PATIENT_FAMILY):
+        assert secret not in text
+    records = server.log_records()  # every line parses as one JSON object
+    assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
+    calls = [r for r in records if r.get("request_id") == body["hookInstance"] and r["logger"] == "cds.access"]
+    assert [(r["status"], r["service"]) for r in calls] == [(200, "order-sign-crd"), (400, "order-sign-crd")]
+    assert all(r["latency_ms"] >= 0 for r in calls)
+
+
+def test_compose_runs_replicas_behind_tls_with_postgres_and_documents_every_setting():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    app, proxy, db = (compose["services"][name] for name in ("app", "proxy", "db"))
+    assert app["deploy"]["replicas"] >= 2 and app["build"]["dockerfile"] == "docker/Dockerfile"
+    assert app["environment"]["CDS_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert "healthcheck" in db and "healthcheck" in proxy  # app: the image's HEALTHCHECK
+    assert proxy["ports"][0].endswith(":443") and "listen 443 ssl" in (ROOT / "docker" / "nginx.conf").read_text()
+    readme = (ROOT / "README.md").read_text()
+    undocumented = [name for name in app["environment"] if f"`{name}`" not in readme]
+    assert undocumented == []
