@@ -12,6 +12,7 @@ import click
 from gunicorn.app.base import BaseApplication
 
 from cds.config import Settings, SettingsError
+from cds.policy import PolicyError, load_policies
 
 # Below the CRD 5-second response budget: a stuck worker is replaced before the EHR gives up.
 WORKER_TIMEOUT_SECONDS = 4
@@ -77,6 +78,10 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     settings = replace(settings, **overrides)
     if settings.demo and not is_loopback(settings.host):
         raise click.UsageError(f"demo mode binds to loopback only; --host {settings.host} is not loopback")
+    try:  # fail here, with the file and field named, rather than in every worker
+        load_policies(settings.policy_dirs, settings.policy_url_template)
+    except PolicyError as exc:
+        raise click.ClickException(f"policy file not usable: {exc}") from None
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("SERVER_SOFTWARE", "cds")

@@ -24,7 +24,7 @@ class PolicyCode(Strict):
     """A billing code the policy applies to."""
 
     system: CodeSystem
-    code: str = Field(pattern=_CODE.pattern)
+    code: str = Field(pattern=f"^{_CODE.pattern}$")
     descriptor: str = Field(min_length=3)  # the short descriptor (AMA owns CPT long descriptors)
     name: str = Field(min_length=3, max_length=60)  # what a clinician calls the item, used in card summaries
 
@@ -86,7 +86,7 @@ class PolicyDecision(Strict):
 
 
 class Policy(Strict):
-    id: str = Field(pattern=r"[A-Z]{3}\d{3}\.\d{3}")
+    id: str = Field(pattern=r"^[A-Z]{3}\d{3}\.\d{3}$")
     title: str = Field(min_length=3)
     publisher: str = Field(min_length=2)
     version: str = Field(min_length=1)
