@@ -41,7 +41,7 @@ def card_for(decision: Decision, configuration: Configuration, payer_name: str) 
         indicator=decision.indicator,
         detail=detail(decision),
         source=Source(
-            label=(decision.coverage and decision.coverage.payer) or payer_name,
+            label=_payer(decision) or payer_name,
             url=decision.policy.link,
             topic=Coding(system=configuration.topic_system, code=topic, display=TOPIC_DISPLAY[topic]),
         ),
@@ -54,6 +54,12 @@ def card_for(decision: Decision, configuration: Configuration, payer_name: str) 
         override_reasons=[Coding(system=OVERRIDE_REASON_SYSTEM, code=code, display=text) for code, text in reasons],
         extension={"davinci-crd.associated-resource": [{"reference": reference}]} if reference else None,
     )
+
+
+def _payer(decision: Decision) -> str | None:
+    """The plan's name as on the member's card (CRD: the source label), when the Coverage names it."""
+    payer = decision.coverage.payer if decision.coverage else None
+    return " ".join(payer.split())[:120] if isinstance(payer, str) and payer.strip() else None
 
 
 def summary(decision: Decision) -> str:

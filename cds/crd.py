@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cds.fhir import REFERENCE_PATTERN
 from cds.policy.decision import Decision, Outcome
 from cds.protocol import Action, HookRequest
 
@@ -68,7 +69,7 @@ class Configuration:
 
 def coverage_information(decision: Decision, primary: bool = True) -> dict[str, Any] | None:
     """The coverage-information extension for the decision; None without a Coverage to point to."""
-    if decision.coverage is None or not decision.coverage.reference:
+    if decision.coverage is None or not REFERENCE_PATTERN.fullmatch(decision.coverage.reference or ""):
         return None
     parts: list[dict[str, Any]] = [{"url": "coverage", "valueReference": {"reference": decision.coverage.reference}}]
     parts += [{"url": url, "valueCode": code} for url, code in _CODES[decision.outcome]

@@ -154,3 +154,13 @@ def test_rendered_card_has_no_empty_members_and_is_json_ready(client):
     assert set(card) == {"uuid", "summary", "indicator", "detail", "source", "suggestions", "selectionBehavior",
                          "overrideReasons", "links", "extension"}
     assert set(card["source"]) == {"label", "url", "topic"}
+
+
+def test_malformed_coverage_in_prefetch_still_gets_the_card(client):
+    body = load("e0221-home-device.json")
+    coverage = body["prefetch"]["coverage"]["entry"][0]["resource"]
+    coverage["payor"] = [{"display": 5}]
+    coverage["id"] = {"not": "an id"}
+    answer = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    assert answer["cards"][0]["source"]["label"] == "Health Care Service Corporation"
+    assert "systemActions" not in answer  # no usable Coverage reference to point to

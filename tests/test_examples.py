@@ -2,10 +2,12 @@
 
 import pytest
 import yaml
+from hypothesis import given
 
 from cds.crd import COVERAGE_INFORMATION, TOPIC_SYSTEM_TEMP
 from tests.conftest import EXAMPLES, load
 from tests.crd_profile import has_empty_element, problems_dual, required_order_elements
+from tests.test_fuzz import FUZZ, mutated, post
 
 EXPECTED = yaml.safe_load((EXAMPLES / "expected.yaml").read_text())
 SERVICE = {"order-sign": "order-sign-crd", "order-select": "order-select-crd"}
@@ -63,3 +65,15 @@ def test_example_yields_exactly_its_expected_cards_and_actions(client, name):
             {k: v for k, v in original.items() if k != "extension"}
         for element in required_order_elements(original["resourceType"]):
             assert any(key.startswith(element.removesuffix("[x]")) for key in action["resource"]), element
+
+
+MATCHING = [load(name) for name in ("text-only-anodyne.json", "device-code-reference.json",
+                                    "order-select-selection-only.json", "sandbox-style-no-coverage.json")]
+
+
+@FUZZ
+@given(body=mutated(MATCHING))
+def test_mutated_matching_requests_never_5xx(client, body):
+    hook = body.get("hook")
+    service = SERVICE.get(hook, "order-sign-crd") if isinstance(hook, str) else "order-sign-crd"
+    assert post(client, f"/cds-services/{service}", body).status_code in (200, 400)
