@@ -9,6 +9,7 @@ from cds.cards import card_for, select_cards
 from cds.config import Settings
 from cds.crd import Configuration, coverage_action
 from cds.facts import member_facts
+from cds.fhir import DraftOrder
 from cds.policy import Decision, judge, load_policies, match_order
 from cds.policy.orders import device_index
 from cds.prefetch import member_data
@@ -40,8 +41,7 @@ class CoverageService:
 
     def decide(self, hook: Hook, request: HookRequest, configuration: Configuration) -> list[Rendered]:
         orders = hook.judged_orders(request)
-        devices = device_index([*(o.resource for o in request.draft_orders), *request.prefetch.values()]) \
-            if any("codeReference" in order.resource for order in orders) else {}
+        devices = _referable_devices(request, orders)
         found = [m for m in (match_order(order, self.policies, devices) for order in orders) if m]
         if not found:  # member data is fetched only for orders a policy covers
             return []
@@ -52,3 +52,10 @@ class CoverageService:
             Rendered(d, card_for(d, configuration, self.settings.payer_name), coverage_action(d, hook.primary))
             for d in decisions
         ]
+
+
+def _referable_devices(request: HookRequest, orders: tuple[DraftOrder, ...]) -> dict[str, dict]:
+    """Devices a DeviceRequest.codeReference may point to, looked for only when an order has one."""
+    if not any("codeReference" in order.resource for order in orders):
+        return {}
+    return device_index([*(order.resource for order in request.draft_orders), *request.prefetch.values()])
