@@ -21,6 +21,7 @@ from cds.config import Settings, SettingsError
 from cds.fhir import ID_PATTERN
 from cds.gunicorn_config import gunicorn_options
 from cds.order_request import Coding, build_order_request
+from cds.policy import PolicyError, load_policies
 from cds.protocol import USER_ID_PATTERN
 from cds.render import console, print_answer, print_failure, print_services
 from cds.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk, write_private_jwk
@@ -75,6 +76,10 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     settings = replace(settings, **overrides)
     if settings.demo and not is_loopback(settings.host):
         raise click.UsageError(f"demo mode binds to loopback only; --host {settings.host} is not loopback")
+    try:  # fail here, with the file and field named, rather than in every worker
+        load_policies(settings.policy_dirs, settings.policy_url_template)
+    except PolicyError as exc:
+        raise click.ClickException(f"policy file not usable: {exc}") from None
     os.environ.setdefault("SERVER_SOFTWARE", "cds")
     click.echo(f"CDS service on http://{settings.host}:{settings.port}/cds-services", err=True)
     GunicornServer(settings).run()

@@ -58,6 +58,9 @@ class Settings:
     max_body_bytes: int = 5 * MIB
     max_json_depth: int = 64
     max_draft_orders: int = 200
+    payer_name: str = "Health Care Service Corporation"
+    policy_dirs: tuple[str, ...] = ()
+    policy_url_template: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -86,6 +89,9 @@ class Settings:
             raise SettingsError("CDS_MAX_JSON_DEPTH must be at least 8 to admit a CDS Hooks request")
         if settings.max_body_bytes < 1024:
             raise SettingsError("CDS_MAX_BODY_BYTES must be at least 1024")
+        if not settings.payer_name:
+            raise SettingsError("CDS_PAYER_NAME must not be empty")
+        _check_url_template(settings.policy_url_template)
         return settings
 
     def demo_relaxations(self) -> list[str]:
@@ -96,3 +102,16 @@ class Settings:
             "bound to loopback only",
             "CORS allows any origin" if "*" in self.cors_origins else "CORS origins as configured",
         ]
+
+
+def _check_url_template(template: str) -> None:
+    if not template:
+        return
+    try:
+        url = template.format(id="DME101.045", effective="2025-10-01")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SettingsError(
+            f"CDS_POLICY_URL_TEMPLATE={template!r}: only {{id}} and {{effective}} may be filled in ({exc})"
+        ) from None
+    if not url.startswith(("https://", "http://")):
+        raise SettingsError(f"CDS_POLICY_URL_TEMPLATE={template!r}: must be an absolute http(s) URL")

@@ -2,22 +2,60 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+
+from cds.cards import card_for, select_cards
 from cds.config import Settings
+from cds.crd import Configuration, coverage_action
 from cds.facts import member_facts
+from cds.fhir import DraftOrder
+from cds.policy import Decision, judge, load_policies, match_order
+from cds.policy.orders import device_index
 from cds.prefetch import member_data
-from cds.protocol import CdsResponse, HookRequest
+from cds.protocol import Action, Card, CdsResponse, HookRequest
 from hooks.spec import Hook
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """One decision and what was said about it: the unit an audit record keeps."""
+
+    decision: Decision
+    card: Card
+    action: Action | None
+
+
 class CoverageService:
-    """Built once per process at start-up; answers one validated hook call at a time."""
+    """Built once per process at start-up (policies loaded and compiled here); answers one hook call at a time."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.policies = load_policies(settings.policy_dirs, settings.policy_url_template)
 
     def answer(self, hook: Hook, request: HookRequest) -> CdsResponse:
+        configuration = Configuration.from_request(request)
+        rendered = self.decide(hook, request, configuration)
+        actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
+        return CdsResponse(cards=select_cards([r.card for r in rendered], configuration), system_actions=actions)
+
+    def decide(self, hook: Hook, request: HookRequest, configuration: Configuration) -> list[Rendered]:
         orders = hook.judged_orders(request)
-        if not orders:
-            return CdsResponse()
-        facts = member_facts(member_data(request))  # noqa: F841  (decisions come with the policy engine)
-        return CdsResponse()
+        devices = _referable_devices(request, orders)
+        found = [m for m in (match_order(order, self.policies, devices) for order in orders) if m]
+        if not found:  # member data is fetched only for orders a policy covers
+            return []
+        facts = member_facts(member_data(request))
+        today = date.today()
+        decisions = [judge(match, facts, today) for match in found]
+        return [
+            Rendered(d, card_for(d, configuration, self.settings.payer_name), coverage_action(d, hook.primary))
+            for d in decisions
+        ]
+
+
+def _referable_devices(request: HookRequest, orders: tuple[DraftOrder, ...]) -> dict[str, dict]:
+    """Devices a DeviceRequest.codeReference may point to, looked for only when an order has one."""
+    if not any("codeReference" in order.resource for order in orders):
+        return {}
+    return device_index([*(order.resource for order in request.draft_orders), *request.prefetch.values()])

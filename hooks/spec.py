@@ -23,8 +23,17 @@ CONFIGURATION_OPTIONS = [
         "code": "coverage-info",
         "type": "boolean",
         "name": "Coverage Information",
-        "description": "Whether each order is covered under the payer's medical policy and why: the "
-        "coverage-information system action stored on the order, and the card that explains it.",
+        "description": "Whether each order is covered, needs prior authorization or documentation: the "
+        "coverage-information system action stored on the order, and cards explaining a coverage that depends "
+        "on prior authorization or on information not in the request.",
+        "default": True,
+    },
+    {
+        "code": "off-guideline",
+        "type": "boolean",
+        "name": "Off guideline",
+        "description": "A card when an order runs against the payer's medical policy (for example, not medically "
+        "necessary), with the verdict, its basis, links to the policy and a suggestion to remove the order.",
         "default": True,
     },
     {

@@ -1,0 +1,99 @@
+"""Decision -> the CDS Hooks card a clinician reads: the verdict, why, links, and what to do about it."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from cds.crd import Configuration
+from cds.policy.decision import Decision, Outcome
+from cds.protocol import MAX_SUMMARY, Action, Card, Coding, Link, Source, Suggestion
+
+OVERRIDE_REASON_SYSTEM = "urn:cds-coverage:override-reason"
+OVERRIDE_REASONS = (
+    ("patient-pays", "Patient informed of non-coverage and chooses to pay"),
+    ("benefit-verified", "Coverage verified with the member's health plan"),
+    ("state-mandate", "A state benefit mandate applies"),
+)
+NOT_THIS_ITEM = ("not-this-item", "The order is not for an item this policy covers")
+TOPIC_DISPLAY = {"off-guideline": "Off Guideline", "coverage-info": "Coverage Information"}
+SEVERITY = {"critical": 0, "warning": 1, "info": 2}
+
+
+def card_type(decision: Decision) -> str:
+    """The card's topic, and the `davinci-crd.configuration` switch that turns such cards off.
+
+    A denial is a notice that the order runs against the payer's medical policy, with the policy to review
+    (`off-guideline`); the other outcomes tell what coverage needs (`coverage-info`).
+    """
+    return "off-guideline" if decision.outcome is Outcome.NOT_COVERED else "coverage-info"
+
+
+def card_for(decision: Decision, configuration: Configuration, payer_name: str) -> Card:
+    policy = decision.policy.spec
+    reference = decision.order.reference
+    topic = card_type(decision)
+    actions = [Action(type="delete", description=f"Remove the order for {decision.item}.", resource_id=reference)]
+    suggestions = [Suggestion(label=f"Remove the order for {decision.item}", uuid=str(uuid4()), actions=actions)]
+    reasons = [*OVERRIDE_REASONS, *([NOT_THIS_ITEM] if decision.match.basis == "text" else [])]
+    return Card(
+        uuid=str(uuid4()),
+        summary=summary(decision),
+        indicator=decision.indicator,
+        detail=detail(decision),
+        source=Source(
+            label=_payer(decision) or payer_name,
+            url=decision.policy.link,
+            topic=Coding(system=configuration.topic_system, code=topic, display=TOPIC_DISPLAY[topic]),
+        ),
+        links=[
+            Link(label=f"Medical policy {policy.id}: {policy.title}", url=decision.policy.link),
+            *(Link(label=ref.label, url=str(ref.url)) for ref in decision.references),
+        ],
+        suggestions=suggestions if reference else [],
+        selection_behavior="at-most-one" if reference else None,
+        override_reasons=[Coding(system=OVERRIDE_REASON_SYSTEM, code=code, display=text) for code, text in reasons],
+        extension={"davinci-crd.associated-resource": [{"reference": reference}]} if reference else None,
+    )
+
+
+def _payer(decision: Decision) -> str | None:
+    """The plan's name as on the member's card (CRD: the source label), when the Coverage names it."""
+    payer = decision.coverage.payer if decision.coverage else None
+    return " ".join(payer.split())[:120] if isinstance(payer, str) and payer.strip() else None
+
+
+def summary(decision: Decision) -> str:
+    """"<item> <verdict>, policy <id>", shortening the item (never the verdict) to stay under 140 characters."""
+    tail = f" {decision.verdict}, policy {decision.policy_id}"
+    room = MAX_SUMMARY - len(tail)
+    item = decision.item if len(decision.item) <= room else decision.item[: room - 1].rstrip() + "…"
+    return item + tail
+
+
+def detail(decision: Decision) -> str:
+    policy = decision.policy.spec
+    paragraphs = [
+        f'**Medical policy {policy.id} "{policy.title}"**, {policy.publisher}, effective '
+        f"{policy.effective:%m/%d/%Y}:",
+        f"> {policy.coverage_statement}",
+        f"**Basis:** {policy.basis}",
+        f"**How this order matched:** {decision.match.describe()}"
+        + (" Check that the order is for an item this policy covers; if it is not, disregard this card."
+           if decision.match.basis == "text" else ""),
+        *decision.rationale,
+    ]
+    if decision.unknowns:
+        paragraphs.append("**Not evaluated:**\n" + "\n".join(
+            f"- {u.what}" + (f" ({u.how_to_resolve})" if u.how_to_resolve else "") for u in decision.unknowns))
+    if decision.coverage is None:
+        paragraphs.append("No coverage for this patient came with the request, so this states the medical policy "
+                          "without checking the member's benefits.")
+    paragraphs.append(f"**The benefit plan governs:** {policy.plan_governs}")
+    return "\n\n".join(paragraphs)
+
+
+def select_cards(cards: list[Card], configuration: Configuration) -> list[Card]:
+    """The cards the client asked for: switched-on types only, most severe first, at most `max-cards`."""
+    shown = [card for card in cards if card.source.topic is None or configuration.shows(card.source.topic.code)]
+    shown.sort(key=lambda card: SEVERITY[card.indicator])
+    return shown if configuration.max_cards is None else shown[: configuration.max_cards]

@@ -1,0 +1,111 @@
+"""Da Vinci CRD: the client's configuration, and Decision -> coverage-information system action.
+
+The extension is built to be valid under CRD 2.0.1 (what Inferno validates) and 2.2 at once (crd.md §1.3):
+`pa-needed` only when not `not-covered`, `info-needed` exactly when something is `conditional`, a text-only
+`reason`, and none of the elements whose shape differs between the versions.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from cds.fhir import REFERENCE_PATTERN
+from cds.policy.decision import Decision, Outcome
+from cds.protocol import Action, HookRequest
+
+COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+TOPIC_SYSTEM_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"  # card types in CRD 2.0.1 and 2.1
+TOPIC_SYSTEM_2_2 = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
+_VERSION = re.compile(r"(\d+)\.(\d+)")
+
+# Per outcome: the coded parts of the assertion, in the extension's element order.
+_CODES: dict[Outcome, tuple[tuple[str, str], ...]] = {
+    Outcome.NOT_COVERED: (("covered", "not-covered"),),
+    Outcome.COVERED_WITH_PA: (("covered", "covered"), ("pa-needed", "auth-needed"), ("doc-needed", "clinical"),
+                              ("doc-purpose", "withpa")),
+    Outcome.CONDITIONAL: (("covered", "conditional"), ("pa-needed", "conditional"), ("info-needed", "OTH")),
+}
+# What a secondary hook (order-select) must not ask for (CRD §hook-19): clinical or administrative documentation.
+_PRIMARY_ONLY = {"doc-needed", "doc-purpose"}
+_PHRASE = {
+    Outcome.NOT_COVERED: "not covered",
+    Outcome.COVERED_WITH_PA: "covered with prior authorization",
+    Outcome.CONDITIONAL: "coverage depends on information not in the request",
+}
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """The client's `davinci-crd.configuration` and `requestedVersion`; values of the wrong type are ignored."""
+
+    coverage_info: bool = True
+    max_cards: int | None = None
+    card_types_off: frozenset[str] = frozenset()
+    requested_version: tuple[int, int] | None = None
+
+    @classmethod
+    def from_request(cls, request: HookRequest) -> Configuration:
+        options = request.configuration
+        max_cards = options.get("max-cards")
+        version = _VERSION.fullmatch(request.requested_version or "")
+        return cls(
+            coverage_info=options.get("coverage-info") is not False,
+            max_cards=max_cards if isinstance(max_cards, int) and not isinstance(max_cards, bool)
+            and max_cards >= 0 else None,
+            card_types_off=frozenset(code for code, value in options.items() if value is False),
+            requested_version=(int(version[1]), int(version[2])) if version else None,
+        )
+
+    def shows(self, card_type: str) -> bool:
+        return card_type not in self.card_types_off
+
+    @property
+    def topic_system(self) -> str:
+        return TOPIC_SYSTEM_2_2 if self.requested_version and self.requested_version >= (2, 2) else TOPIC_SYSTEM_TEMP
+
+
+def coverage_information(decision: Decision, primary: bool = True) -> dict[str, Any] | None:
+    """The coverage-information extension for the decision; None without a Coverage to point to."""
+    if decision.coverage is None or not REFERENCE_PATTERN.fullmatch(decision.coverage.reference or ""):
+        return None
+    parts: list[dict[str, Any]] = [{"url": "coverage", "valueReference": {"reference": decision.coverage.reference}}]
+    parts += [{"url": url, "valueCode": code} for url, code in _CODES[decision.outcome]
+              if primary or url not in _PRIMARY_ONLY]
+    parts += [
+        {"url": "reason", "valueCodeableConcept": {"text": decision.reason}},
+        {"url": "date", "valueDate": decision.decided_on.isoformat()},
+        {"url": "coverage-assertion-id", "valueString": decision.assertion_id},
+    ]
+    return {"url": COVERAGE_INFORMATION, "extension": parts}
+
+
+def coverage_action(decision: Decision, primary: bool = True) -> Action | None:
+    """The system action that stores the assertion on the order: the whole order, with only the extension added.
+
+    An earlier assertion for the same coverage is replaced; assertions for other coverages are kept.
+    """
+    extension = coverage_information(decision, primary)
+    reference = decision.order.reference
+    if extension is None or reference is None:  # nothing to point to, or an order the client cannot update
+        return None
+    resource = copy.deepcopy(decision.order.resource)
+    kept = [e for e in resource.get("extension") or [] if not _same_assertion(e, decision.coverage.reference)]
+    resource["extension"] = [*kept, extension]
+    policy = decision.policy.spec
+    return Action(
+        type="update",
+        description=f"Record the payer's coverage information on {reference}: {_PHRASE[decision.outcome]} under "
+        f"medical policy {policy.id} ({policy.title}).",
+        resource=resource,
+    )
+
+
+def _same_assertion(extension: Any, coverage: str | None) -> bool:
+    if not isinstance(extension, dict) or extension.get("url") != COVERAGE_INFORMATION:
+        return False
+    return any(isinstance(part, dict) and part.get("url") == "coverage"
+               and (part.get("valueReference") or {}).get("reference") == coverage
+               for part in extension.get("extension") or [])

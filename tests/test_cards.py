@@ -1,0 +1,166 @@
+"""Cards: what the clinician reads for each decision, and which cards the client gets."""
+
+import dataclasses
+from datetime import date
+
+import pytest
+
+from cds.cards import OVERRIDE_REASON_SYSTEM, card_for, card_type, select_cards, summary
+from cds.crd import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
+from cds.facts import CoverageFacts, MemberFacts
+from cds.fhir import parse_draft_order
+from cds.policy import Outcome, Unknown, decide, load_policies
+from cds.protocol import MAX_SUMMARY, CdsResponse, to_wire
+from tests.conftest import load
+
+PAYER = "Health Care Service Corporation"
+FACTS = MemberFacts(coverages=(CoverageFacts("Coverage/c1", payer="Blue Cross and Blue Shield of Oklahoma"),))
+
+
+@pytest.fixture(scope="module")
+def policies():
+    return load_policies()
+
+
+def order(concept, order_id="dr-1"):
+    resource = {"resourceType": "DeviceRequest", "status": "draft", "intent": "original-order",
+                "codeCodeableConcept": concept, "subject": {"reference": "Patient/p"}}
+    return parse_draft_order({**resource, "id": order_id} if order_id else resource)
+
+
+E0221 = {"coding": [{"system": "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets", "code": "E0221"}]}
+
+
+def render(policies, concept=E0221, facts=FACTS, configuration=None, order_id="dr-1"):
+    decision = decide(order(concept, order_id), facts, policies, on=date(2026, 11, 26))
+    return decision, card_for(decision, configuration or Configuration(), PAYER)
+
+
+def test_code_match_card(policies):
+    _, card = render(policies)
+    assert card.summary == "Infrared heating pad system (E0221) not covered: not medically necessary, policy DME101.045"
+    assert card.indicator == "warning"
+    assert card.source.label == "Blue Cross and Blue Shield of Oklahoma"
+    assert card.source.url == "https://medicalpolicy.hcsc.com/home.html?corpEntCd=HCSC"
+    assert (card.source.topic.system, card.source.topic.code) == (TOPIC_SYSTEM_TEMP, "off-guideline")
+    assert card.extension == {"davinci-crd.associated-resource": [{"reference": "DeviceRequest/dr-1"}]}
+
+
+def test_detail_states_policy_basis_match_and_that_the_plan_governs(policies):
+    _, card = render(policies)
+    assert "> The use of infrared therapy devices and any related accessories" in card.detail
+    assert "is considered not medically necessary." in card.detail
+    assert "National Coverage Determination (NCD) 270.6" in card.detail and "1862(a)(1)(A)" in card.detail
+    assert "**How this order matched:** billing code HCPCS E0221 (Infrared heating pad system)" in card.detail
+    assert "benefit plan, summary plan description or contract governs" in card.detail
+    assert "No coverage for this patient" not in card.detail and "Not evaluated" not in card.detail
+
+
+def test_text_only_match_says_so_and_offers_a_matching_override(policies):
+    _, card = render(policies, {"text": "Anodyne Therapy System, home unit"})
+    assert card.summary.startswith("Anodyne Therapy System, home unit not covered")
+    assert 'by its description only, not by a billing code: "Anodyne Therapy System, home unit"' in card.detail
+    assert "Check that the order is for an item this policy covers" in card.detail
+    assert "not-this-item" in {reason.code for reason in card.override_reasons}
+    assert "not-this-item" not in {reason.code for reason in render(policies)[1].override_reasons}
+
+
+def test_links_are_absolute_and_cover_the_policy_and_ncd(policies):
+    _, card = render(policies)
+    assert [link.label for link in card.links] == [
+        "Medical policy DME101.045: Infrared Therapy Devices",
+        "CMS National Coverage Determination 270.6: Infrared Therapy Devices",
+        "CMS decision memo CAG-00291N: Infrared Therapy Devices",
+    ]
+    assert all(link.type == "absolute" and link.url.startswith("https://") for link in card.links)
+
+
+def test_one_suggestion_removes_the_order(policies):
+    _, card = render(policies)
+    (suggestion,) = card.suggestions
+    assert card.selection_behavior == "at-most-one"
+    (action,) = suggestion.actions
+    assert (action.type, action.resource_id, action.resource) == ("delete", "DeviceRequest/dr-1", None)
+    assert action.description and suggestion.label == "Remove the order for Infrared heating pad system (E0221)"
+    assert len({card.uuid, suggestion.uuid}) == 2
+
+
+def test_override_reasons_have_display_text(policies):
+    _, card = render(policies)
+    assert [(r.system, r.code) for r in card.override_reasons] == [
+        (OVERRIDE_REASON_SYSTEM, "patient-pays"), (OVERRIDE_REASON_SYSTEM, "benefit-verified"),
+        (OVERRIDE_REASON_SYSTEM, "state-mandate")]
+    assert all(len(r.display) > 10 for r in card.override_reasons)
+
+
+def test_each_card_has_fresh_uuids(policies):
+    first, second = render(policies)[1], render(policies)[1]
+    assert first.uuid != second.uuid and first.suggestions[0].uuid != second.suggestions[0].uuid
+
+
+def test_order_without_id_gets_a_card_without_suggestion(policies):
+    _, card = render(policies, order_id=None)
+    wire = to_wire(CdsResponse(cards=[card]))["cards"][0]
+    assert "suggestions" not in wire and "selectionBehavior" not in wire and "extension" not in wire
+
+
+def test_source_label_falls_back_to_the_configured_payer_name(policies):
+    _, card = render(policies, facts=MemberFacts(coverages=(CoverageFacts("Coverage/c1"),)))
+    assert card.source.label == PAYER
+    _, card = render(policies, facts=MemberFacts())
+    assert card.source.label == PAYER
+    assert "No coverage for this patient came with the request" in card.detail
+
+
+def test_unknowns_are_listed(policies):
+    decision, _ = render(policies)
+    decision = dataclasses.replace(decision, unknowns=(Unknown("The plan's funding", "ask the plan"),))
+    card = card_for(decision, Configuration(), PAYER)
+    assert "**Not evaluated:**\n- The plan's funding (ask the plan)" in card.detail
+
+
+def test_long_text_is_shortened_in_the_summary_never_the_verdict(policies):
+    decision, card = render(policies, {"text": "Anodyne " + "very long description " * 20})
+    assert len(card.summary) == MAX_SUMMARY
+    assert card.summary.endswith("… not covered: not medically necessary, policy DME101.045")
+    assert summary(decision) == card.summary
+
+
+def test_topic_system_follows_requested_version(policies):
+    _, card = render(policies, configuration=Configuration(requested_version=(2, 2)))
+    assert card.source.topic.system == TOPIC_SYSTEM_2_2
+
+
+def test_card_type_by_outcome(policies):
+    decision, _ = render(policies)
+    assert card_type(decision) == "off-guideline"
+    for outcome in (Outcome.COVERED_WITH_PA, Outcome.CONDITIONAL):
+        other = dataclasses.replace(decision, outcome=outcome, indicator="info")
+        assert card_for(other, Configuration(), PAYER).source.topic.code == card_type(other) == "coverage-info"
+
+
+def test_select_cards_orders_by_severity_and_honours_max_cards_and_switches(policies):
+    decision, warning = render(policies)
+    info = card_for(dataclasses.replace(decision, outcome=Outcome.COVERED_WITH_PA, indicator="info"),
+                    Configuration(), PAYER)
+    assert select_cards([info, warning], Configuration()) == [warning, info]
+    assert select_cards([info, warning], Configuration(max_cards=1)) == [warning]
+    assert select_cards([info, warning], Configuration(card_types_off=frozenset({"off-guideline"}))) == [info]
+
+
+def test_rendered_card_has_no_empty_members_and_is_json_ready(client):
+    answer = client.post("/cds-services/order-sign-crd", json=load("text-only-anodyne.json")).get_json()
+    (card,) = answer["cards"]
+    assert set(card) == {"uuid", "summary", "indicator", "detail", "source", "suggestions", "selectionBehavior",
+                         "overrideReasons", "links", "extension"}
+    assert set(card["source"]) == {"label", "url", "topic"}
+
+
+def test_malformed_coverage_in_prefetch_still_gets_the_card(client):
+    body = load("e0221-home-device.json")
+    coverage = body["prefetch"]["coverage"]["entry"][0]["resource"]
+    coverage["payor"] = [{"display": 5}]
+    coverage["id"] = {"not": "an id"}
+    answer = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    assert answer["cards"][0]["source"]["label"] == "Health Care Service Corporation"
+    assert "systemActions" not in answer  # no usable Coverage reference to point to
