@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import sys
@@ -12,6 +11,7 @@ import click
 from gunicorn.app.base import BaseApplication
 
 from cds.config import Settings, SettingsError
+from cds.fhirfetch import is_loopback
 
 # Below the CRD 5-second response budget: a stuck worker is replaced before the EHR gives up.
 WORKER_TIMEOUT_SECONDS = 4
@@ -46,15 +46,6 @@ class GunicornServer(BaseApplication):
         from cds.app import create_app
 
         return create_app(self.settings)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.group()

@@ -102,8 +102,8 @@ class Settings:
             raise SettingsError("CDS_MAX_JSON_DEPTH must be at least 8 to admit a CDS Hooks request")
         if settings.max_body_bytes < 1024:
             raise SettingsError("CDS_MAX_BODY_BYTES must be at least 1024")
-        if not 0 < settings.fetch_budget_seconds <= 30:
-            raise SettingsError("CDS_FETCH_BUDGET_SECONDS must be above 0 and at most 30")
+        if not 0 < settings.fetch_budget_seconds <= 3:  # the answer must still come within the worker timeout
+            raise SettingsError("CDS_FETCH_BUDGET_SECONDS must be above 0 and at most 3")
         if settings.fetch_max_bytes < 1024 or settings.fetch_max_pages < 1:
             raise SettingsError("CDS_FETCH_MAX_BYTES must be at least 1024 and CDS_FETCH_MAX_PAGES at least 1")
         for base in settings.fhir_servers:

@@ -66,8 +66,8 @@ class CoverageFacts:
     funding: Funding = "unknown"
     situs_state: str | None = None  # state whose law governs the plan (USPS code)
     plan_start: date | None = None  # plan year start (plan directory), else the Coverage's period start
-    payer_identifiers: tuple[str, ...] = ()  # every way Coverage.payor names the payer: system|value, value,
-    #                                          Organization/id, display
+    # Every way Coverage.payor names the payer: identifier system|value and value, Organization/id, display.
+    payer_identifiers: tuple[str, ...] = ()
     group: str | None = None  # Coverage.class group value
     plan: str | None = None  # Coverage.class plan value
     plan_name: str | None = None

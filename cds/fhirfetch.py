@@ -61,7 +61,7 @@ def fhir_server_refusal(url: str, allowed: Iterable[str], demo: bool) -> str | N
     problem = base_url_problem(url, demo)
     if problem:
         return f"the FHIR server address is refused: {problem}"
-    if demo and _is_loopback(urlsplit(url).hostname or ""):
+    if demo and is_loopback(urlsplit(url).hostname or ""):
         return None
     target = _location(url)
     if any(_under(target, _location(base)) for base in allowed if not base_url_problem(base, demo)):
@@ -69,7 +69,7 @@ def fhir_server_refusal(url: str, allowed: Iterable[str], demo: bool) -> str | N
     return "the FHIR server is not on this service's allow-list (CDS_FHIR_SERVERS)"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -82,7 +82,7 @@ def _location(url: str) -> tuple[str, str, int | None, str]:
     parts = urlsplit(url)
     try:
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:  # a malformed port matches no base and no other URL
+    except ValueError:  # a malformed port matches no well-formed URL
         port = -1
     return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.rstrip("/")
 
