@@ -4,7 +4,6 @@ and `cds keys` script calls to any CDS service from a terminal."""
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import os
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from rich.text import Text
 from cds.client import CallFailed, CdsClient, FhirClient, split_service_url
 from cds.config import Settings, SettingsError
 from cds.fhir import ID_PATTERN
+from cds.fhirfetch import is_loopback
 from cds.gunicorn_config import gunicorn_options
 from cds.order_request import Coding, build_order_request
 from cds.policy import PolicyError, load_policies
@@ -45,15 +45,6 @@ class GunicornServer(BaseApplication):
         from cds.app import create_app
 
         return create_app(self.settings)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.group()

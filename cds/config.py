@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from cds.fhirfetch import base_url_problem
+from cds.plans import PlanDirectoryError, load_plan_directory
+
 MIB = 1024 * 1024
 LOG_FORMATS = ("json", "text")
 
@@ -34,11 +37,21 @@ def _int(name: str, raw: str) -> int:
     return value
 
 
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{name}={raw!r}: must be a positive number")
+    return value
+
+
 def _list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-_PARSERS = {bool: _bool, int: _int, tuple: _list, str: lambda name, raw: raw.strip()}
+_PARSERS = {bool: _bool, int: _int, float: _float, tuple: _list, str: lambda name, raw: raw.strip()}
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,14 @@ class Settings:
     payer_name: str = "Health Care Service Corporation"
     policy_dirs: tuple[str, ...] = ()
     policy_url_template: str = ""
+    # Member data: where it may be fetched from, and how long and how much a call may take.
+    fhir_servers: tuple[str, ...] = ()
+    fetch_budget_seconds: float = 2.0
+    fetch_max_bytes: int = 4 * MIB
+    fetch_max_pages: int = 5
+    plan_directory: str = ""
+    strict_crd: bool = False
+    served_payers: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -92,6 +113,19 @@ class Settings:
         if not settings.payer_name:
             raise SettingsError("CDS_PAYER_NAME must not be empty")
         _check_url_template(settings.policy_url_template)
+        if not 0 < settings.fetch_budget_seconds <= 3:  # the answer must still come within the worker timeout
+            raise SettingsError("CDS_FETCH_BUDGET_SECONDS must be above 0 and at most 3")
+        if settings.fetch_max_bytes < 1024 or settings.fetch_max_pages < 1:
+            raise SettingsError("CDS_FETCH_MAX_BYTES must be at least 1024 and CDS_FETCH_MAX_PAGES at least 1")
+        for base in settings.fhir_servers:
+            problem = base_url_problem(base, settings.demo)
+            if problem:
+                raise SettingsError(f"CDS_FHIR_SERVERS entry {base!r}: {problem}")
+        if settings.plan_directory:
+            try:
+                load_plan_directory(settings.plan_directory)
+            except PlanDirectoryError as exc:
+                raise SettingsError(f"CDS_PLAN_DIRECTORY={settings.plan_directory!r}: {exc}") from None
         return settings
 
     def demo_relaxations(self) -> list[str]:
@@ -101,6 +135,7 @@ class Settings:
         return [
             "bound to loopback only",
             "CORS allows any origin" if "*" in self.cors_origins else "CORS origins as configured",
+            "member data may be fetched over http and from any FHIR server on loopback",
         ]
 
 

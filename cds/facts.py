@@ -1,26 +1,58 @@
-"""Member facts a decision may use, taken from Patient, Coverage, Condition resources and the order.
+"""Member facts a decision may use: from Patient, Coverage and Condition resources, the plan directory, and the
+order itself (its date of service and its reasons).
 
-What cannot be known stays None (or "unknown") and is reported, never guessed.
+What cannot be known stays None (or "unknown") and is reported in `unavailable`, never guessed. Resources that
+contradict the request (another patient's, a cancelled Coverage) are left out and reported too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
 
+from cds.fhir import DraftOrder
+from cds.plans import KnownFunding, KnownLineOfBusiness, KnownProduct, PlanDirectory, PlanFacts
+from cds.states import state_code
+
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
+SOPT = "https://nahdo.org/sopt"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
-LineOfBusiness = Literal["commercial", "medicare", "medicaid", "other", "unknown"]
-Product = Literal["PPO", "HMO", "POS", "EPO", "other", "unknown"]
-Funding = Literal["fully-insured", "self-funded", "unknown"]
+DIAGNOSIS_SYSTEMS = {ICD10CM: ICD10CM, "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+                     SNOMED: SNOMED, "urn:oid:2.16.840.1.113883.6.96": SNOMED}
+SOPT_SYSTEMS = (SOPT, "urn:oid:2.16.840.1.113883.3.221.5")
+
+LineOfBusiness = Literal[KnownLineOfBusiness, "unknown"]
+Product = Literal[KnownProduct, "unknown"]
+Funding = Literal[KnownFunding, "unknown"]
+
+# Source of Payment Typology (US Core Coverage.type). The first digit is the line of business: Medicare Advantage
+# (11x) is Medicare, Blue Cross/Blue Shield (6) is commercial; 7 is managed care that cannot tell public from private.
+_SOPT_LINE = {"1": "medicare", "2": "medicaid", "3": "other", "4": "other", "5": "commercial", "6": "commercial",
+              "8": "other", "9": "other"}
+_SOPT_PRODUCT = {"111": "HMO", "112": "PPO", "113": "POS", "211": "HMO", "212": "PPO",
+                 "3811": "HMO", "3812": "PPO", "3813": "POS",
+                 "511": "HMO", "512": "PPO", "513": "POS", "514": "EPO", "515": "PPO",
+                 "611": "HMO", "612": "PPO", "613": "POS", "71": "HMO", "72": "PPO", "73": "POS"}
+_SOPT_SELF_FUNDED = {"522", "622"}  # self-insured (ERISA) administrative services only
+_ACT_PRODUCT = {"HMO": "HMO", "PPO": "PPO", "POS": "POS"}
+
+_ACTIVE_CLINICAL = (None, "active", "recurrence", "relapse")
+_NOT_A_DIAGNOSIS = ("refuted", "entered-in-error")
+_RELATIVE_REFERENCE = re.compile(r"([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+_ICD10_WITHOUT_DOT = re.compile(r"([A-Z][0-9][0-9A-Z])([0-9A-Z]{1,4})")
+_FIELD_LABELS = {"line_of_business": "line of business", "product": "product", "funding": "funding",
+                 "situs_state": "plan situs state", "plan_start": "plan start"}
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    system: str
-    code: str
+    system: str  # ICD10CM or SNOMED, whatever URI it arrived under
+    code: str  # ICD-10-CM codes upper case with their dot (E11.42)
     display: str | None
     source: str  # where it came from, e.g. "Condition/123" or "ServiceRequest/1.reasonCode"
 
@@ -28,12 +60,22 @@ class Diagnosis:
 @dataclass(frozen=True)
 class CoverageFacts:
     reference: str | None  # "Coverage/id" as the client knows it; the coverage-information points here
-    payer: str | None = None
+    payer: str | None = None  # the payer's name as the Coverage or the plan directory gives it
     line_of_business: LineOfBusiness = "unknown"
     product: Product = "unknown"
     funding: Funding = "unknown"
-    situs_state: str | None = None
-    plan_start: date | None = None
+    situs_state: str | None = None  # state whose law governs the plan (USPS code)
+    plan_start: date | None = None  # plan year start (plan directory), else the Coverage's period start
+    # Every way Coverage.payor names the payer: identifier system|value and value, Organization/id, display.
+    payer_identifiers: tuple[str, ...] = ()
+    group: str | None = None  # Coverage.class group value
+    plan: str | None = None  # Coverage.class plan value
+    plan_name: str | None = None
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """Names of the plan facts that could not be determined."""
+        return tuple(name for name in _FIELD_LABELS if getattr(self, name) in (None, "unknown"))
 
 
 @dataclass(frozen=True)
@@ -41,21 +83,40 @@ class MemberFacts:
     """Everything known about the member for one hook call. Per-order facts come from `for_order`."""
 
     birth_date: date | None = None
-    state: str | None = None
+    state: str | None = None  # state of residence (USPS code), from the current home address
     diagnoses: tuple[Diagnosis, ...] = ()
-    coverages: tuple[CoverageFacts, ...] = ()
+    coverages: tuple[CoverageFacts, ...] = ()  # the primary coverage first
     unavailable: tuple[str, ...] = ()  # data that could not be had, in words a clinician can act on
+    unavailable_keys: frozenset[str] = frozenset()  # prefetch keys whose data could not be obtained at all
+    service_date: date | None = None  # set by for_order: the order's date of service
+    condition_diagnoses: Mapping[str, tuple[Diagnosis, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def coverage(self) -> CoverageFacts | None:
-        """The coverage a decision is made under: the client sends only the primary one (CRD)."""
+        """The coverage a decision is made under: the primary one (CRD clients send only that one)."""
         return self.coverages[0] if self.coverages else None
 
+    @property
+    def age(self) -> int | None:
+        """Age in whole years on the order's date of service (after `for_order`)."""
+        return self.age_on(self.service_date) if self.service_date else None
+
     def age_on(self, day: date) -> int | None:
-        if self.birth_date is None:
+        if self.birth_date is None or day < self.birth_date:
             return None
         before_birthday = (day.month, day.day) < (self.birth_date.month, self.birth_date.day)
         return day.year - self.birth_date.year - before_birthday
+
+    def for_order(self, order: DraftOrder, today: date | None = None) -> MemberFacts:
+        """These facts for one order: its date of service (today when it names none) and its reasons
+        (reasonCode, reasonReference to a contained or known Condition) first among the diagnoses."""
+        reasons, notes = _order_reasons(order, self.condition_diagnoses)
+        return replace(
+            self,
+            service_date=service_date(order) or today or date.today(),
+            diagnoses=tuple(dict.fromkeys((*reasons, *self.diagnoses))),
+            unavailable=self.unavailable + notes,
+        )
 
 
 @dataclass(frozen=True)
@@ -66,60 +127,310 @@ class MemberData:
     coverages: tuple[dict[str, Any], ...] = ()
     conditions: tuple[dict[str, Any], ...] = ()
     unavailable: tuple[str, ...] = field(default_factory=tuple)
+    unavailable_keys: frozenset[str] = frozenset()
+    patient_id: str | None = None  # context.patientId: resources about anyone else are not used
 
 
-def member_facts(data: MemberData) -> MemberFacts:
-    patient = data.patient or {}
+def member_facts(data: MemberData, directory: PlanDirectory | None = None) -> MemberFacts:
+    notes: list[str] = []
+    patient = _patient(data, notes)
+    conditions = _condition_diagnoses(data, notes)
     return MemberFacts(
-        birth_date=_date(patient.get("birthDate")),
-        state=_home_state(patient),
-        diagnoses=tuple(d for condition in data.conditions for d in _condition_diagnoses(condition)),
-        coverages=tuple(_coverage_facts(coverage) for coverage in data.coverages),
-        unavailable=data.unavailable,
+        birth_date=_birth_date(patient, notes),
+        state=_home_state(patient, notes),
+        diagnoses=tuple(dict.fromkeys(d for diagnoses in conditions.values() for d in diagnoses)),
+        coverages=_coverages(data, directory, notes),
+        unavailable=(*data.unavailable, *notes),
+        unavailable_keys=data.unavailable_keys,
+        condition_diagnoses=conditions,
     )
 
 
+def strict_coverage_problem(facts: MemberFacts, served_payers: Iterable[str]) -> str | None:
+    """Why the member's coverage cannot be used under strict CRD rules (crd.md §6: 400), or None."""
+    if not facts.coverages:
+        return "No active Coverage was found for the patient; the patient's primary coverage is required."
+    if len(facts.coverages) > 1:
+        return f"{len(facts.coverages)} active Coverages were found for the patient; send only the primary one."
+    served = set(served_payers)
+    if served and not served.intersection(facts.coverages[0].payer_identifiers):
+        return "The Coverage's payer (Coverage.payor) is not one this service serves."
+    return None
+
+
+def service_date(order: DraftOrder) -> date | None:
+    """When the ordered service happens, as the order says: occurrence, else validity or writing date, else
+    authoredOn (domain.md §5: age counts on the date of service)."""
+    r = order.resource
+    timing_events = _dict(r.get("occurrenceTiming")).get("event")
+    candidates = (
+        r.get("occurrenceDateTime"),
+        _dict(r.get("occurrencePeriod")).get("start"),
+        timing_events[0] if isinstance(timing_events, list) and timing_events else None,
+        _dict(_dict(r.get("dispenseRequest")).get("validityPeriod")).get("start"),
+        r.get("dateTime"),  # NutritionOrder
+        r.get("dateWritten"),  # VisionPrescription
+        r.get("authoredOn"),
+    )
+    return next((day for day in map(_date, candidates) if day), None)
+
+
+# ------------------------------------------------------------------------------------------------- patient
+
+
+def _patient(data: MemberData, notes: list[str]) -> dict[str, Any]:
+    patient = data.patient or {}
+    if patient and data.patient_id and patient.get("id") not in (None, data.patient_id):
+        notes.append("The Patient resource sent is not the patient of this call (context.patientId); not used.")
+        return {}
+    return patient
+
+
+def _birth_date(patient: dict[str, Any], notes: list[str]) -> date | None:
+    raw = patient.get("birthDate")
+    if raw is None:
+        if patient:
+            notes.append("The patient's birth date is not recorded; age is unknown.")
+        return None
+    day = _date(raw)
+    if day is None:
+        notes.append("The patient's birth date is only partly known; age is unknown.")
+    return day
+
+
+def _home_state(patient: dict[str, Any], notes: list[str]) -> str | None:
+    current = [
+        a for a in _list(patient.get("address"))
+        if isinstance(a, dict) and a.get("state") and a.get("use") in (None, "home") and not _ended(a.get("period"))
+    ]
+    states = {state_code(str(a["state"])) for a in current}
+    if None in states:
+        notes.append("The patient's home address names a state that is not a US state or territory.")
+        states.discard(None)
+    if len(states) > 1:
+        notes.append("The patient has current home addresses in different states; state of residence is unknown.")
+        return None
+    return states.pop() if states else None
+
+
+def _ended(period: Any) -> bool:
+    end = _date(_dict(period).get("end"))
+    return end is not None and end < date.today()
+
+
+# ---------------------------------------------------------------------------------------------- conditions
+
+
+def _condition_diagnoses(data: MemberData, notes: list[str]) -> dict[str, tuple[Diagnosis, ...]]:
+    found: dict[str, tuple[Diagnosis, ...]] = {}
+    for condition in data.conditions:
+        reference = f"Condition/{condition['id']}" if isinstance(condition.get("id"), str) else "Condition"
+        if not _about_patient(condition.get("subject"), data.patient_id):
+            notes.append(f"{reference} is about another patient; not used.")
+            continue
+        if _status(condition.get("clinicalStatus")) not in _ACTIVE_CLINICAL:
+            continue
+        if _status(condition.get("verificationStatus")) in _NOT_A_DIAGNOSIS:
+            continue
+        found[reference] = found.get(reference, ()) + _diagnoses(condition.get("code"), reference)
+    return found
+
+
+def _order_reasons(order: DraftOrder, known: Mapping[str, tuple[Diagnosis, ...]]) -> tuple[tuple[Diagnosis, ...],
+                                                                                             tuple[str, ...]]:
+    resource = order.resource
+    name = order.reference or order.resource_type
+    reasons = list(_diagnoses(resource.get("reasonCode"), f"{name}.reasonCode"))
+    contained = {f"#{c['id']}": c for c in _list(resource.get("contained"))
+                 if isinstance(c, dict) and isinstance(c.get("id"), str)}
+    notes = []
+    for reference in _list(resource.get("reasonReference")):
+        target = _dict(reference).get("reference")
+        if not isinstance(target, str):
+            continue
+        source = f"{name}.reasonReference {target}"
+        if target in contained and contained[target].get("resourceType") == "Condition":
+            reasons.extend(_diagnoses(contained[target].get("code"), source))
+        elif (relative := _relative(target)) in known:
+            reasons.extend(replace(d, source=f"{name}.reasonReference {relative}") for d in known[relative])
+        elif relative and relative.startswith("Condition/"):
+            notes.append(f"{name} gives as its reason {relative}, which is not among the patient's active "
+                         "conditions; that reason is unknown.")
+    return tuple(reasons), tuple(notes)
+
+
+def _diagnoses(concepts: Any, source: str) -> tuple[Diagnosis, ...]:
+    found = []
+    for concept in _list(concepts):
+        for coding in _list(_dict(concept).get("coding")):
+            system = DIAGNOSIS_SYSTEMS.get(_dict(coding).get("system"))
+            code = coding.get("code") if system else None
+            if isinstance(code, str) and code.strip():
+                found.append(Diagnosis(system, _normal_code(system, code), coding.get("display"), source))
+    return tuple(found)
+
+
+def _normal_code(system: str, code: str) -> str:
+    code = code.strip()
+    if system == ICD10CM:
+        code = code.upper()
+        if match := _ICD10_WITHOUT_DOT.fullmatch(code):
+            code = f"{match[1]}.{match[2]}"
+    return code
+
+
+# ----------------------------------------------------------------------------------------------- coverages
+
+
+def _coverages(data: MemberData, directory: PlanDirectory | None, notes: list[str]) -> tuple[CoverageFacts, ...]:
+    usable = []
+    for coverage in data.coverages:
+        reference = f"Coverage/{coverage['id']}" if isinstance(coverage.get("id"), str) else "A Coverage"
+        if coverage.get("status") not in (None, "active"):
+            notes.append(f"{reference} is not active (status {coverage.get('status')}); not used.")
+        elif not _about_patient(coverage.get("beneficiary"), data.patient_id):
+            notes.append(f"{reference} covers another patient; not used.")
+        else:
+            usable.append(coverage)
+    usable.sort(key=lambda c: c["order"] if isinstance(c.get("order"), int) else float("inf"))
+    facts = tuple(_coverage_facts(coverage, directory, notes) for coverage in usable)
+    if len(facts) > 1:
+        notes.append(f"{len(facts)} active coverages were found; decisions use the primary one, "
+                     f"{facts[0].reference or 'the first'}.")
+    return facts
+
+
+def _coverage_facts(coverage: dict[str, Any], directory: PlanDirectory | None, notes: list[str]) -> CoverageFacts:
+    reference = f"Coverage/{coverage['id']}" if isinstance(coverage.get("id"), str) else None
+    name = reference or "The coverage"
+    payer_ids = _payer_identifiers(coverage)
+    group, plan = _class_value(coverage, "group"), _class_value(coverage, "plan")
+    match = directory.lookup(payer_ids, group, plan) if directory else None
+    listed = match.facts if match else PlanFacts()
+    codings = [c for concept in _list(coverage.get("type")) for c in _list(_dict(concept).get("coding"))
+               if isinstance(c, dict) and isinstance(c.get("code"), str)]
+
+    def agreed(label: str, from_type: list[tuple[str, str | None]], from_directory: Any) -> Any:
+        said = [(f"Coverage.type {code}", value) for code, value in from_type if value]
+        if from_directory is not None:
+            said.append(("the plan directory", from_directory))
+        if len({value for _, value in said}) > 1:
+            sources = "; ".join(f"{source} says {value}" for source, value in said)
+            notes.append(f"{name}: {label} is contradictory ({sources}); treated as unknown.")
+            return None
+        return said[0][1] if said else None
+
+    sopt = [c["code"].strip() for c in codings if c.get("system") in SOPT_SYSTEMS]
+    act = [c["code"] for c in codings if c.get("system") == ACT_CODE]
+    line = agreed("line of business", [(code, _SOPT_LINE.get(code[:1])) for code in sopt], listed.line_of_business)
+    product = agreed("product", [(code, _sopt_product(code)) for code in sopt]
+                     + [(code, _ACT_PRODUCT.get(code)) for code in act], listed.product)
+    funding = agreed("funding", [(code, "self-funded" if code in _SOPT_SELF_FUNDED else None) for code in sopt],
+                     listed.funding)
+    period_start = _date(_dict(coverage.get("period")).get("start"))
+    facts = CoverageFacts(
+        reference=reference,
+        payer=_payer_name(coverage) or (match.payer_name if match else None),
+        line_of_business=line or "unknown",
+        product=product or "unknown",
+        funding=funding or "unknown",
+        situs_state=listed.situs_state,
+        plan_start=listed.plan_start or period_start,
+        payer_identifiers=tuple(sorted(payer_ids)),
+        group=group,
+        plan=plan,
+        plan_name=_class_name(coverage, "plan") or (match.plan_name if match else None),
+    )
+    if facts.unknown:
+        why = ("no plan directory is configured" if directory is None else
+               "the payer is not in the plan directory" if match is None else
+               "the plan is not in the plan directory" if not match.plan_listed else
+               "neither the Coverage nor the plan directory says")
+        unknown = ", ".join(_FIELD_LABELS[name] for name in facts.unknown)
+        notes.append(f"{name}: {unknown} unknown ({why}).")
+    return facts
+
+
+def _sopt_product(code: str) -> str | None:
+    if code in _SOPT_PRODUCT:
+        return _SOPT_PRODUCT[code]
+    # A specific (3+ digit) code that names no network type, such as Medicare FFS or indemnity, is "other";
+    # ASO says how the plan is funded, not its product.
+    return "other" if len(code) >= 3 and code not in _SOPT_SELF_FUNDED else None
+
+
+def _payer_identifiers(coverage: dict[str, Any]) -> frozenset[str]:
+    tokens = set()
+    for payor in _list(coverage.get("payor")):
+        payor = _dict(payor)
+        identifier = _dict(payor.get("identifier"))
+        value, system = identifier.get("value"), identifier.get("system")
+        if isinstance(value, str):
+            tokens.add(value)
+            if isinstance(system, str):
+                tokens.add(f"{system}|{value}")
+        if isinstance(reference := payor.get("reference"), str):
+            tokens.update(filter(None, (reference, _relative(reference))))
+        if isinstance(display := payor.get("display"), str):
+            tokens.add(display)
+    return frozenset(tokens)
+
+
+def _payer_name(coverage: dict[str, Any]) -> str | None:
+    names = [_dict(p).get("display") for p in _list(coverage.get("payor"))]
+    return next((n for n in names if isinstance(n, str)), None)
+
+
+def _coverage_classes(coverage: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [c for c in map(_dict, _list(coverage.get("class")))
+            if any(_dict(t).get("code") == kind for t in _list(_dict(c.get("type")).get("coding")))]
+
+
+def _class_value(coverage: dict[str, Any], kind: str) -> str | None:
+    values = [c.get("value") for c in _coverage_classes(coverage, kind)]
+    return next((v for v in values if isinstance(v, str)), None)
+
+
+def _class_name(coverage: dict[str, Any], kind: str) -> str | None:
+    names = [c.get("name") for c in _coverage_classes(coverage, kind)]
+    return next((n for n in names if isinstance(n, str)), None)
+
+
+# ----------------------------------------------------------------------------------------- JSON and FHIR helpers
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """An array element as a list, tolerating the single object some clients send instead."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, dict) else []
+
+
 def _date(value: Any) -> date | None:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) < 10:
         return None
     try:
-        return date.fromisoformat(value[:10]) if len(value) >= 10 else None
+        return date.fromisoformat(value[:10])
     except ValueError:
         return None
 
 
-def _home_state(patient: dict[str, Any]) -> str | None:
-    addresses = [a for a in patient.get("address") or [] if isinstance(a, dict) and a.get("state")]
-    home = [a for a in addresses if a.get("use") in (None, "home") and not _ended(a.get("period"))]
-    chosen = (home or addresses or [None])[0]
-    return str(chosen["state"]).strip().upper() if chosen else None
+def _status(concept: Any) -> str | None:
+    codes = [_dict(c).get("code") for c in _list(_dict(concept).get("coding"))]
+    return next((c for c in codes if isinstance(c, str)), None)
 
 
-def _ended(period: Any) -> bool:
-    return isinstance(period, dict) and bool(period.get("end"))
+def _relative(reference: str) -> str | None:
+    """`Type/id` from a relative or absolute reference; None for contained or urn references."""
+    match = _RELATIVE_REFERENCE.search(reference)
+    return f"{match[1]}/{match[2]}" if match and not reference.startswith(("#", "urn:")) else None
 
 
-def _codings(concept: Any) -> list[dict[str, Any]]:
-    if not isinstance(concept, dict):
-        return []
-    return [c for c in concept.get("coding") or [] if isinstance(c, dict) and c.get("code")]
-
-
-def _condition_diagnoses(condition: dict[str, Any]) -> list[Diagnosis]:
-    source = f"Condition/{condition.get('id')}" if condition.get("id") else "Condition"
-    return [
-        Diagnosis(c.get("system", ""), str(c["code"]).strip(), c.get("display"), source)
-        for c in _codings(condition.get("code"))
-        if c.get("system") in (ICD10CM, SNOMED)
-    ]
-
-
-def _coverage_facts(coverage: dict[str, Any]) -> CoverageFacts:
-    payors = [p for p in coverage.get("payor") or [] if isinstance(p, dict)]
-    period = coverage.get("period") if isinstance(coverage.get("period"), dict) else {}
-    payer = payors[0].get("display") if payors else None
-    return CoverageFacts(
-        reference=f"Coverage/{coverage['id']}" if coverage.get("id") else None,
-        payer=payer if isinstance(payer, str) else None,
-        plan_start=_date(period.get("start")),
-    )
+def _about_patient(subject: Any, patient_id: str | None) -> bool:
+    """False only when the reference clearly names another Patient."""
+    target = _relative(str(_dict(subject).get("reference") or ""))
+    return not (patient_id and target and target.startswith("Patient/") and target != f"Patient/{patient_id}")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
 from cds.cards import card_for, select_cards
 from cds.config import Settings
 from cds.crd import Configuration, coverage_action
-from cds.facts import member_facts
+from cds.errors import BadRequest
+from cds.facts import MemberFacts, member_facts, strict_coverage_problem
 from cds.fhir import DraftOrder
+from cds.fhirfetch import FhirFetcher
+from cds.plans import load_plan_directory
 from cds.policy import Decision, judge, load_policies, match_order
 from cds.policy.orders import device_index
 from cds.prefetch import member_data
@@ -32,6 +36,8 @@ class CoverageService:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.policies = load_policies(settings.policy_dirs, settings.policy_url_template)
+        self.fetcher = FhirFetcher(settings)
+        self.plans = load_plan_directory(settings.plan_directory) if settings.plan_directory else None
 
     def answer(self, hook: Hook, request: HookRequest) -> CdsResponse:
         configuration = Configuration.from_request(request)
@@ -45,13 +51,26 @@ class CoverageService:
         found = [m for m in (match_order(order, self.policies, devices) for order in orders) if m]
         if not found:  # member data is fetched only for orders a policy covers
             return []
-        facts = member_facts(member_data(request))
+        facts = self.member_facts(request)
         today = date.today()
         decisions = [judge(match, facts, today) for match in found]
         return [
             Rendered(d, card_for(d, configuration, self.settings.payer_name), coverage_action(d, hook.primary))
             for d in decisions
         ]
+
+
+    def member_facts(self, request: HookRequest, required: Iterable[str] = ()) -> MemberFacts:
+        """The member's facts for this call. `required`: prefetch keys a decision cannot be made without (412 when
+        they cannot be had). Strict CRD mode requires the coverage and answers 400 when it is not exactly one
+        Coverage of a payer this service serves."""
+        strict = self.settings.strict_crd
+        data = member_data(request, self.fetcher, {*required, *(["coverage"] if strict else [])})
+        facts = member_facts(data, self.plans)
+        problem = strict_coverage_problem(facts, self.settings.served_payers) if strict else None
+        if problem:
+            raise BadRequest(problem, "prefetch.coverage")
+        return facts
 
 
 def _referable_devices(request: HookRequest, orders: tuple[DraftOrder, ...]) -> dict[str, dict]:

@@ -59,3 +59,22 @@ def live_service(app) -> Iterator[str]:
     server.shutdown()
     thread.join(timeout=10)
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def _fhir_server_process():
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def fhir_server(_fhir_server_process):
+    """A real FHIR HTTP server on loopback (pytest-httpserver, threaded); expectations are cleared per test."""
+    _fhir_server_process.clear()
+    yield _fhir_server_process
+    _fhir_server_process.clear()

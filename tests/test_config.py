@@ -32,3 +32,33 @@ def test_demo_defaults_to_any_cors_origin():
 def test_bad_value_names_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_member_data_settings():
+    settings = Settings.from_env({
+        "CDS_FHIR_SERVERS": "https://ehr.example.org/fhir, https://b.example.org/r4", "CDS_FETCH_BUDGET_SECONDS": "1.5",
+        "CDS_STRICT_CRD": "yes", "CDS_SERVED_PAYERS": "urn:oid:2.16.840.1.113883.6.300|70670",
+    })
+    assert settings.fhir_servers == ("https://ehr.example.org/fhir", "https://b.example.org/r4")
+    assert settings.fetch_budget_seconds == 1.5
+    assert settings.strict_crd is True
+    assert settings.served_payers == ("urn:oid:2.16.840.1.113883.6.300|70670",)
+    assert Settings.from_env({}).fetch_budget_seconds == 2.0
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"CDS_FHIR_SERVERS": "http://ehr.example.org/fhir"}, "CDS_FHIR_SERVERS"),
+    ({"CDS_FHIR_SERVERS": "ehr.example.org"}, "CDS_FHIR_SERVERS"),
+    ({"CDS_FETCH_BUDGET_SECONDS": "0"}, "CDS_FETCH_BUDGET_SECONDS"),
+    ({"CDS_FETCH_BUDGET_SECONDS": "soon"}, "CDS_FETCH_BUDGET_SECONDS"),
+    ({"CDS_FETCH_BUDGET_SECONDS": "4"}, "CDS_FETCH_BUDGET_SECONDS"),
+    ({"CDS_FETCH_MAX_PAGES": "0"}, "CDS_FETCH_MAX_PAGES"),
+])
+def test_bad_member_data_settings_name_the_variable(env, name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
+def test_http_fhir_servers_are_allowed_in_demo_mode():
+    settings = Settings.from_env({"CDS_DEMO": "1", "CDS_FHIR_SERVERS": "http://fhir.local:8080/fhir"})
+    assert settings.fhir_servers == ("http://fhir.local:8080/fhir",)

@@ -1,0 +1,298 @@
+"""GET FHIR data from an EHR's FHIR server: allow-listed, within one time budget per call, bounded in size, never
+redirected to another host. A failure comes back as a FetchError whose message says why in plain words, without
+a token, a URL or patient data, so it can be shown to a clinician and logged."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import ipaddress
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+import orjson
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+if TYPE_CHECKING:
+    from cds.config import Settings
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+CONNECT_TIMEOUT = 1.0  # a server that cannot accept a connection within a second is down as far as an EHR call goes
+MAX_REDIRECTS = 3
+CHUNK = 64 * 1024
+
+
+class FetchError(Exception):
+    """Data could not be fetched; the message says why."""
+
+
+# ------------------------------------------------------------------------------------------ outbound safety
+
+
+def base_url_problem(url: str, demo: bool) -> str | None:
+    """What makes `url` unfit as a FHIR base URL to fetch from, or None."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        return "its port is not valid"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "it is not an absolute http(s) URL"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "it must not carry credentials, a query or a fragment"
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        return "its path must not contain . or .. segments"
+    if parts.scheme == "http" and not demo:
+        return "http is allowed only in demo mode; use https"
+    return None
+
+
+def fhir_server_refusal(url: str, allowed: Iterable[str], demo: bool) -> str | None:
+    """Why data may not be fetched from `url`, or None when it may. It must lie under one of the `allowed` base
+    URLs (same scheme, host and port; the same path or one below it) or, in demo mode, be on loopback."""
+    problem = base_url_problem(url, demo)
+    if problem:
+        return f"the FHIR server address is refused: {problem}"
+    if demo and is_loopback(urlsplit(url).hostname or ""):
+        return None
+    target = _location(url)
+    if any(_under(target, _location(base)) for base in allowed if not base_url_problem(base, demo)):
+        return None
+    return "the FHIR server is not on this service's allow-list (CDS_FHIR_SERVERS)"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _location(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a malformed port matches no well-formed URL
+        port = -1
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def _under(target: tuple[str, str, int | None, str], base: tuple[str, str, int | None, str]) -> bool:
+    path, base_path = target[3], base[3]
+    return target[:3] == base[:3] and (path == base_path or path.startswith(base_path + "/"))
+
+
+# -------------------------------------------------------------------------------------------------- fetching
+
+
+@dataclass(frozen=True)
+class Deadline:
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A resource as fetched; for a search, a Bundle holding the entries of every page read."""
+
+    resource: dict[str, Any]
+    incomplete: str | None = None  # why search results may lack entries
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What every request of one hook call shares: where, with which token, until when."""
+
+    fhir_server: str
+    token: str | None
+    deadline: Deadline
+    allowed: tuple[str, ...]
+    demo: bool
+
+    def refusal(self, url: str) -> str | None:
+        """Why a next-page link or a redirect target may not be followed, or None."""
+        if _location(url)[:3] != _location(self.fhir_server)[:3]:
+            return "it is on another host than the FHIR server"
+        return fhir_server_refusal(urlsplit(url)._replace(query="", fragment="").geturl(), self.allowed, self.demo)
+
+
+class FhirFetcher:
+    """One per process: a pooled HTTP session and a small thread pool, shared by every hook call."""
+
+    def __init__(self, settings: Settings):
+        self.allowed = settings.fhir_servers
+        self.demo = settings.demo
+        self.budget = settings.fetch_budget_seconds
+        self.max_bytes = settings.fetch_max_bytes
+        self.max_pages = settings.fetch_max_pages
+        workers = max(4, settings.threads * 3)  # every request thread can fetch its three prefetch keys at once
+        self.session = _session(workers)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="fhir-fetch")
+
+    def fetch_all(
+        self,
+        fhir_server: str,
+        token: str | None,
+        wanted: Mapping[str, str | dict[str, Any]],
+        deadline: Deadline | None = None,
+        allowed: Iterable[str] | None = None,
+    ) -> dict[str, Fetched | FetchError]:
+        """Fetch each wanted item concurrently: a relative path to GET from `fhir_server`, or a search Bundle
+        already in hand whose further pages to read. Answers by the deadline (one budget for the whole call)
+        whatever the servers do; `allowed` overrides the configured allow-list (e.g. per client)."""
+        deadline = deadline or Deadline.after(self.budget)
+        allowed = tuple(self.allowed if allowed is None else allowed)
+        refusal = fhir_server_refusal(fhir_server, allowed, self.demo)
+        if refusal:
+            return {key: FetchError(refusal) for key in wanted}
+        call = _Call(fhir_server, token, deadline, allowed, self.demo)
+        futures = {key: self.pool.submit(self._fetch, call, item) for key, item in wanted.items()}
+        wait(futures.values(), timeout=max(0.0, deadline.remaining()))
+        results: dict[str, Fetched | FetchError] = {}
+        for key, future in futures.items():
+            if not future.done():
+                future.cancel()
+                results[key] = FetchError(f"the FHIR server did not answer within {self.budget:g} s")
+            elif isinstance(future.exception(), FetchError):
+                results[key] = future.exception()  # type: ignore[assignment]
+            elif future.exception() is not None:
+                log.error("fetching %s failed unexpectedly", key, exc_info=future.exception())
+                results[key] = FetchError("fetching from the FHIR server failed unexpectedly")
+            else:
+                results[key] = future.result()
+        return results
+
+    def _fetch(self, call: _Call, item: str | dict[str, Any]) -> Fetched:
+        first = self._get_json(call, f"{call.fhir_server}/{item}") if isinstance(item, str) else item
+        return self._with_all_pages(call, first)
+
+    def _with_all_pages(self, call: _Call, bundle: dict[str, Any]) -> Fetched:
+        if bundle.get("resourceType") != "Bundle":
+            return Fetched(bundle)
+        entries = list(_entries(bundle))
+        page, incomplete = bundle, None
+        for pages_read in range(1, self.max_pages + 1):
+            next_url = next_link(page)
+            if not next_url:
+                break
+            next_url = urljoin(call.fhir_server + "/", next_url)
+            refusal = call.refusal(next_url)
+            if pages_read == self.max_pages or refusal:
+                incomplete = (f"the next page of results was not read because {refusal}" if refusal else
+                              f"only the first {self.max_pages} pages of results were read")
+                break
+            try:
+                page = self._get_json(call, next_url)
+            except FetchError as exc:
+                incomplete = f"a further page of results could not be read: {exc}"
+                break
+            if page.get("resourceType") != "Bundle":
+                incomplete = "a further page of results was not a Bundle"
+                break
+            entries.extend(_entries(page))
+        merged = {key: value for key, value in bundle.items() if key != "link"}
+        return Fetched({**merged, "entry": entries}, incomplete)
+
+    def _get_json(self, call: _Call, url: str) -> dict[str, Any]:
+        headers = {"Accept": FHIR_JSON}
+        if call.token:
+            headers["Authorization"] = f"Bearer {call.token}"
+        for _ in range(MAX_REDIRECTS + 1):
+            remaining = call.deadline.remaining()
+            if remaining <= 0:
+                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s")
+            try:
+                with self.session.get(url, headers=headers, timeout=(min(CONNECT_TIMEOUT, remaining), remaining),
+                                      allow_redirects=False, stream=True) as response:
+                    if response.is_redirect:
+                        url = urljoin(url, response.headers["location"])
+                        refusal = call.refusal(url)
+                        if refusal:
+                            raise FetchError(f"the FHIR server redirected elsewhere, not followed because {refusal}")
+                        continue
+                    _check_status(response.status_code, bool(call.token))
+                    body = self._read_bounded(response, call.deadline)
+            except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
+                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s") from None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+                raise FetchError("the FHIR server could not be reached") from None
+            return _fhir_json(body)
+        raise FetchError("the FHIR server redirected too many times")
+
+    def _read_bounded(self, response: requests.Response, deadline: Deadline) -> bytes:
+        """The body, decoded, refused above max_bytes; read piece by piece so a slow drip cannot outlast the budget."""
+        too_large = FetchError(f"the FHIR server sent more than {self.max_bytes} bytes")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise too_large
+        body = bytearray()
+        while chunk := response.raw.read1(CHUNK, decode_content=True):
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise too_large
+            if deadline.remaining() <= 0:
+                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s")
+        return bytes(body)
+
+
+def _session(pool_size: int) -> requests.Session:
+    session = requests.Session()
+    # No proxy, netrc or cookie from the environment or from earlier calls: an EHR's token and its data go
+    # only where this service sends them, and nothing of one patient's call is kept for the next.
+    session.trust_env = False
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _check_status(status: int, token_sent: bool) -> None:
+    if 200 <= status < 300:
+        return
+    if status in (401, 403):
+        if token_sent:
+            raise FetchError(f"the FHIR server refused the access token (HTTP {status})")
+        raise FetchError(f"the FHIR server requires authorization and the request carried none (HTTP {status})")
+    raise FetchError(f"the FHIR server answered HTTP {status}")
+
+
+def _fhir_json(body: bytes) -> dict[str, Any]:
+    try:
+        resource = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise FetchError("the FHIR server sent something other than JSON") from None
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        raise FetchError("the FHIR server sent JSON that is not a FHIR resource")
+    if resource["resourceType"] == "OperationOutcome":
+        raise FetchError("the FHIR server answered with an error (OperationOutcome)")
+    return resource
+
+
+def _entries(bundle: dict[str, Any]) -> list[Any]:
+    entries = bundle.get("entry")
+    return entries if isinstance(entries, list) else []
+
+
+def next_link(bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link") if isinstance(bundle.get("link"), list) else []
+    for link in links:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None

@@ -1,0 +1,17 @@
+"""US state and territory codes (USPS), from the `us` package's data."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import us
+
+
+@cache
+def _codes() -> dict[str, str]:
+    return {key.lower(): state.abbr for state in us.states.STATES_AND_TERRITORIES for key in (state.abbr, state.name)}
+
+
+def state_code(text: str) -> str | None:
+    """The two-letter code of a state or territory written as its code or its full name, in any case; else None."""
+    return _codes().get(" ".join(text.split()).lower())
