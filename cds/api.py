@@ -7,6 +7,7 @@ import logging
 import orjson
 from flask import Blueprint, Response, current_app, request
 
+from cds.auth import authenticate
 from cds.errors import BadRequest, NotFound, quote
 from cds.jsonbody import read_json_object
 from cds.protocol import parse_feedback, parse_hook_request, to_wire
@@ -22,11 +23,14 @@ def json_response(data: object, status: int = 200) -> Response:
 
 @bp.get("/cds-services")
 def discovery() -> Response:
+    if current_app.config["CDS_SETTINGS"].auth_discovery:
+        authenticate()
     return json_response({"services": [hook.discovery_entry() for hook in HOOKS]})
 
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
+    authenticate()
     hooks = _hooks_for(service_id)
     settings = current_app.config["CDS_SETTINGS"]
     body = read_json_object(request, settings.max_json_depth)
@@ -45,6 +49,7 @@ def call_service(service_id: str) -> Response:
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
+    authenticate()
     _hooks_for(service_id)
     settings = current_app.config["CDS_SETTINGS"]
     received = parse_feedback(read_json_object(request, settings.max_json_depth))

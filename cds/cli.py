@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import sys
@@ -11,7 +10,8 @@ from dataclasses import replace
 import click
 from gunicorn.app.base import BaseApplication
 
-from cds.config import Settings, SettingsError
+from cds.auth import load_registry
+from cds.config import Settings, SettingsError, is_loopback
 
 # Below the CRD 5-second response budget: a stuck worker is replaced before the EHR gives up.
 WORKER_TIMEOUT_SECONDS = 4
@@ -48,15 +48,6 @@ class GunicornServer(BaseApplication):
         return create_app(self.settings)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @click.group()
 def main() -> None:
     """Coverage decision support for EHR order entry (CDS Hooks 2.0, Da Vinci CRD)."""
@@ -71,6 +62,8 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     """Run the service under gunicorn."""
     try:
         settings = Settings.from_env(**({"demo": True} if demo else {}))
+        if settings.clients_file:  # fail here, naming the problem, rather than in every worker
+            load_registry(settings.clients_file, settings.jwt_algorithms)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
@@ -78,7 +71,7 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     if settings.demo and not is_loopback(settings.host):
         raise click.UsageError(f"demo mode binds to loopback only; --host {settings.host} is not loopback")
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("SERVER_SOFTWARE", "cds")
     click.echo(f"CDS service on http://{settings.host}:{settings.port}/cds-services", err=True)
     GunicornServer(settings).run()
