@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
+from cds.auth import authenticate
 from cds.errors import BadRequest, NotFound, quote
 from cds.jsonbody import read_json_object
 from cds.logs import bind_request_id
@@ -23,11 +24,14 @@ def json_response(data: object, status: int = 200) -> Response:
 
 @bp.get("/cds-services")
 def discovery() -> Response:
+    if current_app.config["CDS_SETTINGS"].auth_discovery:
+        authenticate()
     return json_response({"services": [hook.discovery_entry() for hook in HOOKS]})
 
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
+    authenticate()
     hooks = _hooks_for(service_id)
     settings = current_app.config["CDS_SETTINGS"]
     body = read_json_object(request, settings.max_json_depth)
@@ -41,12 +45,13 @@ def call_service(service_id: str) -> Response:
         raise BadRequest(f"Service {service_id} answers the hook {served}, not {quote(hook_name)}.", "hook",
                          "not-supported")
     hook_request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
-    answer = current_app.extensions["cds"].answer(hook, hook_request)
+    answer = current_app.extensions["cds"].answer(hook, hook_request, g.cds_client)
     return json_response(to_wire(answer))
 
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
+    authenticate()
     _hooks_for(service_id)
     settings = current_app.config["CDS_SETTINGS"]
     received = parse_feedback(read_json_object(request, settings.max_json_depth))

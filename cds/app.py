@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from cds.api import bp
+from cds.auth import register_auth
 from cds.config import Settings
 from cds.cors import register_cors
 from cds.errors import register_error_handlers
@@ -23,6 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["cds"] = CoverageService(settings)
     register_ops(app, settings)
     register_cors(app, settings.cors_origins)
+    register_auth(app, settings)
     register_error_handlers(app)
     app.register_blueprint(bp)
     for relaxation in settings.demo_relaxations():

@@ -15,6 +15,7 @@ import click
 from gunicorn.app.base import BaseApplication
 from rich.text import Text
 
+from cds.auth import load_registry
 from cds.client import CallFailed, CdsClient, FhirClient, split_service_url
 from cds.config import Settings, SettingsError
 from cds.fhir import ID_PATTERN
@@ -61,6 +62,8 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     """Run the service under gunicorn."""
     try:
         settings = Settings.from_env(**({"demo": True} if demo else {}))
+        if settings.clients_file:  # fail here, naming the problem, rather than in every worker
+            load_registry(settings.clients_file, settings.jwt_algorithms)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}

@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
-from cds.fhirfetch import base_url_problem
+from cds.fhirfetch import base_url_problem, is_loopback
 from cds.plans import PlanDirectoryError, load_plan_directory
 
 MIB = 1024 * 1024
 LOG_FORMATS = ("json", "text")
+
+# The public CDS Hooks sandbox as a trusted client: a development aid (its private key is public).
+SANDBOX_CLIENTS_FILE = str(Path(__file__).parent / "data" / "clients-sandbox.yaml")
+
+# Asymmetric JWS algorithms a CDS client may sign with. CDS Hooks forbids `none` and every symmetric (HMAC) one.
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                                   "ES256", "ES384", "ES512", "EdDSA"})
 
 
 class SettingsError(ValueError):
@@ -82,6 +90,12 @@ class Settings:
     plan_directory: str = ""
     strict_crd: bool = False
     served_payers: tuple[str, ...] = ()
+    clients_file: str = ""
+    jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
+    clock_skew_seconds: int = 60
+    auth_discovery: bool = False
+    auth_disabled: bool = False
+    replay_dir: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -103,6 +117,7 @@ class Settings:
                 settings,
                 host="127.0.0.1" if settings.host in ("", "127.0.0.1") else settings.host,
                 cors_origins=settings.cors_origins or ("*",),
+                clients_file=settings.clients_file or SANDBOX_CLIENTS_FILE,
             )
         if settings.log_format not in LOG_FORMATS:
             raise SettingsError(f"CDS_LOG_FORMAT={settings.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
@@ -126,17 +141,41 @@ class Settings:
                 load_plan_directory(settings.plan_directory)
             except PlanDirectoryError as exc:
                 raise SettingsError(f"CDS_PLAN_DIRECTORY={settings.plan_directory!r}: {exc}") from None
+        if not settings.jwt_algorithms:
+            raise SettingsError("CDS_JWT_ALGORITHMS must name at least one algorithm")
+        for alg in settings.jwt_algorithms:
+            if alg not in ASYMMETRIC_ALGORITHMS:
+                raise SettingsError(f"CDS_JWT_ALGORITHMS: {alg!r} is not allowed; CDS Hooks forbids 'none' and "
+                                    f"symmetric algorithms. Choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}")
         return settings
+
+    def public_bases(self) -> tuple[str, ...]:
+        """Public base URLs without a trailing slash. Demo mode defaults to this host's loopback names."""
+        bases = self.public_base_url
+        if not bases and self.demo:
+            bases = (f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}")
+        return tuple(base.rstrip("/") for base in bases)
+
+    @property
+    def auth_off(self) -> bool:
+        """Authentication is off only when asked for, in demo mode, bound to loopback."""
+        return self.auth_disabled and self.demo and is_loopback(self.host)
 
     def demo_relaxations(self) -> list[str]:
         """What demo mode relaxes, said at start-up so nobody runs it by mistake."""
         if not self.demo:
             return []
-        return [
+        relaxations = [
             "bound to loopback only",
             "CORS allows any origin" if "*" in self.cors_origins else "CORS origins as configured",
             "member data may be fetched over http and from any FHIR server on loopback",
         ]
+        if self.auth_off:
+            relaxations.append("authentication is OFF (CDS_AUTH_DISABLED): any loopback caller is served")
+        elif self.clients_file == SANDBOX_CLIENTS_FILE:
+            relaxations.append("trusts the public CDS Hooks sandbox key, whose private key is public")
+        return relaxations
+
 
 
 def _check_url_template(template: str) -> None:

@@ -26,6 +26,8 @@ def quote(value: Any, limit: int = 64) -> str:
 class CdsError(Exception):
     """An error answered with `status` and an OperationOutcome issue of FHIR issue type `code`."""
 
+    headers: dict[str, str] | None = None  # extra response headers, e.g. WWW-Authenticate on a 401
+
     def __init__(self, status: int, diagnostics: str, code: str = "invalid", expression: str | None = None):
         super().__init__(diagnostics)
         self.status = status
@@ -68,7 +70,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CdsError)
     def _cds_error(error: CdsError) -> Response:
         log.info("request refused: %s %s", error.status, error.diagnostics)
-        return outcome_response(error.status, operation_outcome(error.diagnostics, error.code, error.expression))
+        return outcome_response(error.status, operation_outcome(error.diagnostics, error.code, error.expression),
+                                error.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
+from cds.auth import CdsClient
 from cds.cards import card_for, select_cards
 from cds.config import Settings
 from cds.crd import Configuration, coverage_action
@@ -39,19 +40,21 @@ class CoverageService:
         self.fetcher = FhirFetcher(settings)
         self.plans = load_plan_directory(settings.plan_directory) if settings.plan_directory else None
 
-    def answer(self, hook: Hook, request: HookRequest) -> CdsResponse:
+    def answer(self, hook: Hook, request: HookRequest, client: CdsClient | None = None) -> CdsResponse:
+        """`client`: the authenticated caller, whose registered FHIR servers member data may also come from."""
         configuration = Configuration.from_request(request)
-        rendered = self.decide(hook, request, configuration)
+        rendered = self.decide(hook, request, configuration, client)
         actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
         return CdsResponse(cards=select_cards([r.card for r in rendered], configuration), system_actions=actions)
 
-    def decide(self, hook: Hook, request: HookRequest, configuration: Configuration) -> list[Rendered]:
+    def decide(self, hook: Hook, request: HookRequest, configuration: Configuration,
+               client: CdsClient | None = None) -> list[Rendered]:
         orders = hook.judged_orders(request)
         devices = _referable_devices(request, orders)
         found = [m for m in (match_order(order, self.policies, devices) for order in orders) if m]
         if not found:  # member data is fetched only for orders a policy covers
             return []
-        facts = self.member_facts(request)
+        facts = self.member_facts(request, client=client)
         today = date.today()
         decisions = [judge(match, facts, today) for match in found]
         return [
@@ -60,12 +63,14 @@ class CoverageService:
         ]
 
 
-    def member_facts(self, request: HookRequest, required: Iterable[str] = ()) -> MemberFacts:
+    def member_facts(self, request: HookRequest, required: Iterable[str] = (),
+                     client: CdsClient | None = None) -> MemberFacts:
         """The member's facts for this call. `required`: prefetch keys a decision cannot be made without (412 when
         they cannot be had). Strict CRD mode requires the coverage and answers 400 when it is not exactly one
         Coverage of a payer this service serves."""
         strict = self.settings.strict_crd
-        data = member_data(request, self.fetcher, {*required, *(["coverage"] if strict else [])})
+        allowed = (*self.settings.fhir_servers, *client.fhir_servers) if client else None
+        data = member_data(request, self.fetcher, {*required, *(["coverage"] if strict else [])}, allowed)
         facts = member_facts(data, self.plans)
         problem = strict_coverage_problem(facts, self.settings.served_payers) if strict else None
         if problem:

@@ -1,4 +1,10 @@
-"""Shared fixtures: the real app, driven through its HTTP interface."""
+"""Shared fixtures: the real app, driven through its HTTP interface, with authentication on.
+
+The `client` fixture signs every request as the registered test EHR (a fresh JWT per request, `aud` the
+URL called), so tests exercise the real authentication without thinking about it. A test that sets its
+own Authorization header sends that instead (an empty one: none at all). `make_app(**settings)` builds such
+an app with other settings.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,18 @@ import copy
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from flask.testing import FlaskClient
+from werkzeug.datastructures import Headers
 from werkzeug.serving import make_server
 
 from cds.app import create_app
 from cds.config import Settings
+from tests import tokens
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parent.parent / "fhir_examples"
@@ -24,14 +35,46 @@ def load(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(cors_origins=("https://ehr.example.org",)).resolved()
+class SignedClient(FlaskClient):
+    """A test client that signs each request as the test EHR unless it carries an Authorization header."""
+
+    def open(self, *args, **kwargs):
+        path = args[0] if args and isinstance(args[0], str) else kwargs.get("path", "/")
+        headers = Headers(kwargs.pop("headers", None) or {})
+        if headers.get("Authorization") == "":
+            del headers["Authorization"]
+        elif "Authorization" not in headers and kwargs.get("method", "GET") != "OPTIONS":
+            base = self.application.config["CDS_SETTINGS"].public_bases()[0]
+            headers["Authorization"] = f"Bearer {tokens.mint(aud=base + urlsplit(path).path)}"
+        return super().open(*args, headers=headers, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def clients_file(tmp_path_factory) -> Path:
+    return tokens.write_registry(tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture
-def app(settings):
-    return create_app(settings)
+def settings(clients_file, tmp_path) -> Settings:
+    return Settings(cors_origins=("https://ehr.example.org",), clients_file=str(clients_file),
+                    public_base_url=(tokens.BASE,), replay_dir=str(tmp_path)).resolved()
+
+
+@pytest.fixture
+def make_app(settings):
+    """An app whose test client signs its requests, with `overrides` applied to the test settings."""
+
+    def make(**overrides):
+        app = create_app(replace(settings, **overrides).resolved())
+        app.test_client_class = SignedClient
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture
@@ -50,9 +93,15 @@ def order_select() -> dict:
 
 
 @pytest.fixture
-def live_service(app) -> Iterator[str]:
-    """The real app served over HTTP on a free loopback port; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def live_service(make_app) -> Iterator[str]:
+    """The real app in demo mode without authentication, served over HTTP on a free loopback port (as a
+    developer runs it); yields its base URL. Signed calls against a real server: tests/test_cli_keys.py."""
+    yield from serve_on_loopback(make_app(demo=True, auth_disabled=True))
+
+
+def serve_on_loopback(app, port: int = 0) -> Iterator[str]:
+    """Serve `app` on loopback until the generator is closed; yields its base URL."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

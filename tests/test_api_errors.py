@@ -4,8 +4,6 @@ import json
 
 import pytest
 
-from cds.app import create_app
-from cds.config import Settings
 from tests.helpers import outcome
 
 SERVICE = "/cds-services/order-sign-crd"
@@ -51,8 +49,8 @@ def test_wrong_method_is_405(client, method, path):
     outcome(response)
 
 
-def test_body_over_limit_is_413():
-    app = create_app(Settings(max_body_bytes=2048).resolved())
+def test_body_over_limit_is_413(make_app):
+    app = make_app(max_body_bytes=2048)
     body = json.dumps({"hook": "order-sign", "padding": "x" * 4096})
     response = app.test_client().post(SERVICE, data=body, content_type="application/json")
     assert response.status_code == 413

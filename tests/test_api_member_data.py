@@ -31,7 +31,8 @@ FULL_PREFETCH = {"patient": PATIENT, "coverage": searchset(COVERAGE), "condition
 
 
 def make_app(**settings):
-    defaults = {"demo": True, "fetch_budget_seconds": BUDGET, "plan_directory": str(DATA / "plan-directory.yaml")}
+    defaults = {"demo": True, "auth_disabled": True, "fetch_budget_seconds": BUDGET,
+                "plan_directory": str(DATA / "plan-directory.yaml")}
     return create_app(Settings(**{**defaults, **settings}).resolved())
 
 
@@ -134,12 +135,13 @@ def test_fhir_server_faults_never_give_500_or_hang(app, fhir_server, release, fa
     assert facts.birth_date is not None
 
 
-def test_a_fhir_server_off_the_allow_list_is_never_contacted():
+def test_a_fhir_server_off_the_allow_list_is_never_contacted(request):
+    signed_app = request.getfixturevalue("make_app")  # production settings: an authenticated client
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
         listener.setblocking(False)
-        app = make_app(demo=False, fhir_servers=("https://ehr.example.org/fhir",))
+        app = signed_app(fhir_servers=("https://ehr.example.org/fhir",), fetch_budget_seconds=BUDGET)
         base = f"http://127.0.0.1:{listener.getsockname()[1]}/fhir"
         assert app.test_client().post(SERVICE, json=body(base)).status_code == 200
         with pytest.raises(BlockingIOError):

@@ -23,11 +23,15 @@ def test_serve_demo_answers_discovery_and_says_what_it_relaxes():
         response = wait_until_up(f"http://127.0.0.1:{port}/cds-services", process)
         assert response.status_code == 200
         assert len(response.json()["services"]) == 2
+        oversized = requests.get(f"http://127.0.0.1:{port}/cds-services", headers={"Authorization": "x" * 20000},
+                                 timeout=5)
+        assert oversized.status_code == 431
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)
     assert process.returncode == 0
     assert "demo mode" in stderr and "CORS allows any origin" in stderr
+    assert "trusts the public CDS Hooks sandbox key" in stderr
 
 
 def test_serve_runs_the_shared_gunicorn_configuration():
@@ -62,3 +66,12 @@ def test_bad_setting_stops_start_up_naming_the_variable():
     result = subprocess.run([CDS, "serve"], capture_output=True, text=True, env=env, timeout=20)
     assert result.returncode != 0
     assert "CDS_PORT" in result.stderr
+
+
+def test_an_unusable_clients_file_stops_start_up_naming_it(tmp_path):
+    registry = tmp_path / "clients.yaml"
+    registry.write_text("clients:\n  - iss: https://ehr.example\n")
+    env = {**os.environ, "CDS_CLIENTS_FILE": str(registry)}
+    result = subprocess.run([CDS, "serve"], capture_output=True, text=True, env=env, timeout=20)
+    assert result.returncode != 0
+    assert "CDS_CLIENTS_FILE" in result.stderr and "jwks_url" in result.stderr

@@ -11,8 +11,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.conftest import DATA
-from tests.helpers import run_cds
+from tests.conftest import DATA, serve_on_loopback
+from tests.helpers import free_port, run_cds
 
 ISSUER = "https://ehr.example.org"
 JKU = "https://ehr.example.org/.well-known/jwks.json"
@@ -137,3 +137,24 @@ def test_signing_options_that_cannot_sign_are_refused(key_pair, tokens, httpserv
     assert result.exit_code == 2
     assert says in result.stderr
     assert tokens == []
+
+
+
+def test_signed_calls_are_accepted_by_the_real_service_with_the_key_registered(key_pair, make_app, tmp_path):
+    key_file, jwks = key_pair
+    registry = tmp_path / "clients.json"
+    registry.write_text(json.dumps({"clients": [{"iss": ISSUER, "jwks": jwks}]}))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"  # the public URL the service knows itself by: the audience of each JWT
+    server = serve_on_loopback(make_app(clients_file=str(registry), public_base_url=(base,)), port)
+    assert next(server) == base
+    try:
+        request = DATA / "sandbox-order-sign-rx.json"
+        signed = run_cds("send", base, request, "--key", key_file, "--iss", ISSUER, "--json")
+        assert signed.exit_code == 0, signed.stderr
+        assert json.loads(signed.stdout)["cards"] == []
+        unsigned = run_cds("send", base, request)
+        assert unsigned.exit_code == 1
+        assert "401" in unsigned.stderr
+    finally:
+        server.close()

@@ -62,3 +62,30 @@ def test_bad_member_data_settings_name_the_variable(env, name):
 def test_http_fhir_servers_are_allowed_in_demo_mode():
     settings = Settings.from_env({"CDS_DEMO": "1", "CDS_FHIR_SERVERS": "http://fhir.local:8080/fhir"})
     assert settings.fhir_servers == ("http://fhir.local:8080/fhir",)
+
+
+@pytest.mark.parametrize("algorithms", ["none", "HS256", "ES384,HS512", "XS999", ""])
+def test_jwt_algorithms_refuse_none_symmetric_and_unknown(algorithms):
+    with pytest.raises(SettingsError, match="CDS_JWT_ALGORITHMS"):
+        Settings.from_env({"CDS_JWT_ALGORITHMS": algorithms})
+
+
+def test_authentication_settings():
+    settings = Settings.from_env({"CDS_JWT_ALGORITHMS": "ES256, RS256", "CDS_AUTH_DISCOVERY": "yes",
+                                  "CDS_CLOCK_SKEW_SECONDS": "30", "CDS_CLIENTS_FILE": "/etc/cds/clients.yaml",
+                                  "CDS_PUBLIC_BASE_URL": "https://cds.example/, https://alias.example"})
+    assert settings.jwt_algorithms == ("ES256", "RS256")
+    assert settings.auth_discovery is True and settings.clock_skew_seconds == 30
+    assert settings.clients_file == "/etc/cds/clients.yaml"
+    assert settings.public_bases() == ("https://cds.example", "https://alias.example")
+    assert Settings.from_env({}).jwt_algorithms == ("ES384", "RS384")
+
+
+@pytest.mark.parametrize(("env", "off"), [
+    ({"CDS_DEMO": "1", "CDS_AUTH_DISABLED": "1"}, True),
+    ({"CDS_AUTH_DISABLED": "1"}, False),  # not demo mode
+    ({"CDS_DEMO": "1", "CDS_AUTH_DISABLED": "1", "CDS_HOST": "0.0.0.0"}, False),  # not loopback
+    ({"CDS_DEMO": "1"}, False),
+])
+def test_authentication_is_off_only_in_demo_mode_on_loopback_when_asked(env, off):
+    assert Settings.from_env(env).auth_off is off

@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 
+from tests import tokens
 from tests.conftest import load
 from tests.helpers import free_port, metric_value, wait_until_up
 
@@ -29,7 +30,6 @@ DOCKERFILE = ROOT / "docker" / "Dockerfile"
 
 # What a request may carry that must never reach a log.
 ACCESS_TOKEN = "ya29.a0AfB-secret-access-token-7Qx"
-CLIENT_JWT = "eyJhbGciOiJSUzM4NCIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2Voci5leGFtcGxlIn0.c2lnbmF0dXJlLXNlY3JldA"
 PATIENT_GIVEN, PATIENT_FAMILY = "Quintessa", "Marchbanks"
 
 
@@ -88,7 +88,8 @@ def server(tmp_path_factory):
     port = free_port()
     env = clean_env() | image_env() | {
         "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port), "CDS_WORKERS": "2", "CDS_LOG_LEVEL": "DEBUG",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CDS_CLIENTS_FILE": str(tokens.write_registry(tmp)),
+        "CDS_PUBLIC_BASE_URL": tokens.BASE, "CDS_REPLAY_DIR": str(tmp),
     }
     argv = here(image_cmd())
     log = tmp / "stderr.log"
@@ -162,17 +163,17 @@ def test_logs_are_json_with_the_request_id_and_no_tokens_or_patient_data(server)
     body["fhirAuthorization"] = {"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300,
                                  "scope": "patient/Patient.read", "subject": "cds-service"}
     body["prefetch"]["patient"]["name"] = [{"family": PATIENT_FAMILY, "given": [PATIENT_GIVEN]}]
-    headers = {"Authorization": f"Bearer {CLIENT_JWT}"}
+    client_jwts = [tokens.mint(), tokens.mint()]
     query = f"?patient={PATIENT_GIVEN}+{PATIENT_FAMILY}&access_token={ACCESS_TOKEN}"
-    answered = requests.post(f"{server.url}/cds-services/order-sign-crd{query}", json=body, headers=headers,
-                             timeout=5)
+    answered = requests.post(f"{server.url}/cds-services/order-sign-crd{query}", json=body,
+                             headers=tokens.bearer(client_jwts[0]), timeout=5)
     assert answered.status_code == 200
     refused = requests.post(f"{server.url}/cds-services/order-sign-crd", json={**body, "hook": "order-select"},
-                            headers=headers, timeout=5)
+                            headers=tokens.bearer(client_jwts[1]), timeout=5)
     assert refused.status_code == 400
 
     text = server.log.read_text()
-    for secret in (ACCESS_TOKEN, CLIENT_JWT, PATIENT_GIVEN, PATIENT_FAMILY):
+    for secret in (ACCESS_TOKEN, *client_jwts, PATIENT_GIVEN, PATIENT_FAMILY):
         assert secret not in text
     records = server.log_records()  # every line parses as one JSON object
     assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)

@@ -121,8 +121,8 @@ def test_bad_url_template_is_refused(template):
         Settings.from_env({"CDS_POLICY_URL_TEMPLATE": template})
 
 
-def test_a_second_policy_needs_only_a_new_file():
-    client = create_app(Settings(policy_dirs=(str(TEST_POLICIES),))).test_client()
+def test_a_second_policy_needs_only_a_new_file(make_app):
+    client = make_app(policy_dirs=(str(TEST_POLICIES),)).test_client()
     body = load("two-orders-one-matches.json")
     laser = {"resourceType": "ServiceRequest", "id": "sr-laser", "status": "draft", "intent": "original-order",
              "code": {"coding": [{"system": "https://bluebutton.cms.gov/resources/codesystem/hcpcs", "code": "S8948"}]},
@@ -137,5 +137,5 @@ def test_a_second_policy_needs_only_a_new_file():
     ]
     assert sorted(a["resource"]["id"] for a in answer["systemActions"]) == ["dr-e0221-4821b", "sr-laser"]
     # Without the setting the laser order is not any policy's business.
-    plain = create_app(Settings()).test_client().post("/cds-services/order-sign-crd", json=body).get_json()
+    plain = make_app().test_client().post("/cds-services/order-sign-crd", json=body).get_json()
     assert len(plain["cards"]) == 1

@@ -1,0 +1,298 @@
+"""CDS client authentication: the trusted-client registry, and the Bearer JWT checked on each call."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import requests
+import yaml
+from flask import Flask, Request, current_app, g, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cds.config import Settings, SettingsError, is_loopback
+from cds.errors import CdsError, quote
+from cds.replay import ReplayCache, SqliteReplayCache
+
+log = logging.getLogger(__name__)
+
+JWKS_TIMEOUT_SECONDS = 2.0  # a JWK Set fetch must end well inside the 4-second worker timeout
+JWKS_MAX_AGE_SECONDS = 3600
+JWKS_MIN_REFETCH_SECONDS = 30  # tokens naming unknown kids cannot make us hammer a client's JWKS URL
+MAX_TOKEN_CHARS = 8192
+MAX_JTI_CHARS = 256
+REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]  # CDS Hooks has no `sub`: never require it
+
+
+class Unauthorized(CdsError):
+    """401 with the same bare body whatever went wrong: why a token failed is for the log only."""
+
+    def __init__(self) -> None:
+        super().__init__(401, "Authentication failed.", "login")
+        self.headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Refused(Exception):
+    """Why a call was not authenticated; logged, never sent."""
+
+
+class RegistryError(SettingsError):
+    """The trusted-client registry cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class CdsClient:
+    """The authenticated caller, as the pipeline sees it in `flask.g.cds_client`."""
+
+    iss: str
+    tenant: str | None
+    fhir_servers: tuple[str, ...]  # the FHIR base URLs this client may have the service fetch from
+
+
+# --- Keys -----------------------------------------------------------------------------------------------
+
+Keys = dict[tuple[str, str], jwt.PyJWK]  # (kid, alg) -> verification key
+
+
+def parse_jwks(jwks: Any, algorithms: Collection[str]) -> Keys:
+    """The signing keys of a JWK Set that verify one of `algorithms`, by kid and algorithm."""
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise ValueError("a JWK Set is an object with a 'keys' array")
+    keys: Keys = {}
+    for jwk in jwks["keys"]:
+        if isinstance(jwk, dict) and {"d", "p", "q", "k"} & jwk.keys():
+            raise ValueError(f"key {jwk.get('kid')} holds private or secret material; list public keys only")
+        if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or jwk.get("use", "sig") != "sig":
+            continue
+        # An RSA key without `alg` serves every RSA algorithm; EC and OKP keys imply theirs by curve.
+        if jwk.get("kty") == "RSA" and "alg" not in jwk:
+            candidates: Iterable[str | None] = [alg for alg in algorithms if alg[:2] in ("RS", "PS")]
+        else:
+            candidates = [None]
+        for alg in candidates:
+            try:
+                key = jwt.PyJWK(jwk, alg)
+            except jwt.PyJWTError:
+                continue
+            if key.algorithm_name in algorithms:
+                keys[(jwk["kid"], key.algorithm_name)] = key
+    return keys
+
+
+class RemoteJwks:
+    """A client's JWK Set at a URL: fetched when first needed and cached; fetched again when it is old or
+    a token names a kid it lacks (key rotation), at most once every JWKS_MIN_REFETCH_SECONDS."""
+
+    def __init__(self, url: str, algorithms: Collection[str]):
+        self.url = url
+        self._algorithms = algorithms
+        self._keys: Keys = {}
+        self._fetched_at = -math.inf
+        self._lock = threading.Lock()
+
+    def key(self, kid: str, alg: str) -> jwt.PyJWK | None:
+        if (kid, alg) not in self._keys or time.monotonic() - self._fetched_at > JWKS_MAX_AGE_SECONDS:
+            self._refresh()
+        return self._keys.get((kid, alg))
+
+    def _refresh(self) -> None:
+        with self._lock:  # one fetch per process at a time; threads that waited use its result
+            if time.monotonic() - self._fetched_at < JWKS_MIN_REFETCH_SECONDS:
+                return
+            self._fetched_at = time.monotonic()
+            try:
+                response = requests.get(self.url, timeout=JWKS_TIMEOUT_SECONDS, headers={"Accept": "application/json"})
+                response.raise_for_status()
+                self._keys = parse_jwks(response.json(), self._algorithms)
+            except (requests.RequestException, ValueError) as exc:
+                log.warning("JWK Set %s could not be fetched, keeping the keys already known: %s", self.url, exc)
+
+
+# --- Registry -------------------------------------------------------------------------------------------
+
+
+class ClientEntry(BaseModel):
+    """One trusted client in the registry file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    iss: str = Field(min_length=1)
+    jwks: dict[str, Any] | None = None
+    jwks_file: str | None = None
+    jwks_url: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+    fhir_servers: tuple[str, ...] = ()
+
+    @field_validator("jwks_url", "tenants", "fhir_servers", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _has_keys(self) -> ClientEntry:
+        if not (self.jwks or self.jwks_file or self.jwks_url):
+            raise ValueError("give the client's keys as jwks, jwks_file or jwks_url")
+        return self
+
+
+class RegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clients: list[ClientEntry]
+
+
+@dataclass(frozen=True)
+class TrustedClient:
+    iss: str
+    pinned: Keys
+    remote: dict[str, RemoteJwks]  # by URL: the only `jku` values honoured
+    tenants: frozenset[str]
+    fhir_servers: tuple[str, ...]
+
+    def key(self, kid: str, alg: str, jku: str | None) -> jwt.PyJWK | None:
+        """The key for `kid`: pinned first, then from the JWK Set URLs (only the token's `jku`, if it names one)."""
+        if jku is not None and jku not in self.remote:
+            raise Refused(f"untrusted jku {quote(jku, 200)} for iss {quote(self.iss, 200)}")
+        key = self.pinned.get((kid, alg))
+        for source in [self.remote[jku]] if jku else self.remote.values():
+            key = key or source.key(kid, alg)
+        return key
+
+
+def load_registry(path: str, algorithms: Collection[str]) -> dict[str, TrustedClient]:
+    """The trusted clients of a YAML or JSON registry file, by iss. Pinned key files are read now."""
+    file = Path(path)
+    try:
+        entries = RegistryFile.model_validate(_read(file)).clients
+        clients: dict[str, TrustedClient] = {}
+        for entry in entries:
+            if entry.iss in clients:
+                raise ValueError(f"iss {entry.iss} is listed twice")
+            pinned = parse_jwks(entry.jwks, algorithms) if entry.jwks else {}
+            if entry.jwks_file:
+                pinned |= parse_jwks(_read(file.parent / entry.jwks_file), algorithms)
+            if not pinned and not entry.jwks_url:
+                raise ValueError(f"client {entry.iss} has no key usable with {', '.join(algorithms)}")
+            clients[entry.iss] = TrustedClient(
+                iss=entry.iss,
+                pinned=pinned,
+                remote={url: RemoteJwks(url, algorithms) for url in entry.jwks_url},
+                tenants=frozenset(entry.tenants),
+                fhir_servers=tuple(url.rstrip("/") for url in entry.fhir_servers),
+            )
+    except (OSError, yaml.YAMLError, ValidationError, ValueError) as exc:
+        raise RegistryError(f"CDS_CLIENTS_FILE {path}: {exc}") from None
+    return clients
+
+
+def _read(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML or JSON (JSON is YAML)
+
+
+# --- Verification ---------------------------------------------------------------------------------------
+
+
+class Authenticator:
+    """Verifies CDS Hooks client JWTs (CDS Hooks 2.0 §Trusting CDS Clients). Built once per process."""
+
+    def __init__(self, settings: Settings, replay: ReplayCache | None = None):
+        self.algorithms = list(settings.jwt_algorithms)
+        self.skew = settings.clock_skew_seconds
+        self.bases = settings.public_bases()
+        self.off = settings.auth_off
+        self.clients = load_registry(settings.clients_file, self.algorithms) if settings.clients_file else {}
+        self.replay = replay or SqliteReplayCache(settings.replay_dir)
+        # Why no call can be authenticated, if that is so: said at start-up and on every refused call.
+        self.problem = None
+        if not settings.clients_file:
+            self.problem = "CDS_CLIENTS_FILE is not set, so no CDS client is trusted"
+        elif not self.bases:
+            self.problem = "CDS_PUBLIC_BASE_URL is not set, so no token's aud can match"
+        self._announce(settings)
+
+    def _announce(self, settings: Settings) -> None:
+        if settings.auth_disabled and not self.off:
+            log.warning("CDS_AUTH_DISABLED is ignored: it is honoured only in demo mode bound to loopback")
+        if self.off:
+            log.warning("authentication is OFF: calls from loopback are served without a token")
+        elif self.problem:
+            log.error("every authenticated call will be refused with 401: %s", self.problem)
+        else:
+            log.info("trusting %d CDS client(s): %s; audiences under %s", len(self.clients),
+                     ", ".join(sorted(self.clients)) or "none", ", ".join(self.bases))
+
+    def authenticate(self, request: Request) -> CdsClient | None:
+        """The verified caller of `request` (None when authentication is off), or Unauthorized."""
+        if self.off and is_loopback(request.remote_addr or ""):
+            return None
+        try:
+            if self.problem:
+                raise Refused(self.problem)
+            scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Refused("no Bearer token")
+            return self.verify(token.strip(), request.path)
+        except Refused as reason:
+            log.warning("401 for %s %s: %s", request.method, quote(request.path, 200), reason)
+            raise Unauthorized from None
+
+    def verify(self, token: str, path: str) -> CdsClient:
+        """Check `token` for a call to `path`, in the CDS Hooks best-practice order; Refused says why not."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Refused("token too long")
+        try:
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Refused(f"not a readable JWT ({quote(exc, 120)})") from None
+        header, iss = unverified["header"], unverified["payload"].get("iss")
+        alg, kid, jku = header.get("alg"), header.get("kid"), header.get("jku")
+        if alg not in self.algorithms:  # never `none` or HMAC: Settings refuses to allow them
+            raise Refused(f"alg {quote(alg)} is not allowed")
+        if not isinstance(kid, str) or not kid:
+            raise Refused("no kid in the JWT header")
+        if jku is not None and not isinstance(jku, str):
+            raise Refused("jku is not a string")
+        client = self.clients.get(iss) if isinstance(iss, str) else None
+        if client is None:
+            raise Refused(f"unknown iss {quote(iss, 200)}")
+        key = client.key(kid, alg, jku)
+        if key is None:
+            raise Refused(f"no {alg} key with kid {quote(kid)} for iss {quote(iss, 200)}")
+        try:
+            claims = jwt.decode(token, key, algorithms=[alg], audience=self.audiences(path), issuer=client.iss,
+                                leeway=self.skew, options={"require": REQUIRED_CLAIMS})
+        except jwt.PyJWTError as exc:
+            raise Refused(f"{type(exc).__name__} ({quote(exc, 120)}) for iss {quote(iss, 200)}") from None
+        tenant = claims.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise Refused("tenant is not a string")
+        if client.tenants and tenant not in client.tenants:
+            raise Refused(f"tenant {quote(tenant)} is not registered for iss {quote(iss, 200)}")
+        jti = claims["jti"]
+        if not jti or len(jti) > MAX_JTI_CHARS:
+            raise Refused("jti empty or too long")
+        # Remembered while the token could still pass; an absurd exp is clamped to what a float can hold.
+        if self.replay.seen(f"{client.iss} {jti}", min(int(claims["exp"]), 2**53) + self.skew):
+            raise Refused(f"replayed jti {quote(jti)} from iss {quote(iss, 200)}")
+        return CdsClient(iss=client.iss, tenant=tenant, fhir_servers=client.fhir_servers)
+
+    def audiences(self, path: str) -> list[str]:
+        """`aud` values accepted for a call to `path`: each public base URL plus the path, one trailing slash
+        allowed. Never request.url: proxies and host aliases change it."""
+        return [f"{base}{path}{slash}" for base in self.bases for slash in ("", "/")]
+
+
+def register_auth(app: Flask, settings: Settings) -> None:
+    app.extensions["cds_auth"] = Authenticator(settings)
+
+
+def authenticate() -> None:
+    """Authenticate the current request, setting `flask.g.cds_client` (None when authentication is off)."""
+    g.cds_client = current_app.extensions["cds_auth"].authenticate(request)
