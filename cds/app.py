@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from flask import Flask
@@ -11,6 +12,7 @@ from cds.auth import register_auth
 from cds.config import Settings
 from cds.cors import register_cors
 from cds.errors import register_error_handlers
+from cds.fhir import load_order_models
 from cds.ops import register_ops
 from cds.service import CoverageService
 
@@ -29,4 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(bp)
     for relaxation in settings.demo_relaxations():
         log.warning("demo mode: %s", relaxation)
+    load_order_models()
+    # Start-up objects (modules, FHIR models, schemas) leave the collector's view: full collections would
+    # otherwise walk them all during requests, stalling about one request in a hundred by 15 ms or more.
+    gc.freeze()
     return app

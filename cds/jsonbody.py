@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -30,11 +31,35 @@ def read_json_object(request: Request, max_depth: int) -> dict[str, Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"Request body is not valid JSON: {exc}.", code="structure") from None
-    if depth_exceeds(body, max_depth):
+    if nesting_exceeds(raw, max_depth):
         raise BadRequest(f"JSON is nested deeper than {max_depth} levels.", code="too-costly")
     if not isinstance(body, dict):
         raise BadRequest(f"Request body must be a JSON object, not {json_type(body)}.", code="structure")
     return body
+
+
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)  # a backslash escape inside a string
+_STRING = re.compile(rb'"[^"]*"')
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+
+
+def nesting_exceeds(raw: bytes, max_depth: int) -> bool:
+    """depth_exceeds for the text of well-formed JSON, in C-speed passes over the bytes (several times faster
+    than walking the parsed value): drop escapes, keep only quotes and brackets, drop strings, then strip the
+    innermost containers, one level per pass."""
+    if b"\\" in raw:
+        raw = _ESCAPE.sub(b"", raw)
+    structure = raw.translate(None, _NOT_STRUCTURE)
+    # Quotes alternate open/close, so dropping adjacent pairs keeps the rest delimited; most strings go here.
+    structure = structure.replace(b'""', b"")
+    if b'"' in structure:
+        structure = _STRING.sub(b"", structure)
+    for _ in range(max_depth):
+        if not structure:
+            return False
+        # Mark, then drop, so one pass removes exactly one level: "[{}]" -> "[\0]" -> "[]".
+        structure = structure.replace(b"{}", b"\0").replace(b"[]", b"\0").replace(b"\0", b"")
+    return bool(structure)
 
 
 def depth_exceeds(value: Any, max_depth: int) -> bool:

@@ -1,0 +1,199 @@
+"""`python -m bench`: the service and a bare Flask baseline under the same gunicorn settings, loaded in turn on
+loopback with every scenario, plus in-process figures. Table on stdout, JSON in bench/results/latest.json.
+
+`python -m bench --profile [SCENARIO]` profiles the in-process handling instead;
+`python -m bench --compare REV` compares in-process handling time with git revision REV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import importlib.util
+import sys
+import tempfile
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import inprocess, report, scenarios, servers
+from bench.compare import compare
+from bench.compare import table as compare_table
+from bench.fhir_server import FhirServer
+from bench.load import Load, run
+from cds.cli import WORKER_TIMEOUT_SECONDS
+from cds.config import Settings
+
+DEFAULT_OUTPUT = servers.ROOT / "bench" / "results" / "latest.json"
+LOAD_GENERATOR = "bench/load.py: closed-loop keep-alive HTTP/1.1 client in several processes (see bench/README.md)"
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000, help="requests per server and scenario (5000)")
+    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per server and scenario (30)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (16)")
+    parser.add_argument("--processes", type=int, default=2, help="load generator processes (2)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds per scenario, service and baseline alternating; the median round counts (1)")
+    parser.add_argument("--warmup", type=int, default=10, help="unmeasured requests per connection first (10)")
+    parser.add_argument("--scenarios", nargs="+", choices=list(scenarios.scenarios()), default=None,
+                        help="scenarios to load (all)")
+    parser.add_argument("--in-process-budget", type=float, default=0.5,
+                        help="seconds spent timing each in-process figure (0.5)")
+    parser.add_argument("--no-http", action="store_true", help="skip the load on the servers")
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process figures")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON report ({DEFAULT_OUTPUT})")
+    parser.add_argument("--profile", nargs="?", const="main", choices=list(scenarios.scenarios()),
+                        help="profile the in-process handling of a scenario (main) and stop")
+    parser.add_argument("--compare", metavar="REV", help="compare in-process handling time with a git revision")
+    args = parser.parse_args(argv)
+    if min(args.requests, args.connections, args.processes, args.rounds) < 1 or args.time_limit <= 0 \
+            or args.warmup < 0:
+        parser.error("--requests, --connections, --processes, --rounds and --time-limit must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.profile:
+        print(inprocess.profile(args.profile))
+        return 0
+    if args.compare:
+        print(compare_table(compare(args.compare)))
+        return 0
+    settings = Settings.from_env({})
+    result: dict[str, Any] = {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench", *argv]),
+        "revision": report.git_revision(servers.ROOT),
+        "machine": report.machine(),
+        "settings": {
+            "requests": args.requests, "rounds": args.rounds, "time_limit_s": args.time_limit,
+            "connections": args.connections, "generator_processes": args.processes,
+            "warmup_per_connection": args.warmup,
+            "gunicorn": {"workers": settings.workers, "threads": settings.threads, "worker_class": "gthread",
+                         "timeout_s": WORKER_TIMEOUT_SECONDS},
+        },
+        "load_generator": LOAD_GENERATOR,
+        "http": {},
+    }
+    try:
+        if not args.no_http:
+            result["http"] = http_figures(args)
+    except (BenchError, RuntimeError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    result["machine"]["load_average_at_end"] = report.machine()["load_average_at_start"]
+    result["notes"] = notes(result["http"])
+    if not args.no_in_process:
+        result["in_process"] = inprocess.figures(args.in_process_budget)
+    result["targets"] = report.targets(result)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    print(report.table(result))
+    print(f"\nJSON report: {args.output}")
+    return 0
+
+
+def notes(http: dict[str, Any]) -> list[str]:
+    """What a reader must know to read the figures right."""
+    found = []
+    if importlib.util.find_spec("cds.policy") is None or importlib.util.find_spec("cds.policy.engine") is None:
+        found.append("Measured before the policy engine landed: the service validates and parses the request "
+                     "and reads member facts, then answers without decisions.")
+    if "fallback-fetch" in http and not http["fallback-fetch"]["fhir_fetches"]:
+        found.append("fallback-fetch: the service asked the FHIR server nothing (no fallback fetch yet), so these "
+                     "are the figures of a call without prefetch.")
+    return found
+
+
+def http_figures(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp, FhirServer() as fhir:
+        workdir = Path(tmp)
+        env = servers.server_env({"CDS_FHIR_SERVERS": fhir.base_url})
+        with servers.service(servers.free_port(), env, workdir) as service, \
+                servers.baseline(servers.free_port(), env, workdir) as baseline:
+            for name, scenario in scenarios.scenarios(fhir.base_url).items():
+                if not args.scenarios or name in args.scenarios:
+                    figures[name] = scenario_figures(scenario, (service, baseline), fhir, args)
+    return figures
+
+
+def scenario_figures(scenario: scenarios.Scenario, pair: tuple[servers.Server, servers.Server], fhir: FhirServer,
+                     args: argparse.Namespace) -> dict[str, Any]:
+    body = orjson.dumps(scenario.body)
+    rounds: dict[str, list[dict[str, Any]]] = {server.name: [] for server in pair}
+    fetches: Counter = Counter()  # what the service asked the FHIR server, over all its rounds
+    for _ in range(args.rounds):  # alternating, so both servers see the same spells of outside load
+        for server in pair:
+            before = fhir.counted()
+            rounds[server.name].append(measure(server, scenario.path, body, args))
+            if server.name == "service":
+                fetches.update(fhir.counted())
+                fetches.subtract(before)
+    figures: dict[str, Any] = {"description": scenario.description, "request_bytes": len(body)}
+    figures.update({name: median_round(runs) for name, runs in rounds.items()})
+    figures["fhir_fetches"] = {k: v for k, v in fetches.items() if v}
+    figures["ratio"] = report.ratios(figures["service"], figures["baseline"])
+    return figures
+
+
+def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput, noting every round's throughput."""
+    chosen = sorted(runs, key=lambda r: r["throughput_rps"])[(len(runs) - 1) // 2]
+    return {**chosen, "rounds_throughput_rps": [r["throughput_rps"] for r in runs]} if len(runs) > 1 else chosen
+
+
+def measure(server: servers.Server, path: str, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+    answer = preflight(server, path, body)
+    load = Load(port=server.port, path=path, body=body, requests=args.requests, connections=args.connections,
+                time_limit=args.time_limit, processes=args.processes, warmup=args.warmup)
+    start: dict[str, float | None] = {}
+    outcome = run(load, on_start=lambda: start.update(server=server.cpu_seconds(),
+                                                      machine=servers.machine_busy_seconds()))
+    figures = outcome.summary()
+    server_cores = _cores(start["server"], server.cpu_seconds(), outcome.elapsed)
+    machine_cores = _cores(start["machine"], servers.machine_busy_seconds(), outcome.elapsed)
+    if server_cores is not None:
+        figures["server_cpu_cores"] = server_cores
+        if machine_cores is not None:  # other users of the machine, the harness and the FHIR server
+            figures["other_cpu_cores"] = round(max(0.0, machine_cores - server_cores - figures["client_cpu_cores"]), 3)
+    figures["hook_calls_sent"] = 1 + args.connections * args.warmup + outcome.completed + sum(
+        outcome.errors.values())
+    figures["answer"] = answer
+    return figures
+
+
+def _cores(start: float | None, end: float | None, elapsed: float) -> float | None:
+    return round((end - start) / elapsed, 3) if start is not None and end is not None and elapsed else None
+
+
+def preflight(server: servers.Server, path: str, body: bytes) -> dict[str, Any]:
+    """One call before the load: it must succeed, and the report says what the server answered."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        status, data = response.status, response.read()
+    finally:
+        connection.close()
+    if status != 200:
+        hint = (" The service now requires authentication: sign the benchmark's requests as a registered client "
+                "would." if status in (401, 403) else "")
+        raise BenchError(f"{server.name} answered {status} to {path}: {data[:500]!r}.{hint}")
+    answer = orjson.loads(data)
+    return {"cards": len(answer.get("cards", [])), "systemActions": len(answer.get("systemActions", []))}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The baseline: a bare Flask endpoint that parses the same JSON body and returns a fixed card.
+
+It runs under the service's own gunicorn configuration (cds.cli.GunicornServer, same Settings), so the only
+difference the benchmark sees is the work the service does for a request.
+`python -m bench.baseline --port 8081`
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import orjson
+from flask import Flask, Response, request
+
+from cds.cli import GunicornServer
+from cds.config import Settings
+
+CARD = {
+    "cards": [{
+        "uuid": "5f1c2a9e-4a5b-4d0e-9a55-2b1f3c7d8e90",
+        "summary": "Infrared therapy device: not medically necessary (policy DME101.045)",
+        "indicator": "warning",
+        "source": {"label": "Baseline payer", "url": "https://payer.example.org/policies/DME101.045"},
+        "links": [{"label": "CMS NCD 270.6", "url": "https://www.cms.gov/medicare-coverage-database/",
+                   "type": "absolute"}],
+    }]
+}
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+
+    @app.post("/cds-services/<service_id>")
+    def call_service(service_id: str) -> Response:
+        orjson.loads(request.get_data())
+        return Response(orjson.dumps(CARD), mimetype="application/json")
+
+    @app.get("/health")
+    def health() -> Response:
+        return Response(orjson.dumps({"status": "ok"}), mimetype="application/json")
+
+    return app
+
+
+class BaselineServer(GunicornServer):
+    """The service's gunicorn configuration, serving the baseline app."""
+
+    def load(self) -> Flask:
+        return create_app()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    BaselineServer(replace(Settings.from_env(), host=args.host, port=args.port)).run()
+
+
+if __name__ == "__main__":
+    main()

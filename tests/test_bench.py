@@ -1,0 +1,74 @@
+"""The benchmark harness runs end to end in a tiny mode and reports every figure; no performance is asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from bench import scenarios
+from bench.fhir_server import FhirServer
+from bench.load import Load, percentile, run
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--requests", "50", "--connections", "2", "--processes", "2", "--warmup", "1", "--time-limit", "10",
+        "--in-process-budget", "0.02"]
+
+
+def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
+    output = tmp_path / "latest.json"
+    result = subprocess.run([sys.executable, "-m", "bench", *TINY, "--output", str(output)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+
+    assert set(report["http"]) == set(scenarios.scenarios())
+    for name, figures in report["http"].items():
+        assert name in result.stdout
+        for server in ("service", "baseline"):
+            run_ = figures[server]
+            assert run_["completed"] == 50 and run_["errors"] == {}, (name, server, run_)
+            latency = run_["latency_ms"]
+            assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+            assert run_["throughput_rps"] > 0 and run_["server_cpu_cores"] >= 0 and run_["client_cpu_cores"] >= 0
+            assert isinstance(run_["answer"]["cards"], int)
+        assert set(figures["ratio"]) == {"throughput", "p50", "p95", "p99"}
+        assert isinstance(figures["fhir_fetches"], dict)
+
+    growth = report["in_process"]["growth"]
+    assert growth["orders"]["sizes"] == [1, 5, 20, 50] and growth["conditions"]["sizes"] == [0, 50, 200, 1000]
+    for figures in growth.values():
+        assert len(figures["median_ms"]) == 4 and isinstance(figures["linear"], bool)
+        assert {"slope_us_per_item", "r2"} <= set(figures)
+    assert report["in_process"]["engine"]["decisions_per_s"] > 0
+    assert set(report["targets"]) == {"throughput_ratio_main", "p99_ms_main", "linear_in_orders",
+                                      "linear_in_conditions"}
+    assert report["targets"]["p99_ms_main"]["met"] is None  # 2 connections: the 16-connection target is not judged
+    assert report["machine"]["nproc"] >= 1 and report["machine"]["cpu_model"]
+    assert "Targets" in result.stdout
+
+
+def test_fhir_server_serves_the_member_and_counts_what_it_is_asked():
+    with FhirServer() as fhir:
+        headers = {"Authorization": f"Bearer {scenarios.ACCESS_TOKEN}"}
+        patient = requests.get(f"{fhir.base_url}/Patient/{scenarios.PATIENT_ID}", headers=headers, timeout=5)
+        coverage = requests.get(f"{fhir.base_url}/Coverage?patient={scenarios.PATIENT_ID}&status=active", timeout=5)
+        missing = requests.get(f"{fhir.base_url}/Observation/1", timeout=5)
+        assert patient.json() == scenarios.patient()
+        assert coverage.json()["entry"][0]["resource"] == scenarios.coverage()
+        assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
+        assert fhir.counted() == {"Patient": 1, "Coverage": 1, "not-found": 1, "with-access-token": 1}
+
+
+def test_load_generator_counts_error_statuses_and_survives_closed_connections():
+    with FhirServer() as fhir:  # answers POST with 501 and closes the connection
+        result = run(Load(port=fhir.port, path="/fhir/Patient", body=b"{}", requests=20, connections=2, processes=1,
+                          warmup=0, time_limit=10))
+    assert result.completed == 0 and result.errors == {"HTTP 501": 20}
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+    assert percentile([], 50) is None
