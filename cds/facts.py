@@ -71,11 +71,20 @@ class CoverageFacts:
     group: str | None = None  # Coverage.class group value
     plan: str | None = None  # Coverage.class plan value
     plan_name: str | None = None
+    unknown_why: str | None = None  # why plan facts are unknown, e.g. "the plan is not in the plan directory"
 
     @property
     def unknown(self) -> tuple[str, ...]:
         """Names of the plan facts that could not be determined."""
         return tuple(name for name in _FIELD_LABELS if getattr(self, name) in (None, "unknown"))
+
+    @property
+    def unknown_note(self) -> str | None:
+        """The note in `MemberFacts.unavailable` that lists this coverage's unknown plan facts."""
+        if not self.unknown:
+            return None
+        unknown = ", ".join(_FIELD_LABELS[name] for name in self.unknown)
+        return f"{self.reference or 'The coverage'}: {unknown} unknown ({self.unknown_why})."
 
 
 @dataclass(frozen=True)
@@ -342,12 +351,12 @@ def _coverage_facts(coverage: dict[str, Any], directory: PlanDirectory | None, n
         plan_name=_class_name(coverage, "plan") or (match.plan_name if match else None),
     )
     if facts.unknown:
-        why = ("no plan directory is configured" if directory is None else
-               "the payer is not in the plan directory" if match is None else
-               "the plan is not in the plan directory" if not match.plan_listed else
-               "neither the Coverage nor the plan directory says")
-        unknown = ", ".join(_FIELD_LABELS[name] for name in facts.unknown)
-        notes.append(f"{name}: {unknown} unknown ({why}).")
+        facts = replace(facts, unknown_why=(
+            "no plan directory is configured" if directory is None else
+            "the payer is not in the plan directory" if match is None else
+            "the plan is not in the plan directory" if not match.plan_listed else
+            "neither the Coverage nor the plan directory says"))
+        notes.append(facts.unknown_note)
     return facts
 
 
