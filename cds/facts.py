@@ -272,10 +272,12 @@ def _diagnoses(concepts: Any, source: str) -> tuple[Diagnosis, ...]:
     found = []
     for concept in _list(concepts):
         for coding in _list(_dict(concept).get("coding")):
-            system = DIAGNOSIS_SYSTEMS.get(_dict(coding).get("system"))
+            uri = _dict(coding).get("system")
+            system = DIAGNOSIS_SYSTEMS.get(uri) if isinstance(uri, str) else None
             code = coding.get("code") if system else None
             if isinstance(code, str) and code.strip():
-                found.append(Diagnosis(system, _normal_code(system, code), coding.get("display"), source))
+                display = coding.get("display") if isinstance(coding.get("display"), str) else None
+                found.append(Diagnosis(system, _normal_code(system, code), display, source))
     return tuple(found)
 
 

@@ -95,3 +95,13 @@ def test_mutated_matching_requests_never_5xx(client, body):
     hook = body.get("hook")
     service = SERVICE.get(hook, "order-sign-crd") if isinstance(hook, str) else "order-sign-crd"
     assert post(client, f"/cds-services/{service}", body).status_code in (200, 400)
+
+
+MEMBER_DEPENDENT = [load(name) for name in ("il-child-cerebral-palsy-hmo.json", "il-child-funding-unknown.json",
+                                            "medicare-diabetic-polyneuropathy.json")]
+
+
+@FUZZ
+@given(body=mutated(MEMBER_DEPENDENT))
+def test_mutated_member_data_never_5xx(examples_client, body):
+    assert post(examples_client, "/cds-services/order-sign-crd", body).status_code in (200, 400)

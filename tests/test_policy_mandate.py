@@ -318,3 +318,10 @@ def test_stems_match_the_code_and_every_code_below_it(system, code, group):
                                       DiagnosisGroup(name="angelman", icd10cm=["Q93.5"])])
     found = groups.first([Diagnosis(system, code, None, "Condition/x")])
     assert (found.group if found else None) == group
+
+
+def test_a_long_diagnosis_display_is_shortened_in_the_card_text(policies):
+    long = Diagnosis(ICD10CM, "G80.1", "cerebral  palsy " * 100, "Condition/cp")
+    got = decision(policies, dataclasses.replace(CHILD, diagnoses=(long,)))
+    assert got.outcome is Outcome.COVERED_WITH_PA
+    assert "G80.1 cerebral palsy cerebral palsy" in got.rationale[0] and len(got.rationale[0]) < 1500

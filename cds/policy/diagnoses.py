@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from cds.facts import ICD10CM, Diagnosis
 from cds.policy.model import DiagnosisGroup
 
+MAX_DISPLAY = 160  # a diagnosis' display is the EHR's free text: bound what a card repeats of it
+
 
 @dataclass(frozen=True)
 class DiagnosisMatch:
@@ -18,7 +20,8 @@ class DiagnosisMatch:
         """The diagnosis as a clinician reads it: code, display and where it was recorded."""
         d = self.diagnosis
         where = "the order's reason" if ".reason" in d.source else "an active condition"
-        return " ".join(part for part in (d.code, d.display) if part) + f" ({where})"
+        display = " ".join(d.display.split())[:MAX_DISPLAY] if isinstance(d.display, str) else ""
+        return " ".join(part for part in (d.code, display) if part) + f" ({where})"
 
 
 @dataclass(frozen=True)
