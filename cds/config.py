@@ -11,6 +11,7 @@ from typing import Any
 from cds.fhirfetch import base_url_problem, is_loopback
 from cds.plans import PlanDirectoryError, load_plan_directory
 from cds.policy.loader import PolicyError, read_diagnoses_overrides
+from cds.policy.mandate import DEFAULT_CHILD_AGE_LIMIT
 
 MIB = 1024 * 1024
 LOG_FORMATS = ("json", "text")
@@ -90,7 +91,7 @@ class Settings:
     fetch_max_pages: int = 5
     plan_directory: str = ""
     # State mandates: the age under which a patient is a child, and a file replacing their qualifying diagnoses.
-    mandate_child_age_limit: int = 19
+    mandate_child_age_limit: int = DEFAULT_CHILD_AGE_LIMIT
     mandate_diagnoses_file: str = ""
     strict_crd: bool = False
     served_payers: tuple[str, ...] = ()

@@ -84,7 +84,8 @@ class CoverageFacts:
         if not self.unknown:
             return None
         unknown = ", ".join(_FIELD_LABELS[name] for name in self.unknown)
-        return f"{self.reference or 'The coverage'}: {unknown} unknown ({self.unknown_why})."
+        why = f" ({self.unknown_why})" if self.unknown_why else ""
+        return f"{self.reference or 'The coverage'}: {unknown} unknown{why}."
 
 
 @dataclass(frozen=True)

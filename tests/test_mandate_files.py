@@ -180,3 +180,11 @@ def test_without_the_plan_directory_the_illinois_child_is_conditional_on_every_p
            "is not known (no plan directory is configured): verify with the payer" in card["detail"]
     assert "- plan funding (fully insured or self-funded) is not known (no plan directory is configured): verify " \
            "the member's plan with the payer" in card["detail"]
+
+
+def test_diagnoses_file_for_a_mandate_without_a_diagnoses_label_stops_start_up(tmp_path):
+    write(tmp_path / MANDATES / "tx.yaml", mandate(id="TX-TEST-1", jurisdiction="TX", qualifying_diagnoses=[],
+                                                   diagnoses_label=None))
+    path = write(tmp_path / "diagnoses.yaml", {"TX-TEST-1": [{"name": "palsy", "icd10cm": ["G80"]}]})
+    with pytest.raises(PolicyError, match="TX-TEST-1 have no diagnoses_label"):
+        load_policies([tmp_path], diagnoses_file=path)

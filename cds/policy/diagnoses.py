@@ -20,7 +20,7 @@ class DiagnosisMatch:
         """The diagnosis as a clinician reads it: code, display and where it was recorded."""
         d = self.diagnosis
         where = "the order's reason" if ".reason" in d.source else "an active condition"
-        display = " ".join(d.display.split())[:MAX_DISPLAY] if isinstance(d.display, str) else ""
+        display = " ".join((d.display or "").split())[:MAX_DISPLAY]
         return " ".join(part for part in (d.code, display) if part) + f" ({where})"
 
 

@@ -3,7 +3,7 @@ stops start-up, naming file and field."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -67,6 +67,10 @@ def load_mandates(directories: Iterable[Path], child_age_limit: int = DEFAULT_CH
     unknown = sorted(set(overrides) - set(specs))
     if unknown:
         raise PolicyError(f"{diagnoses_file}: no mandate file defines {', '.join(unknown)}")
+    unnamed = sorted(name for name in overrides if not specs[name][1].diagnoses_label)
+    if unnamed:
+        raise PolicyError(f"{diagnoses_file}: the mandate files of {', '.join(unnamed)} have no diagnoses_label "
+                          "to say in words what the qualifying diagnoses are")
     return {
         name: CompiledMandate(
             spec=spec,
@@ -114,7 +118,7 @@ def _load_yaml(path: Path) -> Any:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None
 
 
-def _validated(path: Path, data: Any, validate: Any) -> Any:
+def _validated(path: Path, data: Any, validate: Callable[[Any], Any]) -> Any:
     try:
         return validate(data)
     except ValidationError as exc:
