@@ -32,9 +32,12 @@ def card_for(decision: Decision, configuration: Configuration, payer_name: str) 
     policy = decision.policy.spec
     reference = decision.order.reference
     topic = card_type(decision)
-    actions = [Action(type="delete", description=f"Remove the order for {decision.item}.", resource_id=reference)]
+    # Removing the order, or overriding the card, answers a denial; an order that may be covered needs neither.
+    denial = decision.outcome is not Outcome.COVERED_WITH_PA
+    removable = reference if denial else None
+    actions = [Action(type="delete", description=f"Remove the order for {decision.item}.", resource_id=removable)]
     suggestions = [Suggestion(label=f"Remove the order for {decision.item}", uuid=str(uuid4()), actions=actions)]
-    reasons = [*OVERRIDE_REASONS, *([NOT_THIS_ITEM] if decision.match.basis == "text" else [])]
+    reasons = [*OVERRIDE_REASONS, *([NOT_THIS_ITEM] if decision.match.basis == "text" else [])] if denial else []
     return Card(
         uuid=str(uuid4()),
         summary=summary(decision),
@@ -49,8 +52,8 @@ def card_for(decision: Decision, configuration: Configuration, payer_name: str) 
             Link(label=f"Medical policy {policy.id}: {policy.title}", url=decision.policy.link),
             *(Link(label=ref.label, url=str(ref.url)) for ref in decision.references),
         ],
-        suggestions=suggestions if reference else [],
-        selection_behavior="at-most-one" if reference else None,
+        suggestions=suggestions if removable else [],
+        selection_behavior="at-most-one" if removable else None,
         override_reasons=[Coding(system=OVERRIDE_REASON_SYSTEM, code=code, display=text) for code, text in reasons],
         extension={"davinci-crd.associated-resource": [{"reference": reference}]} if reference else None,
     )
@@ -83,8 +86,9 @@ def detail(decision: Decision) -> str:
         *decision.rationale,
     ]
     if decision.unknowns:
-        paragraphs.append("**Not evaluated:**\n" + "\n".join(
-            f"- {u.what}" + (f" ({u.how_to_resolve})" if u.how_to_resolve else "") for u in decision.unknowns))
+        heading = "Not known, and how to resolve it" if decision.outcome is Outcome.CONDITIONAL else "Not evaluated"
+        paragraphs.append(f"**{heading}:**\n" + "\n".join(
+            f"- {u.what}" + (f": {u.how_to_resolve}" if u.how_to_resolve else "") for u in decision.unknowns))
     if decision.coverage is None:
         paragraphs.append("No coverage for this patient came with the request, so this states the medical policy "
                           "without checking the member's benefits.")

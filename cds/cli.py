@@ -22,9 +22,10 @@ from cds.fhir import ID_PATTERN
 from cds.fhirfetch import is_loopback
 from cds.gunicorn_config import gunicorn_options
 from cds.order_request import Coding, build_order_request
-from cds.policy import PolicyError, load_policies
+from cds.policy import PolicyError
 from cds.protocol import USER_ID_PATTERN
 from cds.render import console, print_answer, print_failure, print_services
+from cds.service import configured_policies
 from cds.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk, write_private_jwk
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     if settings.demo and not is_loopback(settings.host):
         raise click.UsageError(f"demo mode binds to loopback only; --host {settings.host} is not loopback")
     try:  # fail here, with the file and field named, rather than in every worker
-        load_policies(settings.policy_dirs, settings.policy_url_template)
+        configured_policies(settings)
     except PolicyError as exc:
         raise click.ClickException(f"policy file not usable: {exc}") from None
     os.environ.setdefault("SERVER_SOFTWARE", "cds")

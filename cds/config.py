@@ -10,6 +10,8 @@ from typing import Any
 
 from cds.fhirfetch import base_url_problem, is_loopback
 from cds.plans import PlanDirectoryError, load_plan_directory
+from cds.policy.loader import PolicyError, read_diagnoses_overrides
+from cds.policy.mandate import DEFAULT_CHILD_AGE_LIMIT
 
 MIB = 1024 * 1024
 LOG_FORMATS = ("json", "text")
@@ -88,6 +90,9 @@ class Settings:
     fetch_max_bytes: int = 4 * MIB
     fetch_max_pages: int = 5
     plan_directory: str = ""
+    # State mandates: the age under which a patient is a child, and a file replacing their qualifying diagnoses.
+    mandate_child_age_limit: int = DEFAULT_CHILD_AGE_LIMIT
+    mandate_diagnoses_file: str = ""
     strict_crd: bool = False
     served_payers: tuple[str, ...] = ()
     clients_file: str = ""
@@ -141,6 +146,13 @@ class Settings:
                 load_plan_directory(settings.plan_directory)
             except PlanDirectoryError as exc:
                 raise SettingsError(f"CDS_PLAN_DIRECTORY={settings.plan_directory!r}: {exc}") from None
+        if not 1 <= settings.mandate_child_age_limit <= 26:
+            raise SettingsError("CDS_MANDATE_CHILD_AGE_LIMIT must be between 1 and 26 (children are under it)")
+        if settings.mandate_diagnoses_file:
+            try:
+                read_diagnoses_overrides(settings.mandate_diagnoses_file)
+            except PolicyError as exc:
+                raise SettingsError(f"CDS_MANDATE_DIAGNOSES_FILE: {exc}") from None
         if not settings.jwt_algorithms:
             raise SettingsError("CDS_JWT_ALGORITHMS must name at least one algorithm")
         for alg in settings.jwt_algorithms:

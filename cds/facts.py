@@ -71,11 +71,21 @@ class CoverageFacts:
     group: str | None = None  # Coverage.class group value
     plan: str | None = None  # Coverage.class plan value
     plan_name: str | None = None
+    unknown_why: str | None = None  # why plan facts are unknown, e.g. "the plan is not in the plan directory"
 
     @property
     def unknown(self) -> tuple[str, ...]:
         """Names of the plan facts that could not be determined."""
         return tuple(name for name in _FIELD_LABELS if getattr(self, name) in (None, "unknown"))
+
+    @property
+    def unknown_note(self) -> str | None:
+        """The note in `MemberFacts.unavailable` that lists this coverage's unknown plan facts."""
+        if not self.unknown:
+            return None
+        unknown = ", ".join(_FIELD_LABELS[name] for name in self.unknown)
+        why = f" ({self.unknown_why})" if self.unknown_why else ""
+        return f"{self.reference or 'The coverage'}: {unknown} unknown{why}."
 
 
 @dataclass(frozen=True)
@@ -263,10 +273,12 @@ def _diagnoses(concepts: Any, source: str) -> tuple[Diagnosis, ...]:
     found = []
     for concept in _list(concepts):
         for coding in _list(_dict(concept).get("coding")):
-            system = DIAGNOSIS_SYSTEMS.get(_dict(coding).get("system"))
+            uri = _dict(coding).get("system")
+            system = DIAGNOSIS_SYSTEMS.get(uri) if isinstance(uri, str) else None
             code = coding.get("code") if system else None
             if isinstance(code, str) and code.strip():
-                found.append(Diagnosis(system, _normal_code(system, code), coding.get("display"), source))
+                display = coding.get("display") if isinstance(coding.get("display"), str) else None
+                found.append(Diagnosis(system, _normal_code(system, code), display, source))
     return tuple(found)
 
 
@@ -342,12 +354,12 @@ def _coverage_facts(coverage: dict[str, Any], directory: PlanDirectory | None, n
         plan_name=_class_name(coverage, "plan") or (match.plan_name if match else None),
     )
     if facts.unknown:
-        why = ("no plan directory is configured" if directory is None else
-               "the payer is not in the plan directory" if match is None else
-               "the plan is not in the plan directory" if not match.plan_listed else
-               "neither the Coverage nor the plan directory says")
-        unknown = ", ".join(_FIELD_LABELS[name] for name in facts.unknown)
-        notes.append(f"{name}: {unknown} unknown ({why}).")
+        facts = replace(facts, unknown_why=(
+            "no plan directory is configured" if directory is None else
+            "the payer is not in the plan directory" if match is None else
+            "the plan is not in the plan directory" if not match.plan_listed else
+            "neither the Coverage nor the plan directory says"))
+        notes.append(facts.unknown_note)
     return facts
 
 

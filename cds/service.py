@@ -15,7 +15,7 @@ from cds.facts import MemberFacts, member_facts, strict_coverage_problem
 from cds.fhir import DraftOrder
 from cds.fhirfetch import FhirFetcher
 from cds.plans import load_plan_directory
-from cds.policy import Decision, judge, load_policies, match_order
+from cds.policy import CompiledPolicy, Decision, judge, load_policies, match_order
 from cds.policy.orders import device_index
 from cds.prefetch import member_data
 from cds.protocol import Action, Card, CdsResponse, HookRequest
@@ -36,7 +36,7 @@ class CoverageService:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.policies = load_policies(settings.policy_dirs, settings.policy_url_template)
+        self.policies = configured_policies(settings)
         self.fetcher = FhirFetcher(settings)
         self.plans = load_plan_directory(settings.plan_directory) if settings.plan_directory else None
 
@@ -56,7 +56,7 @@ class CoverageService:
             return []
         facts = self.member_facts(request, client=client)
         today = date.today()
-        decisions = [judge(match, facts, today) for match in found]
+        decisions = [judge(match, facts.for_order(match.order, today), today) for match in found]
         return [
             Rendered(d, card_for(d, configuration, self.settings.payer_name), coverage_action(d, hook.primary))
             for d in decisions
@@ -76,6 +76,13 @@ class CoverageService:
         if problem:
             raise BadRequest(problem, "prefetch.coverage")
         return facts
+
+
+def configured_policies(settings: Settings) -> tuple[CompiledPolicy, ...]:
+    """The policies and their mandates as the settings configure them; PolicyError names a file that is unusable."""
+    return load_policies(settings.policy_dirs, settings.policy_url_template,
+                         child_age_limit=settings.mandate_child_age_limit,
+                         diagnoses_file=settings.mandate_diagnoses_file)
 
 
 def _referable_devices(request: HookRequest, orders: tuple[DraftOrder, ...]) -> dict[str, dict]:

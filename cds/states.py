@@ -15,3 +15,9 @@ def _codes() -> dict[str, str]:
 def state_code(text: str) -> str | None:
     """The two-letter code of a state or territory written as its code or its full name, in any case; else None."""
     return _codes().get(" ".join(text.split()).lower())
+
+
+def state_name(code: str) -> str:
+    """The name of a state or territory given its USPS code ("IL" -> "Illinois"); the code itself if unknown."""
+    state = us.states.lookup(code, field="abbr") if len(code) == 2 else None
+    return state.name if state else code

@@ -116,7 +116,7 @@ def test_unknowns_are_listed(policies):
     decision, _ = render(policies)
     decision = dataclasses.replace(decision, unknowns=(Unknown("The plan's funding", "ask the plan"),))
     card = card_for(decision, Configuration(), PAYER)
-    assert "**Not evaluated:**\n- The plan's funding (ask the plan)" in card.detail
+    assert "**Not evaluated:**\n- The plan's funding: ask the plan" in card.detail
 
 
 def test_long_text_is_shortened_in_the_summary_never_the_verdict(policies):

@@ -1,16 +1,23 @@
-"""Every request in fhir_examples/ through the real app over HTTP: exactly its expected cards and actions."""
+"""Every request in fhir_examples/ through the real app over HTTP, with the test plan directory: exactly its
+expected cards and actions."""
 
 import pytest
 import yaml
 from hypothesis import given
 
 from cds.crd import COVERAGE_INFORMATION, TOPIC_SYSTEM_TEMP
-from tests.conftest import EXAMPLES, load
+from tests.conftest import DATA, EXAMPLES, load
 from tests.crd_profile import has_empty_element, problems_dual, required_order_elements
 from tests.test_fuzz import FUZZ, mutated, post
 
 EXPECTED = yaml.safe_load((EXAMPLES / "expected.yaml").read_text())
 SERVICE = {"order-sign": "order-sign-crd", "order-select": "order-select-crd"}
+CODED = ("covered", "pa-needed", "doc-needed", "doc-purpose", "info-needed")
+
+
+@pytest.fixture
+def examples_client(make_app):
+    return make_app(plan_directory=str(DATA / "plan-directory.yaml")).test_client()
 
 
 def test_every_example_has_an_expectation_and_a_readme_row():
@@ -23,9 +30,9 @@ def test_every_example_has_an_expectation_and_a_readme_row():
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_example_yields_exactly_its_expected_cards_and_actions(client, name):
+def test_example_yields_exactly_its_expected_cards_and_actions(examples_client, name):
     body, expected = load(name), EXPECTED[name]
-    response = client.post(f"/cds-services/{SERVICE[body['hook']]}", json=body)
+    response = examples_client.post(f"/cds-services/{SERVICE[body['hook']]}", json=body)
     assert response.status_code == 200, response.get_json()
     answer = response.get_json()
     # No null or empty member anywhere, `cards: []` being the one exception.
@@ -39,12 +46,21 @@ def test_example_yields_exactly_its_expected_cards_and_actions(client, name):
         assert card["summary"] == want["summary"] and len(card["summary"]) < 140
         assert card["indicator"] == want.get("indicator", "warning")
         assert card["source"]["label"] == want["source"]
-        assert card["source"]["topic"] == {"system": expected.get("topic_system", TOPIC_SYSTEM_TEMP),
-                                           "code": "off-guideline", "display": "Off Guideline"}
+        topic = want.get("topic", "off-guideline")
+        assert card["source"]["topic"] == {"system": expected.get("topic_system", TOPIC_SYSTEM_TEMP), "code": topic,
+                                           "display": {"off-guideline": "Off Guideline",
+                                                       "coverage-info": "Coverage Information"}[topic]}
         assert ("not by a billing code" in card["detail"]) == (want["matched"] == "text")
-        assert card["suggestions"][0]["actions"] == [
-            {"type": "delete", "description": card["suggestions"][0]["actions"][0]["description"],
-             "resourceId": want["order"]}]
+        for text in want.get("detail_has", []):
+            assert text in card["detail"], text
+        for text in want.get("detail_lacks", []):
+            assert text not in card["detail"], text
+        if card["indicator"] == "info":  # may be covered: nothing to remove, nothing to override
+            assert "suggestions" not in card and "overrideReasons" not in card
+        else:
+            assert card["suggestions"][0]["actions"] == [
+                {"type": "delete", "description": card["suggestions"][0]["actions"][0]["description"],
+                 "resourceId": want["order"]}]
 
     actions = answer.get("systemActions", [])
     assert [(a["resource"]["resourceType"] + "/" + a["resource"]["id"]) for a in actions] == \
@@ -56,9 +72,11 @@ def test_example_yields_exactly_its_expected_cards_and_actions(client, name):
         extension = action["resource"]["extension"][-1]
         assert extension["url"] == COVERAGE_INFORMATION
         parts = {p["url"]: p for p in extension["extension"]}
-        assert parts["covered"]["valueCode"] == want["covered"]
+        assert {url: p["valueCode"] for url, p in parts.items() if "valueCode" in p} == \
+            {url: want[url] for url in CODED if url in want}
         assert parts["coverage"]["valueReference"]["reference"] == want["coverage"]
-        assert "pa-needed" not in parts and "doc-needed" not in parts
+        for text in want.get("reason_has", []):
+            assert text in parts["reason"]["valueCodeableConcept"]["text"], text
         assert problems_dual(extension) == []
         original = orders[want["order"]]
         assert {k: v for k, v in action["resource"].items() if k != "extension"} == \
@@ -77,3 +95,13 @@ def test_mutated_matching_requests_never_5xx(client, body):
     hook = body.get("hook")
     service = SERVICE.get(hook, "order-sign-crd") if isinstance(hook, str) else "order-sign-crd"
     assert post(client, f"/cds-services/{service}", body).status_code in (200, 400)
+
+
+MEMBER_DEPENDENT = [load(name) for name in ("il-child-cerebral-palsy-hmo.json", "il-child-funding-unknown.json",
+                                            "medicare-diabetic-polyneuropathy.json")]
+
+
+@FUZZ
+@given(body=mutated(MEMBER_DEPENDENT))
+def test_mutated_member_data_never_5xx(examples_client, body):
+    assert post(examples_client, "/cds-services/order-sign-crd", body).status_code in (200, 400)

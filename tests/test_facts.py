@@ -154,6 +154,14 @@ def test_sloppy_order_shapes_do_not_break_facts():
     assert facts.service_date == date(2026, 1, 1)
 
 
+def test_codings_with_members_of_the_wrong_type_do_not_break_facts():
+    condition = {**CONDITIONS[0], "code": {"coding": [
+        {"system": ["http://hl7.org/fhir/sid/icd-10-cm"], "code": "G80.1"}, {"system": {}, "code": "G80.1"},
+        {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "G80.2", "display": ["not", "text"]}]}}
+    (diagnosis,) = member_facts(data(conditions=[condition])).diagnoses
+    assert (diagnosis.code, diagnosis.display) == ("G80.2", None)
+
+
 # ------------------------------------------------------------------------------------- line of business
 
 

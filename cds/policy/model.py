@@ -1,4 +1,5 @@
-"""The schema of a medical policy data file (cds/policies/*.yaml). Every file is validated against it at start-up."""
+"""The schemas of medical policy files (cds/policies/*.yaml) and of the state mandates they reference
+(cds/policies/mandates/*.yaml). Every file is validated against its schema at start-up."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from cds.states import state_code
+
 CodeSystem = Literal["CPT", "HCPCS"]
 OrderType = Literal["DeviceRequest", "ServiceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
                     "CommunicationRequest"]
 _CODE = re.compile(r"[A-Za-z0-9]{4,7}")
+# An ICD-10-CM category (G80) or a code prefix below it (Q93.5, E11.621): it stands for itself and every code under it.
+_ICD10CM_STEM = re.compile(r"[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?")
+_MANDATE_ID = r"^[A-Z]{2}-[A-Za-z0-9.\-]{1,40}$"
 
 
 class Strict(BaseModel):
@@ -77,6 +83,32 @@ class Reference(Strict):
     effective: date | None = None
 
 
+class DiagnosisGroup(Strict):
+    """A named group of ICD-10-CM codes, listed as stems matched by prefix on the dotted code."""
+
+    name: str = Field(min_length=3)  # how a clinician reads it: "diabetic peripheral sensory neuropathy"
+    icd10cm: list[str] = Field(min_length=1)
+
+    @field_validator("icd10cm")
+    @classmethod
+    def _stems(cls, values: list[str]) -> list[str]:
+        stems = [value.strip().upper() for value in values]
+        for stem in stems:
+            if not _ICD10CM_STEM.fullmatch(stem):
+                raise ValueError(f"{stem!r} is not an ICD-10-CM category or code stem such as G80 or Q93.5")
+        return stems
+
+
+class NationalCoverage(Strict):
+    """The CMS national coverage determination a policy rests on. It binds Medicare, Medicare Advantage included."""
+
+    name: str = Field(min_length=3)  # as cards cite it: "CMS NCD 270.6"
+    verdict: str = Field(min_length=3, max_length=60)  # summary verdict when a diagnosis is a named indication
+    reason: str = Field(min_length=10)  # coverage-information reason for Medicare members
+    # The nationally non-covered indications, as ICD-10-CM groups (named in cards; never a condition of denial).
+    indications: list[DiagnosisGroup] = Field(min_length=1)
+
+
 class PolicyDecision(Strict):
     """What the policy decides for an order it applies to."""
 
@@ -102,6 +134,16 @@ class Policy(Strict):
     excluded_codes: list[ExcludedCodes] = []
     text: TextMatching | None = None
     references: list[Reference] = []
+    national_coverage: NationalCoverage | None = None
+    mandates: list[str] = []  # ids of state mandates (cds/policies/mandates/) that may override the decision
+
+    @field_validator("mandates")
+    @classmethod
+    def _mandate_ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.fullmatch(_MANDATE_ID, value):
+                raise ValueError(f"{value!r} is not a mandate id such as IL-PA-103-0458")
+        return values
 
     @model_validator(mode="after")
     def _codes_unique(self) -> Policy:
@@ -109,4 +151,44 @@ class Policy(Strict):
         duplicates = sorted({code for code in seen if seen.count(code) > 1})
         if duplicates:
             raise ValueError(f"codes listed more than once: {', '.join(duplicates)}")
+        return self
+
+
+class Mandate(Strict):
+    """A state benefit mandate that overrides medical policies for the members it reaches: its conditions as data.
+
+    The conditions are checked against the member's facts: the plan's situs state (`jurisdiction`), line of
+    business, funding, product and issue or renewal date; when `children` is set, the patient's age on the order's
+    date (under CDS_MANDATE_CHILD_AGE_LIMIT); and, when groups are listed, a qualifying diagnosis.
+    """
+
+    id: str = Field(pattern=_MANDATE_ID)
+    jurisdiction: str  # USPS code of the state whose law it is
+    title: str = Field(min_length=3, max_length=80)  # card heading: "Illinois mandate for children with impairments"
+    citation: str = Field(min_length=3)  # how every text cites it
+    requires: str = Field(min_length=10)  # what the law requires, one paragraph
+    plans_on_or_after: date  # it reaches plans amended, delivered, issued or renewed on or after this date
+    # State law never reaches Medicare, so it is not a choice here.
+    lines_of_business: list[Literal["commercial", "medicaid", "other"]] = Field(min_length=1)
+    funding: list[Literal["fully-insured", "self-funded"]] = Field(min_length=1)
+    products: list[Literal["PPO", "HMO", "POS", "EPO", "other"]] = Field(min_length=1)
+    children: bool = False
+    diagnoses_label: str = Field("", max_length=120)  # the qualifying diagnoses in words, for texts
+    qualifying_diagnoses: list[DiagnosisGroup] = []  # empty: no diagnosis condition
+    covered_verdict: str = Field(min_length=3, max_length=70)  # every condition met
+    conditional_verdict: str = Field(min_length=3, max_length=70)  # some condition not known, none failed
+    references: list[Reference] = []
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _state(cls, value: str) -> str:
+        code = state_code(value)
+        if code is None:
+            raise ValueError(f"{value!r} is not a US state or territory")
+        return code
+
+    @model_validator(mode="after")
+    def _diagnoses_named(self) -> Mandate:
+        if self.qualifying_diagnoses and not self.diagnoses_label:
+            raise ValueError("diagnoses_label must say in words what the qualifying diagnoses are")
         return self

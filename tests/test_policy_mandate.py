@@ -1,0 +1,327 @@
+"""Decisions that depend on the member, through the pure engine: the Illinois children's exception condition by
+condition (met, failed, unknown), age on the order's date, and the Medicare basis with its indications named."""
+
+import dataclasses
+from datetime import date
+
+import pytest
+
+from cds.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
+from cds.fhir import parse_draft_order
+from cds.policy import Outcome, decide, load_policies
+from cds.policy.diagnoses import DiagnosisGroups
+from cds.policy.model import DiagnosisGroup
+
+ON = date(2026, 3, 10)
+ACT = "Illinois Public Act 103-0458 (215 ILCS 5/356z.61 as cited by HCSC)"
+CP = Diagnosis(ICD10CM, "G80.1", "Spastic diplegic cerebral palsy", "Condition/cp")
+IL_HMO = CoverageFacts("Coverage/c1", payer="Blue Cross and Blue Shield of Illinois", line_of_business="commercial",
+                       product="HMO", funding="fully-insured", situs_state="IL", plan_start=date(2025, 7, 1))
+CHILD = MemberFacts(birth_date=date(2017, 2, 9), state="IL", diagnoses=(CP,), coverages=(IL_HMO,))
+
+
+@pytest.fixture(scope="module")
+def policies():
+    return load_policies()
+
+
+def order(authored="2026-03-10", **fields):
+    return parse_draft_order({
+        "resourceType": "DeviceRequest", "id": "dr-1", "status": "draft", "intent": "original-order",
+        "codeCodeableConcept": {"coding": [{"system": "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+                                            "code": "E0221"}]},
+        "subject": {"reference": "Patient/p"}, "authoredOn": authored, **fields})
+
+
+def member(facts=CHILD, **coverage_changes):
+    return dataclasses.replace(facts, coverages=(dataclasses.replace(facts.coverage, **coverage_changes),))
+
+
+def decision(policies, facts=CHILD, **order_fields):
+    return decide(order(**order_fields), facts, policies, on=ON)
+
+
+def evaluation(policies, facts=CHILD, day=ON):
+    (mandate,) = policies[0].mandates
+    return mandate.evaluate(facts, day)
+
+
+# ---------------------------------------------------------------------------------------- every condition met
+
+def test_illinois_child_with_a_qualifying_diagnosis_on_a_fully_insured_hmo(policies):
+    assert {f.status for f in evaluation(policies).findings} == {"met"}
+    got = decision(policies)
+    assert (got.outcome, got.indicator) == (Outcome.COVERED_WITH_PA, "info")
+    assert got.verdict == "may be covered under an Illinois mandate, prior auth required"
+    assert got.reason.startswith(f"May be covered under {ACT}, which reaches children with low tone neuromuscular, "
+                                 "neurological or cognitive impairment, as an exception to medical policy DME101.045")
+    assert got.reason.endswith("prior authorization with documentation of the qualifying diagnosis is required.")
+    (paragraph,) = got.rationale
+    assert paragraph.startswith(f"**Illinois mandate for children with impairments: the order may be covered.** {ACT}")
+    assert "- the patient is 9 on the order's date, a child under 19\n" in paragraph
+    assert "- G80.1 Spastic diplegic cerebral palsy (an active condition) is a qualifying diagnosis " \
+           "(neurological impairment)" in paragraph
+    assert got.unknowns == ()
+    assert any("103-0458" in str(ref.url) for ref in got.references)
+
+
+# ------------------------------------------------------------------------------------- each condition failing
+
+FAILING = {
+    "plan situs": (member(situs_state="TX"), "the plan is sitused in Texas, not Illinois"),
+    "line of business": (member(line_of_business="medicaid"),
+                         "the plan is Medicaid, and the mandate reaches commercial plans only"),
+    "funding": (member(funding="self-funded"), "the plan is self-funded, and the mandate reaches fully insured "
+                                               "plans only (self-funded employer plans fall under federal law"),
+    "product": (member(product="EPO"), "the plan is an EPO, and the mandate reaches PPO, HMO or POS plans only"),
+    # A plan year that began before the mandate's date and has not renewed by the order's date (03/10/2025).
+    "plan year": (member(plan_start=date(2024, 7, 1)), "the plan year began 07/01/2024 and has not renewed by the "
+                                                       "order's date"),
+    "age": (dataclasses.replace(CHILD, birth_date=date(2007, 3, 10)),
+            "the patient is 19 on the order's date, and the mandate reaches children under 19 only"),
+    "diagnosis": (dataclasses.replace(CHILD, diagnoses=(Diagnosis(ICD10CM, "M17.11", None, "Condition/oa"),)),
+                  "no active condition and no reason for the order is a diagnosis with low tone neuromuscular, "
+                  "neurological or cognitive impairment"),
+}
+
+
+@pytest.mark.parametrize("condition", FAILING)
+def test_each_condition_failing_alone_rules_the_exception_out_and_says_why(policies, condition):
+    facts, text = FAILING[condition]
+    day = date(2025, 3, 10) if condition == "plan year" else ON
+    failed = evaluation(policies, facts, day).having("failed")
+    assert len(failed) == 1 and failed[0].text.startswith(text), failed
+    got = decide(order(authored=day.isoformat()), facts, policies, on=day)
+    assert (got.outcome, got.indicator) == (Outcome.NOT_COVERED, "warning")
+    assert got.verdict == "not covered: not medically necessary"
+    assert got.reason == policies[0].spec.decision.reason
+    (paragraph,) = got.rationale
+    assert paragraph.startswith(f"**Illinois mandate for children with impairments: does not apply** ({ACT}):\n- ")
+    assert text in paragraph
+    assert got.unknowns == ()
+
+
+def test_a_missing_qualifying_diagnosis_says_how_to_give_one(policies):
+    facts, _ = FAILING["diagnosis"]
+    (paragraph,) = decision(policies, facts).rationale
+    assert paragraph.endswith("; if the patient has a diagnosis with low tone neuromuscular, neurological or "
+                              "cognitive impairment, give it as the order's reason, coded in ICD-10-CM")
+
+
+def test_a_failed_condition_outweighs_unknown_ones(policies):
+    facts = member(funding="unknown", product="unknown", situs_state="IL", line_of_business="medicaid")
+    got = decision(policies, facts)
+    assert got.outcome is Outcome.NOT_COVERED and got.unknowns == ()
+    assert "the plan is Medicaid" in got.rationale[0] and "funding" not in got.rationale[0]
+
+
+# ------------------------------------------------------------------------------------ each condition unknown
+
+UNKNOWN = {
+    "plan situs": (member(situs_state=None, unknown_why="the payer is not in the plan directory"),
+                   "the plan's situs state (whose insurance law governs the plan) is not known (the payer is not in "
+                   "the plan directory)", "verify with the payer in which state the member's plan is sitused"),
+    "line of business": (member(line_of_business="unknown", unknown_why="neither the Coverage nor the plan "
+                                                                        "directory says"),
+                         "the plan's line of business (commercial, Medicare or Medicaid) is not known (neither the "
+                         "Coverage nor the plan directory says)", "verify the member's plan with the payer"),
+    "funding": (member(funding="unknown", unknown_why="the plan is not in the plan directory"),
+                "plan funding (fully insured or self-funded) is not known (the plan is not in the plan directory)",
+                "verify the member's plan with the payer"),
+    "product": (member(product="unknown", unknown_why="no plan directory is configured"),
+                "the plan's product (PPO, HMO or POS) is not known (no plan directory is configured)",
+                "verify the member's plan with the payer"),
+    "plan year": (member(plan_start=None), "the plan's issue or renewal date is not known (neither the Coverage nor "
+                                           "the plan directory says)",
+                  "verify the start of the member's current plan year with the payer"),
+    "renewal": (member(plan_start=date(2024, 7, 1)),
+                "the plan began 07/01/2024, before 01/01/2025, and whether it was renewed since is not known",
+                "verify the start of the member's current plan year with the payer"),
+    "age": (dataclasses.replace(CHILD, birth_date=None),
+            "the patient's age on the order's date is not known (no full birth date)",
+            "record the patient's birth date in the EHR"),
+    "diagnosis, conditions not obtained": (
+        dataclasses.replace(CHILD, diagnoses=(), unavailable_keys=frozenset({"conditions"})),
+        "a qualifying diagnosis is not known: the patient's active conditions could not be obtained",
+        "if the patient has a diagnosis with low tone neuromuscular, neurological or cognitive impairment, give it "
+        "as the order's reason, coded in ICD-10-CM"),
+    "diagnosis, SNOMED CT only": (
+        dataclasses.replace(CHILD, diagnoses=(Diagnosis(SNOMED, "192965001", "Spastic cerebral palsy",
+                                                        "Condition/s"),)),
+        "a qualifying diagnosis is not known: some of the patient's diagnoses have no ICD-10-CM code to screen",
+        "if the patient has a diagnosis with low tone neuromuscular, neurological or cognitive impairment, give it "
+        "as the order's reason, coded in ICD-10-CM"),
+}
+
+
+@pytest.mark.parametrize("condition", UNKNOWN)
+def test_each_condition_unknown_alone_makes_coverage_conditional_and_says_how_to_resolve_it(policies, condition):
+    facts, what, how = UNKNOWN[condition]
+    unknown = evaluation(policies, facts).having("unknown")
+    assert [(f.text, f.how_to_resolve) for f in unknown] == [(what, how)]
+    got = decision(policies, facts)
+    assert (got.outcome, got.indicator) == (Outcome.CONDITIONAL, "warning")
+    assert got.verdict == "not medically necessary unless an Illinois mandate applies"
+    assert got.unknowns[0].what == what and got.unknowns[0].how_to_resolve == how
+    assert got.reason.startswith(policies[0].spec.decision.reason + f" {ACT} may require coverage for children")
+    assert got.reason.endswith(f"; not known: {unknown[0].unknown}.")
+    (paragraph,) = got.rationale
+    assert paragraph.startswith("**Illinois mandate for children with impairments: may apply.**")
+    assert "Met:\n- " in paragraph and "otherwise the denial stands." in paragraph
+
+
+def test_an_illinois_child_without_coverage_data_gets_every_plan_fact_asked_for(policies):
+    got = decision(policies, dataclasses.replace(CHILD, coverages=()))
+    assert got.outcome is Outcome.CONDITIONAL and got.coverage is None
+    assert len(got.unknowns) == 5
+    assert all("(no coverage for the patient came with the request)" in u.what for u in got.unknowns)
+
+
+def test_plan_facts_unknown_only_where_a_rule_needs_them_are_not_listed(policies):
+    note = "Coverage/c1: funding, plan situs state unknown (no plan directory is configured)."
+    texan = MemberFacts(birth_date=date(1958, 3, 14), state="TX", unavailable=(note, "Conditions could not be had."),
+                        coverages=(CoverageFacts("Coverage/c1", line_of_business="commercial", product="PPO",
+                                                 plan_start=date(2026, 1, 1),
+                                                 unknown_why="no plan directory is configured"),))
+    assert texan.coverage.unknown_note == note
+    got = decision(policies, texan)
+    assert got.outcome is Outcome.NOT_COVERED and got.rationale == ()
+    assert [u.what for u in got.unknowns] == ["Conditions could not be had."]
+
+
+# --------------------------------------------------------------------------------- who the mandate concerns
+
+@pytest.mark.parametrize(("home", "situs", "concerned"), [
+    ("IL", "IL", True), ("IL", "TX", True), ("WI", "IL", True), ("TX", "TX", False), ("TX", None, False),
+    (None, None, False),
+])
+def test_the_mandate_speaks_when_the_member_lives_or_the_plan_is_sitused_in_illinois(policies, home, situs,
+                                                                                      concerned):
+    facts = dataclasses.replace(member(situs_state=situs), state=home)
+    got = decision(policies, facts)
+    assert any("Illinois" in paragraph for paragraph in got.rationale) == concerned
+    if not concerned:
+        assert got.outcome is Outcome.NOT_COVERED
+        assert not any("103-0458" in str(ref.url) for ref in got.references)
+
+
+# --------------------------------------------------------------------------------- age on the order's date
+
+@pytest.mark.parametrize(("authored", "age", "outcome"), [
+    ("2026-03-09", 18, Outcome.COVERED_WITH_PA),  # the day before the 19th birthday
+    ("2026-03-10", 19, Outcome.NOT_COVERED),  # the 19th birthday
+])
+def test_age_counts_on_the_order_date_under_19(policies, authored, age, outcome):
+    facts = dataclasses.replace(CHILD, birth_date=date(2007, 3, 10))
+    got = decide(order(authored=authored), facts, policies, on=date(2026, 1, 5))  # decided well before either
+    assert got.outcome is outcome
+    assert f"the patient is {age} on the order's date" in got.rationale[0]
+
+
+def test_the_date_of_service_beats_the_writing_date(policies):
+    facts = dataclasses.replace(CHILD, birth_date=date(2007, 3, 10))
+    got = decide(order(authored="2026-03-01", occurrenceDateTime="2026-03-12"), facts, policies, on=ON)
+    assert got.outcome is Outcome.NOT_COVERED and "the patient is 19" in got.rationale[0]
+
+
+def test_the_child_age_limit_is_a_setting():
+    under_18 = load_policies(child_age_limit=18)
+    facts = dataclasses.replace(CHILD, birth_date=date(2008, 3, 9))  # 18 on the order's date
+    got = decide(order(), facts, under_18, on=ON)
+    assert got.outcome is Outcome.NOT_COVERED
+    assert "the patient is 18 on the order's date, and the mandate reaches children under 18 only" in got.rationale[0]
+    assert decide(order(), facts, load_policies(child_age_limit=26), on=ON).outcome is Outcome.COVERED_WITH_PA
+
+
+# ------------------------------------------------------------------------------------- Medicare and commercial
+
+MEDICARE = CoverageFacts("Coverage/ma", payer="Blue Cross Medicare Advantage", line_of_business="medicare",
+                         product="HMO", situs_state=None)
+
+
+def medicare(*codes, state="TX"):
+    return MemberFacts(birth_date=date(1953, 10, 4), state=state, coverages=(MEDICARE,),
+                       diagnoses=tuple(Diagnosis(ICD10CM, code, f"display of {code}", "Condition/x") for code in codes))
+
+
+@pytest.mark.parametrize(("code", "indication"), [
+    ("E11.42", "diabetic peripheral sensory neuropathy"),
+    ("E08.40", "diabetic peripheral sensory neuropathy"),
+    ("G62.9", "non-diabetic peripheral sensory neuropathy"),
+    ("G60.0", "non-diabetic peripheral sensory neuropathy"),
+    ("L97.412", "ulcers of skin or subcutaneous tissue"),
+    ("E11.621", "ulcers of skin or subcutaneous tissue"),
+    ("L89.154", "ulcers of skin or subcutaneous tissue"),
+    ("I83.013", "ulcers of skin or subcutaneous tissue"),
+    ("S91.301A", "wounds of skin or subcutaneous tissue"),
+])
+def test_medicare_names_the_ncd_indication_and_the_code(policies, code, indication):
+    got = decision(policies, medicare("M17.11", code))
+    assert got.outcome is Outcome.NOT_COVERED and got.verdict == "not covered under Medicare NCD 270.6"
+    assert "CMS NCD 270.6" in got.reason and "section 1862(a)(1)(A) of the Social Security Act" in got.reason
+    assert got.reason.endswith(f"The order's indication, {indication}, is one of them.")
+    assert got.rationale == (f"**Medicare:** CMS NCD 270.6 binds Medicare and Medicare Advantage plans. {code} "
+                             f"display of {code} (an active condition) falls under {indication}, an indication the "
+                             "NCD names as not covered.",)
+
+
+def test_medicare_without_a_named_indication_lists_them_and_applies_the_policy(policies):
+    got = decision(policies, medicare("M17.11", "E11.9", "R20.2"))
+    assert got.outcome is Outcome.NOT_COVERED and got.verdict == "not covered: not medically necessary"
+    assert "CMS NCD 270.6" in got.reason and "1862(a)(1)(A)" in got.reason
+    assert got.reason.endswith("Other uses: not medically necessary per HCSC medical policy DME101.045 \"Infrared "
+                               "Therapy Devices\" (effective 10/01/2025), based on CMS NCD 270.6 (effective "
+                               "10/24/2006).")
+    (paragraph,) = got.rationale
+    assert "It names as not covered: diabetic peripheral sensory neuropathy, non-diabetic peripheral sensory " \
+           "neuropathy, ulcers of skin or subcutaneous tissue and wounds of skin or subcutaneous tissue." in paragraph
+    assert paragraph.endswith("so for this use medical policy DME101.045 applies.")
+
+
+def test_the_orders_own_reason_is_named_before_the_problem_list(policies):
+    facts = medicare("E11.42")
+    got = decision(policies, facts, reasonCode=[{"coding": [{"system": ICD10CM, "code": "L97412",
+                                                             "display": "Heel ulcer"}]}])
+    assert "L97.412 Heel ulcer (the order's reason) falls under ulcers of skin" in got.rationale[0]
+
+
+def test_the_illinois_exception_never_applies_to_medicare(policies):
+    facts = dataclasses.replace(CHILD, coverages=(dataclasses.replace(IL_HMO, line_of_business="medicare"),))
+    got = decision(policies, facts)
+    assert got.outcome is Outcome.NOT_COVERED
+    assert "- the plan is a Medicare plan, which state insurance law does not reach" in got.rationale[-1]
+
+
+def test_commercial_names_an_ncd_indication_as_supporting_rationale_only(policies):
+    facts = MemberFacts(state="OK", coverages=(CoverageFacts("Coverage/c", line_of_business="commercial"),),
+                        diagnoses=(Diagnosis(ICD10CM, "L97.412", "Heel ulcer", "Condition/u"),))
+    got = decision(policies, facts)
+    assert (got.outcome, got.verdict, got.reason) == (Outcome.NOT_COVERED, "not covered: not medically necessary",
+                                                       policies[0].spec.decision.reason)
+    assert got.rationale == ("**Indication:** L97.412 Heel ulcer (an active condition) falls under ulcers of skin or "
+                             "subcutaneous tissue, one of the indications for which CMS NCD 270.6 finds these "
+                             "devices not reasonable and necessary. Medical policy DME101.045 applies to every "
+                             "indication.",)
+    without = decision(policies, dataclasses.replace(facts, diagnoses=()))
+    assert without.outcome is Outcome.NOT_COVERED and without.rationale == ()
+
+
+# -------------------------------------------------------------------------------------- code-stem matching
+
+@pytest.mark.parametrize(("system", "code", "group"), [
+    (ICD10CM, "G80", "palsy"), (ICD10CM, "G80.9", "palsy"), (ICD10CM, "Q93.51", "angelman"),
+    (ICD10CM, "Q93.5", "angelman"),
+    (ICD10CM, "G08", None), (ICD10CM, "Q93.4", None), (ICD10CM, "Q93.81", None), (SNOMED, "G80.1", None),
+])
+def test_stems_match_the_code_and_every_code_below_it(system, code, group):
+    groups = DiagnosisGroups.compile([DiagnosisGroup(name="palsy", icd10cm=["g80"]),
+                                      DiagnosisGroup(name="angelman", icd10cm=["Q93.5"])])
+    found = groups.first([Diagnosis(system, code, None, "Condition/x")])
+    assert (found.group if found else None) == group
+
+
+def test_a_long_diagnosis_display_is_shortened_in_the_card_text(policies):
+    long = Diagnosis(ICD10CM, "G80.1", "cerebral  palsy " * 100, "Condition/cp")
+    got = decision(policies, dataclasses.replace(CHILD, diagnoses=(long,)))
+    assert got.outcome is Outcome.COVERED_WITH_PA
+    assert "G80.1 cerebral palsy cerebral palsy" in got.rationale[0] and len(got.rationale[0]) < 1500
