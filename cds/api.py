@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, request
 from cds.errors import BadRequest, NotFound, quote
 from cds.jsonbody import read_json_object
 from cds.protocol import parse_feedback, parse_hook_request, to_wire
+from cds.store import feedback_records
 from hooks import HOOKS, services_with_id
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def feedback(service_id: str) -> Response:
     _hooks_for(service_id)
     settings = current_app.config["CDS_SETTINGS"]
     received = parse_feedback(read_json_object(request, settings.max_json_depth))
-    log.info("feedback for %s: %d item(s)", service_id, len(received.feedback))
+    receipt = current_app.extensions["cds_store"].record_feedback(service_id, feedback_records(received.feedback))
+    log.info("feedback for %s: %d stored (%d for unknown cards), %d repeated", service_id, receipt.stored,
+             receipt.unmatched, receipt.repeated)
     return json_response({})
 
 

@@ -11,6 +11,7 @@ from cds.config import Settings
 from cds.cors import register_cors
 from cds.errors import register_error_handlers
 from cds.service import CoverageService
+from cds.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(CDS_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.extensions["cds"] = CoverageService(settings)
+    app.extensions["cds_store"] = Store.from_settings(settings).start()
     register_cors(app, settings.cors_origins)
     register_error_handlers(app)
     app.register_blueprint(bp)

@@ -11,6 +11,7 @@ from dataclasses import replace
 import click
 from gunicorn.app.base import BaseApplication
 
+from cds.audit_cli import audit
 from cds.config import Settings, SettingsError
 
 # Below the CRD 5-second response budget: a stuck worker is replaced before the EHR gives up.
@@ -82,3 +83,6 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     os.environ.setdefault("SERVER_SOFTWARE", "cds")
     click.echo(f"CDS service on http://{settings.host}:{settings.port}/cds-services", err=True)
     GunicornServer(settings).run()
+
+
+main.add_command(audit)

@@ -51,8 +51,8 @@ def test_wrong_method_is_405(client, method, path):
     outcome(response)
 
 
-def test_body_over_limit_is_413():
-    app = create_app(Settings(max_body_bytes=2048).resolved())
+def test_body_over_limit_is_413(sqlite_url):
+    app = create_app(Settings(max_body_bytes=2048, database_url=sqlite_url).resolved())
     body = json.dumps({"hook": "order-sign", "padding": "x" * 4096})
     response = app.test_client().post(SERVICE, data=body, content_type="application/json")
     assert response.status_code == 413

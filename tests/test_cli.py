@@ -30,9 +30,9 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 20) -> r
     raise AssertionError(f"{url} did not come up")
 
 
-def test_serve_demo_answers_discovery_and_says_what_it_relaxes():
+def test_serve_demo_answers_discovery_and_says_what_it_relaxes(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | {"CDS_DATA_DIR": str(tmp_path)}
     process = subprocess.Popen([CDS, "serve", "--demo", "--port", str(port), "--workers", "1"],
                                stderr=subprocess.PIPE, text=True, env=env)
     try:
