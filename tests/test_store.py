@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
-from cds.store import FeedbackReceipt, FeedbackRecord, Store
+from cds.store import FeedbackReceipt, FeedbackRecord, Store, store_failures
 from cds.store.engine import head_revision
 from cds.store.schema import decision, hook_call, metadata
 from tests.records import E0221, a_call, a_decision
@@ -158,16 +162,60 @@ def test_list_filters_by_date_policy_and_outcome_and_stats_count_overrides(store
     assert (stats.decisions, stats.with_feedback, stats.overridden, stats.override_rate) == (3, 2, 1, 0.5)
 
 
+def test_audit_writes_in_the_background_by_default_and_before_returning_when_required(database_url):
+    background, synchronous = Store(database_url), Store(database_url, required=True)
+    call = a_call()
+    queued = a_decision(call)
+    background.audit(call, [queued])
+    background.flush()
+    assert background.decision_report(queued.coverage_assertion_id)["outcome"] == "not-covered"
+    call = a_call()
+    committed = a_decision(call)
+    synchronous.audit(call, [committed])
+    assert synchronous.decision_report(committed.coverage_assertion_id)["outcome"] == "not-covered"
+
+
+def test_a_bad_record_among_queued_ones_costs_only_itself(store, caplog):
+    first = a_call()
+    taken = a_decision(first)
+    store.record_call(first, [taken])
+    calls = [a_call() for _ in range(3)]
+    given = [a_decision(call) for call in calls]
+    given[1] = replace(given[1], coverage_assertion_id=taken.coverage_assertion_id)  # a repeated key
+    failures = store_failures("record_call")
+    for call, decided in zip(calls, given, strict=True):
+        store.audit(call, [decided])
+    store.flush()
+    assert [count(store, hook_call, hook_call.c.hook_instance == call.hook_instance) for call in calls] == [1, 0, 1]
+    assert store_failures("record_call") == failures + 1
+    assert f"hook call {calls[1].hook_instance} of order-sign-crd not recorded" in caplog.text
+
+
+def test_records_still_queued_when_a_process_exits_are_written(database_url):
+    hook_instance = str(uuid.uuid4())
+    script = ("import sys; from cds.store import Store; from tests.records import a_call, a_decision; "
+              "call = a_call(sys.argv[2]); Store(sys.argv[1]).audit(call, [a_decision(call)])")
+    subprocess.run([sys.executable, "-c", script, database_url, hook_instance], check=True, timeout=60,
+                   cwd=Path(__file__).parent.parent)
+    assert count(Store(database_url), hook_call, hook_call.c.hook_instance == hook_instance) == 1
+
+
 # ------------------------------------------------------------------------------ several worker processes
 
 
 def _worker_records(url: str, prefix: str, barrier) -> None:
     barrier.wait()  # start together: all migrate the empty database at once, then write at once
     store = Store(url).start()
+    failures = store_failures()
     for n in range(CALLS_EACH):
         call = a_call(hook_instance=f"{prefix}-{n}", orders=2)
-        if not store.audit(call, [a_decision(call, 0), a_decision(call, 1)]):
-            raise SystemExit(1)
+        if n % 2:
+            store.audit(call, [a_decision(call, 0), a_decision(call, 1)])  # queued for the background writer
+        else:
+            store.record_call(call, [a_decision(call, 0), a_decision(call, 1)])
+    store.close()  # drains the queue, as a gunicorn worker does at exit
+    if store_failures() != failures:
+        raise SystemExit(1)
 
 
 def _worker_checks_jtis(url: str, jtis: list[str], barrier, firsts) -> None:

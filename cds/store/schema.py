@@ -69,11 +69,11 @@ hook_call = Table(
 decision = Table(
     "decision", metadata,
     Column("coverage_assertion_id", String, primary_key=True),
-    Column("call_id", String(36), ForeignKey("hook_call.id"), nullable=False, index=True),
+    Column("call_id", String(36), ForeignKey("hook_call.id"), nullable=False),
     Column("hook_instance", String, nullable=False),
     Column("order_reference", String),
     Column("order_codes", JSON, nullable=False),
-    Column("policy_id", String, nullable=False, index=True),
+    Column("policy_id", String, nullable=False),
     Column("policy_version", String, nullable=False),
     Column("outcome", String, nullable=False),
     Column("reason", Text, nullable=False),

@@ -1,8 +1,10 @@
 """The audit store: hook calls, decisions, feedback and seen JWT ids, on SQLite or PostgreSQL.
 
-Failure policy. A hook call is answered even when its record cannot be written: the failure is logged
-with what was decided and counted (`store_failures`), unless CDS_AUDIT_REQUIRED is on, when the call is
-refused with 503. Feedback and JWT replay checks cannot be answered without the store: 503 (retryable).
+Failure policy. By default a hook call's answer never waits for the store nor fails with it: a background
+writer commits its record within milliseconds, and a record that cannot be written is logged with what was
+decided and counted (`store_failures`). With CDS_AUDIT_REQUIRED the record is committed before the answer
+is sent, and the call is refused with 503 when it cannot be. Feedback and JWT replay checks cannot be
+answered without the store: 503, which a client may retry.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from cds.errors import CdsError
 from cds.store.engine import make_engine, migrate
 from cds.store.records import DecisionRecord, FeedbackRecord, HookCall
 from cds.store.schema import decision, feedback, hook_call, seen_jti
+from cds.store.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Decided = tuple[HookCall, tuple[DecisionRecord, ...]]
 
 RETRY_AFTER_S = 5.0  # after the database could not be reached, fail fast for this long before trying again
 JTI_PURGE_EVERY_S = 60.0
@@ -43,9 +47,9 @@ def store_failures(operation: str | None = None) -> int:
         return _failures[operation] if operation else sum(_failures.values())
 
 
-def _count_failure(operation: str) -> None:
+def _count_failure(operation: str, failures: int = 1) -> None:
     with _failures_lock:
-        _failures[operation] += 1
+        _failures[operation] += failures
 
 
 class StoreUnavailable(CdsError):
@@ -100,6 +104,7 @@ class Store:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._jti_insert = dialect.insert(seen_jti).on_conflict_do_nothing().returning(seen_jti.c.jti)
+        self._writer: BackgroundWriter[Decided] = BackgroundWriter(self._write_queued)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._retry_at = 0.0
@@ -121,54 +126,38 @@ class Store:
         return self
 
     def close(self) -> None:
+        self._writer.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------------------------------------ writes
 
     def record_call(self, call: HookCall, decisions: Sequence[DecisionRecord] = ()) -> str:
-        """Record a hook call and its decisions in one short transaction; returns the call's id.
-        Raises StoreUnavailable; the pipeline calls `audit`, which applies the failure policy."""
-        call_id = str(uuid.uuid4())
-        call_row = {
-            "id": call_id, "time": call.time, "service_id": call.service_id, "hook": call.hook,
-            "hook_instance": call.hook_instance, "client_iss": call.client_iss,
-            "client_tenant": call.client_tenant, "patient_id": call.patient_id, "status": call.status,
-            "latency_ms": call.latency_ms,
-            "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
-            "request": _without_secrets(call.request) if self.capture_payloads else None,
-            "response": call.response if self.capture_payloads else None,
-        }
-        decision_rows = [{
-            "coverage_assertion_id": d.coverage_assertion_id, "call_id": call_id, "hook_instance": d.hook_instance,
-            "order_reference": d.order_reference, "order_codes": list(d.order_codes), "policy_id": d.policy_id,
-            "policy_version": d.policy_version, "outcome": d.outcome, "reason": d.reason,
-            "card_uuid": d.card_uuid, "suggestion_uuids": list(d.suggestion_uuids),
-            "coverage_reference": d.coverage_reference, "decided_at": d.decided_at,
-        } for d in decisions]
+        """Record a hook call and its decisions now, in one short transaction; returns the call's id.
+        Raises StoreUnavailable. The pipeline calls `audit`, which applies the failure policy."""
+        return self._record([(call, tuple(decisions))])[0]
 
-        def write(connection: Connection) -> None:
-            connection.execute(hook_call.insert(), call_row)
-            if decision_rows:
-                connection.execute(decision.insert(), decision_rows)
+    def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = ()) -> None:
+        """Record a hook call under the failure policy, after its answer is built.
 
-        self._run("record_call", write)
-        return call_id
-
-    def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = ()) -> bool:
-        """`record_call` under the failure policy: True when recorded. When not, the decisions go to the
-        log (ids, references and codes only) so the answer is never lost, and the call is still answered;
-        with audit required, StoreUnavailable (503) is raised instead."""
-        try:
-            self.record_call(call, decisions)
-            return True
-        except StoreUnavailable:
-            given = "; ".join(f"{d.coverage_assertion_id} {d.order_reference} {d.policy_id}@{d.policy_version} "
-                              f"{d.outcome}" for d in decisions) or "none"
-            log.error("hook call %s of %s not recorded in the audit store; decisions given: %s",
-                      call.hook_instance[:128], call.service_id, given)
-            if self.required:
+        By default the answer never waits for the store: the record is queued for this process's background
+        writer, which commits it within milliseconds; a record that cannot be written is logged with what was
+        decided (ids, references, codes) and counted. With audit required the record is committed before the
+        answer is sent, and StoreUnavailable (503) is raised when it cannot be."""
+        decided = (call, tuple(decisions))
+        if self.required:
+            try:
+                self.record_call(*decided)
+            except StoreUnavailable:
+                self._log_unrecorded([decided])
                 raise
-            return False
+        elif not self._writer.submit(decided):
+            _count_failure("record_call")
+            log.error("audit store: write queue full")
+            self._log_unrecorded([decided])
+
+    def flush(self) -> None:
+        """Wait until the records `audit` queued so far are written."""
+        self._writer.flush()
 
     def record_feedback(self, service_id: str, records: Sequence[FeedbackRecord]) -> FeedbackReceipt:
         """Store feedback entries, each joined to the decision whose card it names. A repeated entry
@@ -301,6 +290,63 @@ class Store:
 
     # --------------------------------------------------------------------------------------- machinery
 
+    def _record(self, batch: Sequence[Decided], failures: int | None = None) -> list[str]:
+        """Record hook calls and their decisions in one transaction (two multi-row inserts)."""
+        call_rows, decision_rows = [], []
+        for call, decisions in batch:
+            call_id = str(uuid.uuid4())
+            call_rows.append({
+                "id": call_id, "time": call.time, "service_id": call.service_id, "hook": call.hook,
+                "hook_instance": call.hook_instance, "client_iss": call.client_iss,
+                "client_tenant": call.client_tenant, "patient_id": call.patient_id, "status": call.status,
+                "latency_ms": call.latency_ms,
+                "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
+                "request": _without_secrets(call.request) if self.capture_payloads else None,
+                "response": call.response if self.capture_payloads else None,
+            })
+            decision_rows.extend({
+                "coverage_assertion_id": d.coverage_assertion_id, "call_id": call_id,
+                "hook_instance": d.hook_instance, "order_reference": d.order_reference,
+                "order_codes": list(d.order_codes), "policy_id": d.policy_id, "policy_version": d.policy_version,
+                "outcome": d.outcome, "reason": d.reason, "card_uuid": d.card_uuid,
+                "suggestion_uuids": list(d.suggestion_uuids), "coverage_reference": d.coverage_reference,
+                "decided_at": d.decided_at,
+            } for d in decisions)
+
+        def write(connection: Connection) -> None:
+            connection.execute(hook_call.insert(), call_rows)
+            if decision_rows:
+                connection.execute(decision.insert(), decision_rows)
+
+        self._run("record_call", write, failures=len(batch) if failures is None else failures)
+        return [row["id"] for row in call_rows]
+
+    def _write_queued(self, batch: list[Decided]) -> None:
+        """The background writer's batch: on failure, each call is tried alone so that one bad record
+        (a repeated coverage-assertion-id) costs only itself; while the database is down, none are."""
+        try:
+            self._record(batch, failures=0)
+            return
+        except StoreUnavailable:
+            pass
+        if time.monotonic() < self._retry_at:
+            _count_failure("record_call", len(batch))
+            self._log_unrecorded(batch)
+            return
+        for decided in batch:
+            try:
+                self._record([decided])
+            except StoreUnavailable:
+                self._log_unrecorded([decided])
+
+    def _log_unrecorded(self, batch: Sequence[Decided]) -> None:
+        """So that no answer is lost: what was decided goes to the log (no patient data, no payloads)."""
+        for call, decisions in batch:
+            given = "; ".join(f"{d.coverage_assertion_id} {d.order_reference} {d.policy_id}@{d.policy_version} "
+                              f"{d.outcome}" for d in decisions) or "none"
+            log.error("hook call %s of %s not recorded in the audit store; decisions given: %s",
+                      call.hook_instance[:128], call.service_id, given)
+
     def _ensure_schema(self) -> None:
         if self._schema_ready:
             return
@@ -309,9 +355,9 @@ class Store:
                 migrate(self.url)
                 self._schema_ready = True
 
-    def _run(self, operation: str, work: Callable[[Connection], T], reading: bool = False) -> T:
-        """Run `work` in one transaction. Any failure is logged (without data) and counted, and raised as
-        StoreUnavailable. A pooled connection the database dropped is retried once on a fresh one."""
+    def _run(self, operation: str, work: Callable[[Connection], T], reading: bool = False, failures: int = 1) -> T:
+        """Run `work` in one transaction. Any failure is logged (without data), counted as `failures`, and
+        raised as StoreUnavailable. A pooled connection the database dropped is retried once on a fresh one."""
         try:
             for attempt in (1, 2):
                 connection = self._connect(reading)
@@ -322,7 +368,7 @@ class Store:
                     if attempt == 2 or not exc.connection_invalidated:
                         raise
         except Exception as exc:
-            _count_failure(operation)
+            _count_failure(operation, failures)
             reason = _describe(exc)
             log.error("audit store: %s failed: %s", operation, reason)
             raise StoreUnavailable(reason) from exc

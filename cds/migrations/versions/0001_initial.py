@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["call_id"], ["hook_call.id"], name="fk_decision_call_id_hook_call"),
         sa.PrimaryKeyConstraint("coverage_assertion_id", name="pk_decision"),
     )
-    for column in ("call_id", "card_uuid", "decided_at", "policy_id"):
+    for column in ("card_uuid", "decided_at"):
         op.create_index(f"ix_decision_{column}", "decision", [column])
 
     op.create_table(
