@@ -145,11 +145,7 @@ class Store:
         answer is sent, and StoreUnavailable (503) is raised when it cannot be."""
         decided = (call, tuple(decisions))
         if self.required:
-            try:
-                self.record_call(*decided)
-            except StoreUnavailable:
-                self._log_unrecorded([decided])
-                raise
+            self.record_call(*decided)
         elif not self._writer.submit(decided):
             _count_failure("record_call")
             log.error("audit store: write queue full")
