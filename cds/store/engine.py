@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from functools import cache
 from pathlib import Path
 
@@ -51,14 +53,29 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
-        for pragma in (f"busy_timeout={busy_timeout_ms}", "journal_mode=WAL", "synchronous=NORMAL",
-                       "foreign_keys=ON"):
+        for pragma in (f"busy_timeout={busy_timeout_ms}", "synchronous=NORMAL", "foreign_keys=ON"):
             dbapi_connection.execute(f"PRAGMA {pragma}")
+        _use_wal(dbapi_connection, busy_timeout_ms / 1000)
 
     @event.listens_for(engine, "begin")
     def _begin(connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _use_wal(dbapi_connection: sqlite3.Connection, wait_s: float) -> None:
+    """Switch a new database to WAL (it stays so). The switch ignores the busy timeout, so when several
+    processes open a new file at once it is retried here."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _alembic_config() -> Config:
