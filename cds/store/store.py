@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from cds.config import Settings
-from cds.errors import CdsError
+from cds.errors import CdsError, quote
 from cds.store.engine import make_engine, migrate
 from cds.store.records import DecisionRecord, FeedbackRecord, HookCall
 from cds.store.schema import decision, feedback, hook_call, seen_jti
@@ -341,7 +341,7 @@ class Store:
             given = "; ".join(f"{d.coverage_assertion_id} {d.order_reference} {d.policy_id}@{d.policy_version} "
                               f"{d.outcome}" for d in decisions) or "none"
             log.error("hook call %s of %s not recorded in the audit store; decisions given: %s",
-                      call.hook_instance[:128], call.service_id, given)
+                      quote(call.hook_instance, 130)[1:-1], call.service_id, given)
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
