@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
+from cds.audit import call_records
 from cds.auth import authenticate
-from cds.errors import BadRequest, NotFound, quote
+from cds.errors import BadRequest, CdsError, NotFound, quote
 from cds.jsonbody import read_json_object
 from cds.logs import bind_request_id
 from cds.protocol import parse_feedback, parse_hook_request, to_wire
+from cds.store import feedback_records
 from hooks import HOOKS, services_with_id
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ def discovery() -> Response:
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
+    started = time.perf_counter()
     authenticate()
     hooks = _hooks_for(service_id)
     settings = current_app.config["CDS_SETTINGS"]
@@ -45,8 +49,17 @@ def call_service(service_id: str) -> Response:
         raise BadRequest(f"Service {service_id} answers the hook {served}, not {quote(hook_name)}.", "hook",
                          "not-supported")
     hook_request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
-    answer = current_app.extensions["cds"].answer(hook, hook_request, g.cds_client)
-    return json_response(to_wire(answer))
+    store = current_app.extensions["cds_store"]
+    try:
+        answer, rendered = current_app.extensions["cds"].respond(hook, hook_request, g.cds_client)
+    except CdsError as error:  # e.g. 412 or a strict-mode 400: recorded too, then answered
+        store.audit(*call_records(service_id, hook_request, g.cds_client, error.status, _ms_since(started)))
+        raise
+    wire = to_wire(answer)
+    payloads = (body, wire) if settings.audit_capture_payloads else None
+    store.audit(*call_records(service_id, hook_request, g.cds_client, 200, _ms_since(started), rendered, answer,
+                              payloads))
+    return json_response(wire)
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -55,13 +68,19 @@ def feedback(service_id: str) -> Response:
     _hooks_for(service_id)
     settings = current_app.config["CDS_SETTINGS"]
     received = parse_feedback(read_json_object(request, settings.max_json_depth))
-    log.info("feedback for %s: %d item(s)", service_id, len(received.feedback))
+    receipt = current_app.extensions["cds_store"].record_feedback(service_id, feedback_records(received.feedback))
+    log.info("feedback for %s: %d stored (%d for unknown cards), %d repeated", service_id, receipt.stored,
+             receipt.unmatched, receipt.repeated)
     return json_response({})
 
 
 @bp.get("/health")
 def health() -> Response:
     return json_response({"status": "ok"})
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def _hooks_for(service_id: str) -> dict:

@@ -15,6 +15,7 @@ from cds.errors import register_error_handlers
 from cds.fhir import load_order_models
 from cds.ops import register_ops
 from cds.service import CoverageService
+from cds.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(CDS_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.extensions["cds"] = CoverageService(settings)
+    app.extensions["cds_store"] = Store.from_settings(settings).start()
     register_ops(app, settings)
     register_cors(app, settings.cors_origins)
     register_auth(app, settings)

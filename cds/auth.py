@@ -9,7 +9,7 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 import requests
@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cds.config import Settings, SettingsError, is_loopback
 from cds.errors import CdsError, quote
-from cds.replay import ReplayCache, SqliteReplayCache
 
 log = logging.getLogger(__name__)
 
@@ -199,16 +198,23 @@ def _read(path: Path) -> Any:
 # --- Verification ---------------------------------------------------------------------------------------
 
 
+class ReplayRecords(Protocol):
+    def seen_jti(self, iss: str, jti: str, expires_at: float) -> bool:
+        """Record the id until `expires_at`; True when it was already recorded (a replay). Shared by every
+        process and host that serves the same clients (the audit store's database)."""
+        ...
+
+
 class Authenticator:
     """Verifies CDS Hooks client JWTs (CDS Hooks 2.0 §Trusting CDS Clients). Built once per process."""
 
-    def __init__(self, settings: Settings, replay: ReplayCache | None = None):
+    def __init__(self, settings: Settings, replay: ReplayRecords):
         self.algorithms = list(settings.jwt_algorithms)
         self.skew = settings.clock_skew_seconds
         self.bases = settings.public_bases()
         self.off = settings.auth_off
         self.clients = load_registry(settings.clients_file, self.algorithms) if settings.clients_file else {}
-        self.replay = replay or SqliteReplayCache(settings.replay_dir)
+        self.replay = replay
         # Why no call can be authenticated, if that is so: said at start-up and on every refused call.
         self.problem = None
         if not settings.clients_file:
@@ -279,7 +285,7 @@ class Authenticator:
         if not jti or len(jti) > MAX_JTI_CHARS:
             raise Refused("jti empty or too long")
         # Remembered while the token could still pass; an absurd exp is clamped to what a float can hold.
-        if self.replay.seen(f"{client.iss} {jti}", min(int(claims["exp"]), 2**53) + self.skew):
+        if self.replay.seen_jti(client.iss, jti, min(int(claims["exp"]), 2**53) + self.skew):
             raise Refused(f"replayed jti {quote(jti)} from iss {quote(iss, 200)}")
         return CdsClient(iss=client.iss, tenant=tenant, fhir_servers=client.fhir_servers)
 
@@ -290,7 +296,7 @@ class Authenticator:
 
 
 def register_auth(app: Flask, settings: Settings) -> None:
-    app.extensions["cds_auth"] = Authenticator(settings)
+    app.extensions["cds_auth"] = Authenticator(settings, app.extensions["cds_store"])
 
 
 def authenticate() -> None:

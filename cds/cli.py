@@ -15,6 +15,7 @@ import click
 from gunicorn.app.base import BaseApplication
 from rich.text import Text
 
+from cds.audit_cli import audit
 from cds.auth import load_registry
 from cds.client import CallFailed, CdsClient, FhirClient, split_service_url
 from cds.config import Settings, SettingsError
@@ -267,3 +268,6 @@ def keys_public(key_file: Path) -> None:
         print_json(public_jwks(read_private_jwk(key_file)))
     except KeyFileError as exc:
         raise click.BadParameter(str(exc), param_hint="KEY_FILE") from None
+
+
+main.add_command(audit)

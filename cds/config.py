@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from cds.fhirfetch import base_url_problem, is_loopback
 from cds.plans import PlanDirectoryError, load_plan_directory
@@ -14,6 +17,7 @@ from cds.policy.loader import PolicyError, read_diagnoses_overrides
 from cds.policy.mandate import DEFAULT_CHILD_AGE_LIMIT
 
 MIB = 1024 * 1024
+EXAMPLE_DATABASE_URL = "postgresql+psycopg://cds:secret@db.example.org/cds"
 LOG_FORMATS = ("json", "text")
 
 # The public CDS Hooks sandbox as a trusted client: a development aid (its private key is public).
@@ -55,6 +59,20 @@ def _float(name: str, raw: str) -> float:
     if not value > 0 or value == float("inf"):
         raise SettingsError(f"{name}={raw!r}: must be a positive number")
     return value
+
+
+def parse_database_url(url: str) -> URL:
+    """A store URL the service can use: PostgreSQL, or a SQLite file every worker process can open."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SettingsError(f"CDS_DATABASE_URL: not a database URL (e.g. {EXAMPLE_DATABASE_URL})") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise SettingsError(f"CDS_DATABASE_URL: the store runs on SQLite or PostgreSQL, not {backend}")
+    if backend == "sqlite" and (not parsed.database or parsed.database == ":memory:"):
+        raise SettingsError("CDS_DATABASE_URL: SQLite needs a file that every worker process can open")
+    return parsed
 
 
 def _list(name: str, raw: str) -> tuple[str, ...]:
@@ -100,7 +118,11 @@ class Settings:
     clock_skew_seconds: int = 60
     auth_discovery: bool = False
     auth_disabled: bool = False
-    replay_dir: str = ""
+    data_dir: str = "cds-data"
+    database_url: str = field(default="", repr=False)  # may hold a password
+    audit_required: bool = False
+    audit_capture_payloads: bool = False
+    audit_retention_days: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -159,6 +181,8 @@ class Settings:
             if alg not in ASYMMETRIC_ALGORITHMS:
                 raise SettingsError(f"CDS_JWT_ALGORITHMS: {alg!r} is not allowed; CDS Hooks forbids 'none' and "
                                     f"symmetric algorithms. Choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}")
+        if settings.database_url:
+            parse_database_url(settings.database_url)
         return settings
 
     def public_bases(self) -> tuple[str, ...]:
@@ -172,6 +196,11 @@ class Settings:
     def auth_off(self) -> bool:
         """Authentication is off only when asked for, in demo mode, bound to loopback."""
         return self.auth_disabled and self.demo and is_loopback(self.host)
+
+    @property
+    def store_url(self) -> str:
+        """The audit store's SQLAlchemy URL: CDS_DATABASE_URL, else a SQLite file in CDS_DATA_DIR."""
+        return self.database_url or f"sqlite:///{os.path.abspath(os.path.join(self.data_dir, 'cds.sqlite3'))}"
 
     def demo_relaxations(self) -> list[str]:
         """What demo mode relaxes, said at start-up so nobody runs it by mistake."""

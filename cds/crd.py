@@ -28,6 +28,8 @@ _CODES: dict[Outcome, tuple[tuple[str, str], ...]] = {
                               ("doc-purpose", "withpa")),
     Outcome.CONDITIONAL: (("covered", "conditional"), ("pa-needed", "conditional"), ("info-needed", "OTH")),
 }
+# The CRD `covered` value of each outcome.
+COVERED_CODE: dict[Outcome, str] = {outcome: dict(codes)["covered"] for outcome, codes in _CODES.items()}
 # What a secondary hook (order-select) must not ask for (CRD §hook-19): clinical or administrative documentation.
 _PRIMARY_ONLY = {"doc-needed", "doc-purpose"}
 _PHRASE = {

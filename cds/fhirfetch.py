@@ -31,7 +31,11 @@ CHUNK = 64 * 1024
 
 
 class FetchError(Exception):
-    """Data could not be fetched; the message says why."""
+    """Data could not be fetched; the message says why, `reason` in one fixed word (for metrics)."""
+
+    def __init__(self, message: str, reason: str = "error"):
+        super().__init__(message)
+        self.reason = reason
 
 
 # ------------------------------------------------------------------------------------------ outbound safety
@@ -160,7 +164,7 @@ class FhirFetcher:
         allowed = tuple(self.allowed if allowed is None else allowed)
         refusal = fhir_server_refusal(fhir_server, allowed, self.demo)
         if refusal:
-            return {key: FetchError(refusal) for key in wanted}
+            return {key: FetchError(refusal, "refused") for key in wanted}
         call = _Call(fhir_server, token, deadline, allowed, self.demo)
         futures = {key: self.pool.submit(self._fetch, call, item) for key, item in wanted.items()}
         wait(futures.values(), timeout=max(0.0, deadline.remaining()))
@@ -168,14 +172,15 @@ class FhirFetcher:
         for key, future in futures.items():
             if not future.done():
                 future.cancel()
-                results[key] = FetchError(f"the FHIR server did not answer within {self.budget:g} s")
+                results[key] = FetchError(f"the FHIR server did not answer within {self.budget:g} s", "timeout")
             elif isinstance(future.exception(), FetchError):
                 results[key] = future.exception()  # type: ignore[assignment]
             elif future.exception() is not None:
                 log.error("fetching %s failed unexpectedly", key, exc_info=future.exception())
-                results[key] = FetchError("fetching from the FHIR server failed unexpectedly")
+                results[key] = FetchError("fetching from the FHIR server failed unexpectedly", "error")
             else:
                 results[key] = future.result()
+        _count(wanted, results)
         return results
 
     def _fetch(self, call: _Call, item: str | dict[str, Any]) -> Fetched:
@@ -216,7 +221,7 @@ class FhirFetcher:
         for _ in range(MAX_REDIRECTS + 1):
             remaining = call.deadline.remaining()
             if remaining <= 0:
-                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s")
+                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s", "timeout")
             try:
                 with self.session.get(url, headers=headers, timeout=(min(CONNECT_TIMEOUT, remaining), remaining),
                                       allow_redirects=False, stream=True) as response:
@@ -224,20 +229,21 @@ class FhirFetcher:
                         url = urljoin(url, response.headers["location"])
                         refusal = call.refusal(url)
                         if refusal:
-                            raise FetchError(f"the FHIR server redirected elsewhere, not followed because {refusal}")
+                            raise FetchError(f"the FHIR server redirected elsewhere, not followed because {refusal}",
+                                             "redirect")
                         continue
                     _check_status(response.status_code, bool(call.token))
                     body = self._read_bounded(response, call.deadline)
             except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
-                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s") from None
+                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s", "timeout") from None
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-                raise FetchError("the FHIR server could not be reached") from None
+                raise FetchError("the FHIR server could not be reached", "connection") from None
             return _fhir_json(body)
-        raise FetchError("the FHIR server redirected too many times")
+        raise FetchError("the FHIR server redirected too many times", "redirect")
 
     def _read_bounded(self, response: requests.Response, deadline: Deadline) -> bytes:
         """The body, decoded, refused above max_bytes; read piece by piece so a slow drip cannot outlast the budget."""
-        too_large = FetchError(f"the FHIR server sent more than {self.max_bytes} bytes")
+        too_large = FetchError(f"the FHIR server sent more than {self.max_bytes} bytes", "too-large")
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise too_large
@@ -247,8 +253,19 @@ class FhirFetcher:
             if len(body) > self.max_bytes:
                 raise too_large
             if deadline.remaining() <= 0:
-                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s")
+                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s", "timeout")
         return bytes(body)
+
+
+def _count(wanted: Mapping[str, str | dict[str, Any]], results: Mapping[str, Fetched | FetchError]) -> None:
+    from cds import metrics  # imported late: gunicorn sets up multiprocess metrics before workers import it
+
+    for key, result in results.items():
+        item = wanted[key]
+        resource = item.split("?")[0].split("/")[0] if isinstance(item, str) else "Bundle"
+        metrics.fallback_fetch(resource)
+        if isinstance(result, FetchError):
+            metrics.fallback_fetch_failed(resource, result.reason)
 
 
 def _session(pool_size: int) -> requests.Session:
@@ -268,20 +285,21 @@ def _check_status(status: int, token_sent: bool) -> None:
         return
     if status in (401, 403):
         if token_sent:
-            raise FetchError(f"the FHIR server refused the access token (HTTP {status})")
-        raise FetchError(f"the FHIR server requires authorization and the request carried none (HTTP {status})")
-    raise FetchError(f"the FHIR server answered HTTP {status}")
+            raise FetchError(f"the FHIR server refused the access token (HTTP {status})", f"http-{status}")
+        raise FetchError(f"the FHIR server requires authorization and the request carried none (HTTP {status})",
+                         f"http-{status}")
+    raise FetchError(f"the FHIR server answered HTTP {status}", f"http-{status}")
 
 
 def _fhir_json(body: bytes) -> dict[str, Any]:
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise FetchError("the FHIR server sent something other than JSON") from None
+        raise FetchError("the FHIR server sent something other than JSON", "invalid") from None
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        raise FetchError("the FHIR server sent JSON that is not a FHIR resource")
+        raise FetchError("the FHIR server sent JSON that is not a FHIR resource", "invalid")
     if resource["resourceType"] == "OperationOutcome":
-        raise FetchError("the FHIR server answered with an error (OperationOutcome)")
+        raise FetchError("the FHIR server answered with an error (OperationOutcome)", "invalid")
     return resource
 
 

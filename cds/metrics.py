@@ -45,8 +45,8 @@ def fallback_fetch_failed(resource_type: str, reason: str) -> None:
     FALLBACK_FETCH_FAILURES.labels(resource_type, reason).inc()
 
 
-def store_failure(operation: str) -> None:
-    STORE_FAILURES.labels(operation).inc()
+def store_failure(operation: str, failures: int = 1) -> None:
+    STORE_FAILURES.labels(operation).inc(failures)
 
 
 def exposition_registry() -> CollectorRegistry:

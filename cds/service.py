@@ -41,11 +41,17 @@ class CoverageService:
         self.plans = load_plan_directory(settings.plan_directory) if settings.plan_directory else None
 
     def answer(self, hook: Hook, request: HookRequest, client: CdsClient | None = None) -> CdsResponse:
-        """`client`: the authenticated caller, whose registered FHIR servers member data may also come from."""
+        return self.respond(hook, request, client)[0]
+
+    def respond(self, hook: Hook, request: HookRequest,
+                client: CdsClient | None = None) -> tuple[CdsResponse, list[Rendered]]:
+        """The answer and the decisions behind it (for the audit record). `client`: the authenticated caller,
+        whose registered FHIR servers member data may also come from."""
         configuration = Configuration.from_request(request)
         rendered = self.decide(hook, request, configuration, client)
         actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
-        return CdsResponse(cards=select_cards([r.card for r in rendered], configuration), system_actions=actions)
+        cards = select_cards([r.card for r in rendered], configuration)
+        return CdsResponse(cards=cards, system_actions=actions), rendered
 
     def decide(self, hook: Hook, request: HookRequest, configuration: Configuration,
                client: CdsClient | None = None) -> list[Rendered]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,12 +19,16 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 from werkzeug.datastructures import Headers
 from werkzeug.serving import make_server
 
 from cds.app import create_app
 from cds.config import Settings
+from cds.store import Store
 from tests import tokens
+from tests.postgres import postgres_server
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parent.parent / "fhir_examples"
@@ -54,10 +59,25 @@ def clients_file(tmp_path_factory) -> Path:
     return tokens.write_registry(tmp_path_factory.mktemp("registry"))
 
 
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory) -> str:
+    """One SQLite store for the session: apps share it, so its schema is migrated once."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/cds.sqlite3"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL on loopback for the session (or CDS_TEST_DATABASE_URL)."""
+    with postgres_server() as url:
+        yield url
+
+
+
+
 @pytest.fixture
-def settings(clients_file, tmp_path) -> Settings:
+def settings(clients_file, sqlite_url, tmp_path) -> Settings:
     return Settings(cors_origins=("https://ehr.example.org",), clients_file=str(clients_file),
-                    public_base_url=(tokens.BASE,), replay_dir=str(tmp_path)).resolved()
+                    public_base_url=(tokens.BASE,), database_url=sqlite_url).resolved()
 
 
 @pytest.fixture
@@ -127,3 +147,32 @@ def fhir_server(_fhir_server_process):
     _fhir_server_process.clear()
     yield _fhir_server_process
     _fhir_server_process.clear()
+
+
+@pytest.fixture(scope="session", params=["sqlite_url", "postgres_url"], ids=["sqlite", "postgresql"])
+def database_url(request) -> str:
+    """Each store test runs against SQLite and against PostgreSQL."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def store(database_url) -> Iterator[Store]:
+    store = Store(database_url).start()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def empty_database_url(database_url, tmp_path) -> Iterator[str]:
+    """A database with nothing in it, on the same server as `database_url`."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path}/empty.sqlite3"
+        return
+    name = f"cds_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.dispose()

@@ -14,9 +14,9 @@ from tests.helpers import free_port, metric_value, wait_until_up
 CDS = str(Path(sys.executable).with_name("cds"))
 
 
-def test_serve_demo_answers_discovery_and_says_what_it_relaxes():
+def test_serve_demo_answers_discovery_and_says_what_it_relaxes(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | {"CDS_DATA_DIR": str(tmp_path)}
     process = subprocess.Popen([CDS, "serve", "--demo", "--port", str(port), "--workers", "1"],
                                stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -89,3 +89,24 @@ def test_authentication_settings():
 ])
 def test_authentication_is_off_only_in_demo_mode_on_loopback_when_asked(env, off):
     assert Settings.from_env(env).auth_off is off
+
+
+def test_store_settings():
+    settings = Settings.from_env({
+        "CDS_DATABASE_URL": "postgresql+psycopg://cds:s3cret@db.example.org/cds", "CDS_AUDIT_REQUIRED": "true",
+        "CDS_AUDIT_CAPTURE_PAYLOADS": "1", "CDS_AUDIT_RETENTION_DAYS": "7",
+    })
+    assert settings.store_url == "postgresql+psycopg://cds:s3cret@db.example.org/cds"
+    assert (settings.audit_required, settings.audit_capture_payloads, settings.audit_retention_days) == (True, True, 7)
+    assert "s3cret" not in repr(settings)
+
+
+def test_the_default_store_is_a_sqlite_file_in_the_data_directory(tmp_path):
+    assert Settings.from_env({"CDS_DATA_DIR": str(tmp_path)}).store_url == f"sqlite:///{tmp_path}/cds.sqlite3"
+    assert Settings.from_env({}).audit_required is False
+
+
+@pytest.mark.parametrize("url", ["nonsense", "mysql://db.example.org/cds", "sqlite://", "sqlite:///:memory:"])
+def test_an_unusable_database_url_names_the_variable(url):
+    with pytest.raises(SettingsError, match="CDS_DATABASE_URL"):
+        Settings.from_env({"CDS_DATABASE_URL": url})

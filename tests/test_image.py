@@ -89,7 +89,7 @@ def server(tmp_path_factory):
     env = clean_env() | image_env() | {
         "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port), "CDS_WORKERS": "2", "CDS_LOG_LEVEL": "DEBUG",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CDS_CLIENTS_FILE": str(tokens.write_registry(tmp)),
-        "CDS_PUBLIC_BASE_URL": tokens.BASE, "CDS_REPLAY_DIR": str(tmp),
+        "CDS_PUBLIC_BASE_URL": tokens.BASE, "CDS_DATA_DIR": str(tmp),
     }
     argv = here(image_cmd())
     log = tmp / "stderr.log"

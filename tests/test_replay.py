@@ -1,8 +1,8 @@
-"""Replay detection holds within a process, across processes, and across a real gunicorn's workers."""
+"""Replay detection holds across a real gunicorn's workers: seen token ids live in the shared store
+(across processes and databases: tests/test_store.py)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 import signal
@@ -13,41 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from cds.replay import SqliteReplayCache
 from tests import tokens
 from tests.test_cli import CDS, free_port, wait_until_up
 
 REPLAY_REFUSED = re.compile(r"\[(\d+)\] WARNING cds\.auth: 401 .*replayed jti")
-
-
-def test_an_id_is_seen_until_it_expires(tmp_path):
-    cache = SqliteReplayCache(str(tmp_path))
-    later = time.time() + 60
-    assert cache.seen("a", later) is False
-    assert cache.seen("a", later) is True
-    assert cache.seen("b", later) is False
-    assert cache.seen("gone", time.time() - 1) is False
-    assert cache.seen("gone", later) is False  # its earlier record had expired
-    assert cache.seen("gone", later) is True
-
-
-def _claim(directory: str, start, results) -> None:
-    cache = SqliteReplayCache(directory)
-    start.wait()
-    results.put(sum(not cache.seen(f"jti-{n}", time.time() + 60) for n in range(50)))
-
-
-def test_processes_sharing_the_directory_never_both_accept_an_id(tmp_path):
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
-    workers = [context.Process(target=_claim, args=(str(tmp_path), start, results)) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    start.set()
-    accepted = sum(results.get(timeout=30) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=10)
-    assert accepted == 50  # each of the 50 ids accepted by exactly one process
 
 
 def test_a_token_replayed_against_two_gunicorn_workers_is_accepted_exactly_once(tmp_path, order_sign):
@@ -55,7 +24,7 @@ def test_a_token_replayed_against_two_gunicorn_workers_is_accepted_exactly_once(
     base = f"http://127.0.0.1:{port}"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CDS_")},
            "CDS_CLIENTS_FILE": str(tokens.write_registry(tmp_path)), "CDS_PUBLIC_BASE_URL": base,
-           "CDS_REPLAY_DIR": str(tmp_path), "CDS_THREADS": "1"}
+           "CDS_DATA_DIR": str(tmp_path), "CDS_THREADS": "1"}
     server = subprocess.Popen([CDS, "serve", "--port", str(port), "--workers", "2"], env=env,
                               stderr=subprocess.PIPE, text=True)
     log: list[str] = []

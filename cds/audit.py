@@ -1,0 +1,84 @@
+"""The record step: what one hook call leaves in the audit store, and the decisions it counts.
+
+Minimum necessary data: references and codes of the orders, the decisions and the uuids of what was said;
+the request and response bodies only when payload capture is on (the store drops the access token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from cds import metrics
+from cds.crd import COVERED_CODE
+from cds.protocol import CdsResponse, HookRequest
+from cds.store import DecisionRecord, HookCall, JudgedOrder
+
+if TYPE_CHECKING:
+    from cds.auth import CdsClient
+    from cds.service import Rendered
+
+_CODE_ELEMENTS = ("code", "codeCodeableConcept", "medicationCodeableConcept", "productCodeableConcept")
+
+
+def call_records(
+    service_id: str,
+    request: HookRequest,
+    client: CdsClient | None,
+    status: int,
+    latency_ms: float,
+    rendered: Sequence[Rendered] = (),
+    response: CdsResponse | None = None,
+    payloads: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> tuple[HookCall, list[DecisionRecord]]:
+    """The call and its decisions as records; `payloads` (request, response JSON) only with capture on."""
+    now = datetime.now(UTC)
+    sent_cards = {card.uuid for card in response.cards} if response else set()
+    call = HookCall(
+        time=now,
+        service_id=service_id,
+        hook=request.hook,
+        hook_instance=request.hook_instance,
+        status=status,
+        latency_ms=latency_ms,
+        orders=tuple(JudgedOrder(order.reference, order_codes(order.resource)) for order in request.draft_orders),
+        client_iss=client.iss if client else None,
+        client_tenant=client.tenant if client else None,
+        patient_id=request.patient_id,
+        request=payloads[0] if payloads else None,
+        response=payloads[1] if payloads else None,
+    )
+    decisions = []
+    for item in rendered:
+        decision, card = item.decision, item.card
+        sent = card.uuid in sent_cards
+        decisions.append(DecisionRecord(
+            coverage_assertion_id=decision.assertion_id,
+            hook_instance=request.hook_instance,
+            order_reference=decision.order.reference,
+            order_codes=order_codes(decision.order.resource),
+            policy_id=decision.policy_id,
+            policy_version=decision.policy_version,
+            outcome=COVERED_CODE[decision.outcome],
+            reason=decision.reason,
+            decided_at=now,
+            card_uuid=card.uuid if sent else None,
+            suggestion_uuids=tuple(s.uuid for s in card.suggestions) if sent else (),
+            coverage_reference=decision.coverage.reference if decision.coverage else None,
+        ))
+        metrics.decision(decision.policy_id, COVERED_CODE[decision.outcome])
+    return call, decisions
+
+
+def order_codes(resource: dict[str, Any]) -> tuple[str, ...]:
+    """The order's codes as FHIR tokens (`system|code`), from whichever code element its type has."""
+    tokens = []
+    for element in _CODE_ELEMENTS:
+        concept = resource.get(element)
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings if isinstance(codings, list) else ():
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                system = coding.get("system") if isinstance(coding.get("system"), str) else ""
+                tokens.append(f"{system}|{coding['code']}")
+    return tuple(tokens)

@@ -1,0 +1,110 @@
+"""Database engines for the store, and schema migrations that several processes may start at once."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from functools import cache
+from pathlib import Path
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+
+from cds.config import parse_database_url
+
+log = logging.getLogger(__name__)
+logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-connection chatter; the outcome is logged here
+
+BUSY_TIMEOUT_MS = 2000  # a hook call waits at most this long for SQLite's write lock
+CONNECT_TIMEOUT_S = 2  # nor this long for PostgreSQL to accept a connection
+MIGRATION_WAIT_MS = 120_000  # start-up waits this long for another process's migration
+MIGRATION_LOCK_KEY = 7_270_006_245  # pg_advisory_xact_lock key that serialises migrations
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options) -> Engine:
+    """An engine for the store. Parameters stay out of error messages and logs: they hold patient ids."""
+    parsed = parse_database_url(url)
+    options = {"json_serializer": _json, "hide_parameters": True, **options}
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_timeout=CONNECT_TIMEOUT_S,
+                             connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, **options)
+    if not parsed.query.get("uri"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, pool_timeout=BUSY_TIMEOUT_MS / 1000, **options)
+    _configure_sqlite(engine, busy_timeout_ms)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL lets readers and one writer work at once; BEGIN IMMEDIATE takes the write lock up front, so a
+    writer waits its turn (busy timeout) rather than failing mid-transaction when another process wrote."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
+        for pragma in (f"busy_timeout={busy_timeout_ms}", "synchronous=NORMAL", "foreign_keys=ON"):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+        _use_wal(dbapi_connection, busy_timeout_ms / 1000)
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _use_wal(dbapi_connection: sqlite3.Connection, wait_s: float) -> None:
+    """Switch a new database to WAL (it stays so). The switch ignores the busy timeout, so when several
+    processes open a new file at once it is retried here."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "cds:migrations")
+    return config
+
+
+@cache
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest revision. Safe when many workers and hosts start together: the
+    upgrade runs under PostgreSQL's advisory lock or SQLite's exclusive lock, so one migrates and the
+    others then find it done."""
+    engine = make_engine(url, busy_timeout_ms=MIGRATION_WAIT_MS)
+    try:
+        with engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        if current == head_revision():
+            return
+        with engine.connect().execution_options(sqlite_begin="EXCLUSIVE") as connection, connection.begin():
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")  # finds nothing to do when another process just did it
+        log.info("audit store schema at revision %s (was %s)", head_revision(), current or "empty")
+    finally:
+        engine.dispose()

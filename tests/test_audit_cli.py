@@ -1,0 +1,126 @@
+"""`cds audit` against a populated store on each database: what a person sees."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cds.cli import main
+from cds.store import FeedbackRecord, Store
+from tests.records import E0221, a_call, a_decision
+
+DAY = datetime(2026, 5, 1, 9, tzinfo=UTC)
+CDS = str(Path(sys.executable).with_name("cds"))
+
+
+@pytest.fixture
+def populated(empty_database_url):
+    """Three decisions over three days under two policies; feedback on two cards and on an unknown one."""
+    store = Store(empty_database_url, capture_payloads=True)
+    calls = [a_call(time=DAY + timedelta(days=i), request={"hook": "order-sign"}) for i in range(3)]
+    decided = [a_decision(calls[0]), a_decision(calls[1]), a_decision(calls[2], policy_id="TEST-2", outcome="covered")]
+    for call, given in zip(calls, decided, strict=True):
+        store.record_call(call, [given])
+    store.record_feedback("order-sign-crd", [
+        FeedbackRecord(decided[0].card_uuid, "overridden", DAY + timedelta(minutes=5), override_code="patient-pays",
+                       override_system="http://example.org/reasons", override_display="Patient pays",
+                       override_comment="told of non-coverage"),
+        FeedbackRecord(decided[1].card_uuid, "accepted", DAY + timedelta(days=1),
+                       accepted_suggestions=decided[1].suggestion_uuids),
+        FeedbackRecord(str(uuid.uuid4()), "overridden", DAY),
+    ])
+    store.close()
+    return empty_database_url, decided
+
+
+def cds_audit(url: str, *args: str):
+    return CliRunner().invoke(main, ["audit", *args], env={"CDS_DATABASE_URL": url})
+
+
+def test_show_prints_the_decision_its_order_policy_version_and_feedback(populated):
+    url, decided = populated
+    result = cds_audit(url, "show", decided[0].coverage_assertion_id)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"Coverage assertion {decided[0].coverage_assertion_id}"
+    for line in [
+        "  Decided:   2026-05-01 09:00:00 UTC",
+        "  Outcome:   not-covered",
+        f"  Reason:    {decided[0].reason}",
+        "  Policy:    DME101.045 version 2024-03-15",
+        f"  Order:     DeviceRequest/dr-0 [{E0221}]",
+        "  Coverage:  Coverage/cov-1",
+        f"  Card:      {decided[0].card_uuid} (suggestions {decided[0].suggestion_uuids[0]})",
+        "  Client:    https://ehr.example.org tenant tenant-1",
+        "  Answered:  200 in 12.5 ms",
+        "  Payload:   request and response captured",
+        "Feedback (1)",
+        '  2026-05-01 09:05:00 UTC  overridden  reason patient-pays (http://example.org/reasons) "Patient pays"  '
+        'comment "told of non-coverage"',
+    ]:
+        assert line in lines
+    assert "pat-1" not in result.output  # minimum necessary: no patient id on screen
+
+
+def test_show_of_an_unknown_id_says_so(populated):
+    url, _ = populated
+    result = cds_audit(url, "show", "nope")
+    assert result.exit_code == 1
+    assert "no decision with coverage-assertion-id nope" in result.output
+
+
+def test_list_filters_by_policy_date_and_outcome(populated):
+    url, decided = populated
+    ids = [d.coverage_assertion_id for d in decided]
+    listed = cds_audit(url, "list", "--policy", "DME101.045").output.splitlines()
+    assert listed[0].split() == ["DECIDED", "(UTC)", "COVERAGE-ASSERTION-ID", "POLICY", "OUTCOME", "ORDER", "FEEDBACK"]
+    assert [line.split()[2] for line in listed[1:]] == [ids[1], ids[0]]  # newest first
+    assert listed[2].split()[3:] == ["DME101.045@2024-03-15", "not-covered", "DeviceRequest/dr-0", f"[{E0221}]",
+                                     "1/1", "overridden"]
+    one_day = cds_audit(url, "list", "--since", "2026-05-02", "--until", "2026-05-02").output.splitlines()
+    assert [line.split()[2] for line in one_day[1:]] == [ids[1]]
+    covered = cds_audit(url, "list", "--outcome", "covered").output.splitlines()
+    assert [line.split()[2] for line in covered[1:]] == [ids[2]]
+    assert cds_audit(url, "list", "--policy", "NONE").output == "No decisions match.\n"
+    bad = cds_audit(url, "list", "--since", "May 1st")
+    assert bad.exit_code == 2 and "is not a date" in bad.output
+
+
+def test_stats_counts_outcomes_and_override_rate_per_policy(populated):
+    url, _ = populated
+    result = cds_audit(url, "stats")
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()]
+    assert rows[0] == ["POLICY", "DECISIONS", "COVERED", "NOT-COVERED", "WITH", "FEEDBACK", "OVERRIDDEN", "OVERRIDE",
+                       "RATE"]
+    assert rows[1] == ["DME101.045", "2", "0", "2", "2", "1", "50%"]
+    assert rows[2] == ["TEST-2", "1", "1", "0", "0", "0", "-"]
+    assert "Feedback on unknown cards (kept unmatched): 1" in result.output
+    since = cds_audit(url, "stats", "--since", "2026-05-02").output.splitlines()
+    assert since[1].split() == ["DME101.045", "1", "0", "1", "1", "0", "0%"]
+
+
+def test_purge_clears_payloads_past_retention_only(populated):
+    url, decided = populated
+    kept = cds_audit(url, "purge", "--retention-days", "100000")
+    assert kept.output.startswith("Cleared captured payloads of 0 hook call(s) older than 100000 day(s)")
+    cleared = cds_audit(url, "purge")  # CDS_AUDIT_RETENTION_DAYS: 30; the calls are from May 2026
+    assert cleared.output == ("Cleared captured payloads of 3 hook call(s) older than 30 day(s); "
+                              "deleted 0 expired JWT id(s).\n")
+    shown = cds_audit(url, "show", decided[0].coverage_assertion_id).output
+    assert "Payload:   not kept" in shown and "Outcome:   not-covered" in shown
+
+
+def test_the_cds_command_reports_an_unreachable_store_in_one_line_without_its_password():
+    env = {**os.environ, "CDS_DATABASE_URL": "postgresql+psycopg://cds:s3cret@127.0.0.1:1/cds"}
+    result = subprocess.run([CDS, "audit", "list"], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 1
+    assert "Error: the audit store at postgresql+psycopg://cds:***@127.0.0.1:1/cds is unavailable" in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
