@@ -8,12 +8,14 @@ loopback with every scenario, plus in-process figures. Table on stdout, JSON in 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
-import importlib.util
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,17 @@ import orjson
 from bench import inprocess, report, scenarios, servers
 from bench.compare import compare
 from bench.compare import table as compare_table
+from bench.ehr import BenchEhr
 from bench.fhir_server import FhirServer
 from bench.load import Load, run
-from cds.cli import WORKER_TIMEOUT_SECONDS
 from cds.config import Settings
+from cds.gunicorn_config import WORKER_TIMEOUT_SECONDS
+from tests.postgres import postgres_server
 
 DEFAULT_OUTPUT = servers.ROOT / "bench" / "results" / "latest.json"
-LOAD_GENERATOR = "bench/load.py: closed-loop keep-alive HTTP/1.1 client in several processes (see bench/README.md)"
+LOAD_GENERATOR = ("bench/load.py: closed-loop keep-alive HTTP/1.1 client in several processes, every request "
+                  "signed with its own pre-minted ES384 JWT (see bench/README.md)")
+START_POSTGRES = "start"
 
 
 class BenchError(Exception):
@@ -48,6 +54,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="scenarios to load (all)")
     parser.add_argument("--in-process-budget", type=float, default=0.5,
                         help="seconds spent timing each in-process figure (0.5)")
+    parser.add_argument("--postgres", nargs="?", const=START_POSTGRES, metavar="URL",
+                        help="audit store on PostgreSQL: this URL, or without one a throwaway server on loopback "
+                             "(default: SQLite in a temporary CDS_DATA_DIR)")
+    parser.add_argument("--recording-cost", action="store_true",
+                        help="also load the service with audit recording switched off (bench/unrecorded.py)")
     parser.add_argument("--no-http", action="store_true", help="skip the load on the servers")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process figures")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON report ({DEFAULT_OUTPUT})")
@@ -84,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
                          "timeout_s": WORKER_TIMEOUT_SECONDS},
         },
         "load_generator": LOAD_GENERATOR,
+        "store": "PostgreSQL" if args.postgres else "SQLite",
         "http": {},
     }
     try:
         if not args.no_http:
-            result["http"] = http_figures(args)
+            result["http"], result["records"] = http_figures(args)
     except (BenchError, RuntimeError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
@@ -107,44 +119,84 @@ def main(argv: list[str] | None = None) -> int:
 def notes(http: dict[str, Any]) -> list[str]:
     """What a reader must know to read the figures right."""
     found = []
-    if importlib.util.find_spec("cds.policy") is None or importlib.util.find_spec("cds.policy.engine") is None:
-        found.append("Measured before the policy engine landed: the service validates and parses the request "
-                     "and reads member facts, then answers without decisions.")
-    if "fallback-fetch" in http and not http["fallback-fetch"]["fhir_fetches"]:
-        found.append("fallback-fetch: the service asked the FHIR server nothing (no fallback fetch yet), so these "
-                     "are the figures of a call without prefetch.")
+    for name, figures in http.items():
+        if figures.get("service_mode") == "demo":
+            found.append(f"{name}: the service ran in demo mode, the only mode that fetches over http from "
+                         "loopback (the bench FHIR server); authentication, the audit store and the pipeline are as "
+                         "in production, but the fetch is plain http where production uses https.")
+        if figures.get("fhir_server_expected") and not figures["fhir_fetches"]:
+            found.append(f"{name}: the service asked the FHIR server nothing, so these are the figures of a call "
+                         "without prefetch and without its fallback fetch.")
     return found
 
 
-def http_figures(args: argparse.Namespace) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp, FhirServer() as fhir:
+def http_figures(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, int]]:
+    """Each scenario's figures; and the hook calls sent to the recording services against those their audit
+    stores hold once they have stopped (nothing may be lost)."""
+    ehr = BenchEhr()
+    with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp, FhirServer() as fhir, \
+            contextlib.ExitStack() as database:
         workdir = Path(tmp)
-        env = servers.server_env({"CDS_FHIR_SERVERS": fhir.base_url})
-        with servers.service(servers.free_port(), env, workdir) as service, \
-                servers.baseline(servers.free_port(), env, workdir) as baseline:
-            for name, scenario in scenarios.scenarios(fhir.base_url).items():
-                if not args.scenarios or name in args.scenarios:
-                    figures[name] = scenario_figures(scenario, (service, baseline), fhir, args)
+        database_url = args.postgres
+        if database_url == START_POSTGRES:
+            database_url = database.enter_context(postgres_server())
+        setup = servers.ServiceSetup(workdir, ehr.write_registry(workdir / "clients.json", (fhir.base_url,)),
+                                     database_url)
+        started: dict[str, servers.Server] = {}
+        with contextlib.ExitStack() as stack:
+            figures = load_scenarios(args, setup, stack, started, fhir, ehr)
+        recording = [server for server in started.values() if server.store_url]
+        records = {"hook_calls_sent": sum(server.hook_calls_sent for server in recording),
+                   "hook_calls_recorded": sum(servers.hook_calls_recorded(url)
+                                              for url in {server.store_url for server in recording})}
+        return figures, records
+
+
+def load_scenarios(args: argparse.Namespace, setup: servers.ServiceSetup, stack: contextlib.ExitStack,
+                   started: dict[str, servers.Server], fhir: FhirServer, ehr: BenchEhr) -> dict[str, Any]:
+    """Every chosen scenario's figures. Servers are started when first needed (into `started`, by name) and
+    stopped with `stack`."""
+    figures: dict[str, Any] = {}
+
+    def server(name: str, start: Callable[[int], servers.Server]) -> servers.Server:
+        if name not in started:
+            started[name] = stack.enter_context(start(servers.free_port()))
+        return started[name]
+
+    for name, scenario in scenarios.scenarios(fhir.base_url).items():
+        if args.scenarios and name not in args.scenarios:
+            continue
+        roles = {
+            "service": server(f"service-demo-{scenario.demo}",
+                              partial(servers.service, setup=setup, demo=scenario.demo)),
+            "baseline": server("baseline", partial(servers.baseline, workdir=setup.workdir)),
+        }
+        if args.recording_cost and not scenario.demo:
+            roles["unrecorded"] = server("unrecorded", partial(servers.service, setup=setup, recording=False))
+        figures[name] = scenario_figures(scenario, roles, fhir, ehr, args)
     return figures
 
 
-def scenario_figures(scenario: scenarios.Scenario, pair: tuple[servers.Server, servers.Server], fhir: FhirServer,
-                     args: argparse.Namespace) -> dict[str, Any]:
+def scenario_figures(scenario: scenarios.Scenario, roles: dict[str, servers.Server], fhir: FhirServer,
+                     ehr: BenchEhr, args: argparse.Namespace) -> dict[str, Any]:
     body = orjson.dumps(scenario.body)
-    rounds: dict[str, list[dict[str, Any]]] = {server.name: [] for server in pair}
+    rounds: dict[str, list[dict[str, Any]]] = {role: [] for role in roles}
     fetches: Counter = Counter()  # what the service asked the FHIR server, over all its rounds
-    for _ in range(args.rounds):  # alternating, so both servers see the same spells of outside load
-        for server in pair:
+    for _ in range(args.rounds):  # alternating, so every server sees the same spells of outside load
+        for role, server in roles.items():
             before = fhir.counted()
-            rounds[server.name].append(measure(server, scenario.path, body, args))
-            if server.name == "service":
+            rounds[role].append(measure(server, scenario.path, body, ehr, args))
+            if role == "service":
                 fetches.update(fhir.counted())
                 fetches.subtract(before)
-    figures: dict[str, Any] = {"description": scenario.description, "request_bytes": len(body)}
-    figures.update({name: median_round(runs) for name, runs in rounds.items()})
+    figures: dict[str, Any] = {"description": scenario.description, "request_bytes": len(body),
+                               "service_mode": "demo" if scenario.demo else "production"}
+    figures.update({role: median_round(runs) for role, runs in rounds.items()})
     figures["fhir_fetches"] = {k: v for k, v in fetches.items() if v}
+    figures["fhir_server_expected"] = "prefetch" not in scenario.body
     figures["ratio"] = report.ratios(figures["service"], figures["baseline"])
+    if "unrecorded" in figures:
+        figures["recording_cost"] = report.recording_cost(rounds["service"], rounds["unrecorded"])
     return figures
 
 
@@ -154,10 +206,11 @@ def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**chosen, "rounds_throughput_rps": [r["throughput_rps"] for r in runs]} if len(runs) > 1 else chosen
 
 
-def measure(server: servers.Server, path: str, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
-    answer = preflight(server, path, body)
+def measure(server: servers.Server, path: str, body: bytes, ehr: BenchEhr,
+            args: argparse.Namespace) -> dict[str, Any]:
+    answer = preflight(server, path, body, ehr)
     load = Load(port=server.port, path=path, body=body, requests=args.requests, connections=args.connections,
-                time_limit=args.time_limit, processes=args.processes, warmup=args.warmup)
+                time_limit=args.time_limit, processes=args.processes, warmup=args.warmup, ehr=ehr)
     start: dict[str, float | None] = {}
     outcome = run(load, on_start=lambda: start.update(server=server.cpu_seconds(),
                                                       machine=servers.machine_busy_seconds()))
@@ -166,10 +219,13 @@ def measure(server: servers.Server, path: str, body: bytes, args: argparse.Names
     machine_cores = _cores(start["machine"], servers.machine_busy_seconds(), outcome.elapsed)
     if server_cores is not None:
         figures["server_cpu_cores"] = server_cores
+        if figures["throughput_rps"]:  # robust against outside load, unlike throughput
+            figures["server_cpu_us_per_request"] = round(server_cores / figures["throughput_rps"] * 1e6, 1)
         if machine_cores is not None:  # other users of the machine, the harness and the FHIR server
             figures["other_cpu_cores"] = round(max(0.0, machine_cores - server_cores - figures["client_cpu_cores"]), 3)
     figures["hook_calls_sent"] = 1 + args.connections * args.warmup + outcome.completed + sum(
         outcome.errors.values())
+    server.hook_calls_sent += figures["hook_calls_sent"]
     figures["answer"] = answer
     return figures
 
@@ -178,19 +234,20 @@ def _cores(start: float | None, end: float | None, elapsed: float) -> float | No
     return round((end - start) / elapsed, 3) if start is not None and end is not None and elapsed else None
 
 
-def preflight(server: servers.Server, path: str, body: bytes) -> dict[str, Any]:
-    """One call before the load: it must succeed, and the report says what the server answered."""
+def preflight(server: servers.Server, path: str, body: bytes, ehr: BenchEhr) -> dict[str, Any]:
+    """One signed call before the load: it must succeed, and the report says what the server answered."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    headers = {"Content-Type": "application/json",
+               "Authorization": ehr.authorization(f"http://127.0.0.1:{server.port}{path}")}
     try:
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        connection.request("POST", path, body, headers)
         response = connection.getresponse()
         status, data = response.status, response.read()
     finally:
         connection.close()
     if status != 200:
-        hint = (" The service now requires authentication: sign the benchmark's requests as a registered client "
-                "would." if status in (401, 403) else "")
-        raise BenchError(f"{server.name} answered {status} to {path}: {data[:500]!r}.{hint}")
+        raise BenchError(f"{server.name} answered {status} to {path}: {data[:500]!r}; its log ends:\n"
+                         f"{server.log_tail()}")
     answer = orjson.loads(data)
     return {"cards": len(answer.get("cards", [])), "systemActions": len(answer.get("systemActions", []))}
 

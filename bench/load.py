@@ -1,7 +1,9 @@
 """The load generator: a closed loop over keep-alive HTTP/1.1 connections, spread over a few processes.
 
 Each process drives its connections from one event loop (non-blocking sockets, epoll): every connection sends
-the same prepared request bytes, reads the whole response and times it, then sends the next. The run stops at
+prepared request bytes, reads the whole response and times it, then sends the next. Signed like a registered
+EHR's calls, every request carries its own JWT (the service refuses a replayed `jti`): each process mints the
+tokens it will send before the timed run, so signing never loads the generator while it measures. The run stops at
 a fixed number of requests or at the time limit, whichever comes first. Latencies are kept exactly (no
 histogram buckets, no coordinated-omission "correction"), so the percentiles are those of real requests.
 """
@@ -17,8 +19,11 @@ import selectors
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from bench.ehr import BenchEhr
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 _CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
@@ -37,11 +42,20 @@ class Load:
     processes: int = 2
     warmup: int = 10  # requests per connection before measuring: imports, caches, keep-alive set-up
     host: str = "127.0.0.1"
+    ehr: BenchEhr | None = None  # signs each request; None: no Authorization header
 
-    def request_bytes(self) -> bytes:
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.path}"
+
+    def heads(self, count: int) -> list[bytes]:
+        """The heads of `count` requests, each with its own token when signed; the body follows each."""
         head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n\r\n")
-        return head.encode() + self.body
+                f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n")
+        if self.ehr is None:
+            return [f"{head}\r\n".encode()] * count
+        return [f"{head}Authorization: Bearer {token}\r\n\r\n".encode()
+                for token in self.ehr.tokens(self.url, count)]
 
 
 @dataclass
@@ -149,8 +163,10 @@ def _next_result(results, workers: list, timeout: float) -> dict[str, Any]:
 
 
 def _process_main(load: Load, budget: int, connections: int, barrier, results) -> None:
-    loop = _EventLoop((load.host, load.port), load.request_bytes(), connections)
-    loop.drive(connections * load.warmup, time.monotonic() + START_TIMEOUT_S)
+    warmup = connections * load.warmup
+    heads = load.heads(warmup + budget)  # before the timed run: signing costs more than sending
+    loop = _EventLoop((load.host, load.port), iter(heads), load.body, connections)
+    loop.drive(warmup, time.monotonic() + START_TIMEOUT_S)
     barrier.wait(START_TIMEOUT_S)
     start, cpu_start = time.monotonic(), _cpu_seconds()
     latencies, errors, stopped = loop.drive(budget, start + load.time_limit)
@@ -165,14 +181,13 @@ def _cpu_seconds() -> float:
 
 
 class _Connection:
-    """One keep-alive connection: writes the request as the socket takes it, reads the response as it comes."""
+    """One keep-alive connection: writes a request as the socket takes it, reads the response as it comes."""
 
-    def __init__(self, address: tuple[str, int], request: bytes):
+    def __init__(self, address: tuple[str, int]):
         self.address = address
-        self.request = request
         self.sock: socket.socket | None = None
         self.began = 0.0
-        self.unsent = memoryview(b"")
+        self.unsent: list[memoryview] = []  # head and body, sent together without copying them into one
         self.received = bytearray()
         self.keep_alive = True
 
@@ -182,15 +197,19 @@ class _Connection:
         self.sock.setblocking(False)
         return self.sock
 
-    def begin(self, now: float) -> None:
+    def begin(self, now: float, head: bytes, body: bytes) -> None:
         self.began = now
-        self.unsent = memoryview(self.request)
+        self.unsent = [memoryview(head), memoryview(body)]
         self.received.clear()
 
     def write(self) -> bool:
         """Send what the socket takes now; True once the whole request is sent."""
         with contextlib.suppress(BlockingIOError):
-            self.unsent = self.unsent[self.sock.send(self.unsent):]
+            sent = self.sock.sendmsg(self.unsent)
+            while self.unsent and sent >= len(self.unsent[0]):
+                sent -= len(self.unsent.pop(0))
+            if self.unsent:
+                self.unsent[0] = self.unsent[0][sent:]
         return not self.unsent
 
     def read(self) -> int | None:
@@ -218,9 +237,11 @@ class _Connection:
 class _EventLoop:
     """The closed loop over one process's connections."""
 
-    def __init__(self, address: tuple[str, int], request: bytes, connections: int):
+    def __init__(self, address: tuple[str, int], heads: Iterator[bytes], body: bytes, connections: int):
         self.selector = selectors.DefaultSelector()
-        self.connections = [_Connection(address, request) for _ in range(connections)]
+        self.connections = [_Connection(address) for _ in range(connections)]
+        self.heads = heads  # one per request, used up in order: a token is never sent twice
+        self.body = body
 
     def drive(self, budget: int, deadline: float) -> tuple[list[float], Counter, bool]:
         """Send `budget` requests (fewer if `deadline` passes first); latencies, errors, stopped by deadline."""
@@ -241,7 +262,7 @@ class _EventLoop:
                 try:
                     if connection.sock is None:
                         self.selector.register(connection.open(), selectors.EVENT_READ, connection)
-                    connection.begin(clock())
+                    connection.begin(clock(), next(self.heads), self.body)
                     if not connection.write():
                         self.selector.modify(connection.sock, selectors.EVENT_WRITE, connection)
                     in_flight.add(connection)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 TARGET_RATIO = 0.6
 TARGET_P99_MS = 25.0
 TARGET_CONNECTIONS = 16
+TARGET_RECORDING_RATIO = 0.9  # recording may cut throughput by at most 10 % (the audit store's target)
+ROLES = ("service", "baseline", "unrecorded")
 
 
 def machine() -> dict[str, Any]:
@@ -53,6 +56,22 @@ def ratios(service: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float
     }
 
 
+def recording_cost(recorded: list[dict[str, Any]], unrecorded: list[dict[str, Any]]) -> dict[str, Any]:
+    """The service recording ÷ the same service not recording, round by round (they alternate, so each pair
+    saw the same outside load), and the median over rounds: throughput, and server CPU per request."""
+    def paired(key: str) -> list[float | None]:
+        return [round(r[key] / u[key], 3) if r.get(key) and u.get(key) else None
+                for r, u in zip(recorded, unrecorded, strict=True)]
+
+    def median(values: list[float | None]) -> float | None:
+        known = sorted(v for v in values if v is not None)
+        return statistics.median(known) if known else None
+
+    throughput, cpu = paired("throughput_rps"), paired("server_cpu_us_per_request")
+    return {"throughput_ratio": median(throughput), "throughput_ratio_rounds": throughput,
+            "cpu_per_request_ratio": median(cpu), "cpu_per_request_ratio_rounds": cpu}
+
+
 def targets(report: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets against this run's figures (reported, never asserted)."""
     result: dict[str, Any] = {}
@@ -68,6 +87,12 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
             "met": (p99 is not None and p99 <= TARGET_P99_MS) if at_target_load else None,
             **({} if at_target_load else {"note": f"run at {TARGET_CONNECTIONS} connections to judge"}),
         }
+    cost = (main or {}).get("recording_cost")
+    if cost:
+        ratio = cost["throughput_ratio"]
+        result["recording_cost_main"] = {"target": f">= {TARGET_RECORDING_RATIO} of not recording",
+                                         "measured": ratio,
+                                         "met": ratio is not None and ratio >= TARGET_RECORDING_RATIO}
     growth = report.get("in_process", {}).get("growth", {})
     for kind, figures in growth.items():
         result[f"linear_in_{kind}"] = {"target": "linear", "measured": f"R² {figures['r2']}, "
@@ -81,7 +106,7 @@ def table(report: dict[str, Any]) -> str:
               f"{'max ms':>9}{'ok':>7}{'errors':>8}{'server':>8}{'gen':>6}{'other':>7}")
     lines = [header, "-" * len(header)]
     for name, run in report["http"].items():
-        for server in ("service", "baseline"):
+        for server in (role for role in ROLES if role in run):
             r = run[server]
             lat = r["latency_ms"]
             lines.append(
@@ -92,8 +117,19 @@ def table(report: dict[str, Any]) -> str:
         q = run["ratio"]
         lines.append(f"{'':<16}{'ratio':<10}{_num(q['throughput'], 2)}{_num(q['p50'], 2)}{_num(q['p95'], 2)}"
                      f"{_num(q['p99'], 2)}")
-        if run["fhir_fetches"] or name == "fallback-fetch":
+        if "recording_cost" in run:
+            cost = run["recording_cost"]
+            lines.append(f"{'':<16}recording: throughput {_num(cost['throughput_ratio'], 3, 0).strip()} of not "
+                         f"recording; server CPU per request {_num(cost['cpu_per_request_ratio'], 3, 0).strip()} "
+                         "times")
+        if run["service_mode"] != "production":
+            lines.append(f"{'':<16}service in {run['service_mode']} mode (see the notes)")
+        if run["fhir_fetches"] or run["fhir_server_expected"]:
             lines.append(f"{'':<16}FHIR server requests during the service's runs: {run['fhir_fetches'] or 'none'}")
+    records = report.get("records")
+    if records:
+        lines.append(f"Audit store: {records['hook_calls_recorded']} hook calls recorded of "
+                     f"{records['hook_calls_sent']} sent to the recording services ({report['store']}).")
     if report["http"]:
         lines.append(f"Last three columns: cores busy on average ({report['machine']['nproc']} in all): the server's "
                      "processes, the load generator, everything else (other users, harness, FHIR server).")

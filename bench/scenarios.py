@@ -208,6 +208,8 @@ class Scenario:
     description: str
     body: dict[str, Any]
     path: str = SERVICE_PATH
+    # Served in demo mode: outside it the service fetches over https only, and the bench FHIR server is http.
+    demo: bool = False
 
 
 def scenarios(fhir_server: str | None = None) -> dict[str, Scenario]:
@@ -222,6 +224,6 @@ def scenarios(fhir_server: str | None = None) -> dict[str, Scenario]:
         Scenario("conditions-200", "order-sign, one E0221 order, 200 conditions in prefetch",
                  order_sign(conditions=200, fhir_server=fhir_server)),
         Scenario("fallback-fetch", "order-sign, one E0221 order, no prefetch: member data from the FHIR server",
-                 order_sign(prefetch=False, fhir_server=fhir_server)),
+                 order_sign(prefetch=False, fhir_server=fhir_server), demo=True),
     ]
     return {s.name: s for s in all_}

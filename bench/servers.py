@@ -8,7 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import func, select
+
+from cds.config import Settings
+from cds.store.engine import make_engine
+from cds.store.schema import hook_call
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -30,12 +37,15 @@ def server_env(extra: dict[str, str]) -> dict[str, str]:
 class Server:
     """A server process started with `argv`, answering GET /health on `port` once up."""
 
-    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str], workdir: Path):
+    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str], workdir: Path,
+                 store_url: str | None = None):
         self.name = name
         self.argv = argv
         self.port = port
         self.env = env
         self.workdir = workdir
+        self.store_url = store_url  # where it records its hook calls, if it does
+        self.hook_calls_sent = 0  # counted by the harness, to compare with what the store holds
         self.log_path = workdir / f"{name}.log"
         self.process: subprocess.Popen | None = None
 
@@ -83,17 +93,56 @@ class Server:
         return tree_cpu_seconds(self.process.pid) if self.process else None
 
 
-def service(port: int, env: dict[str, str], workdir: Path) -> Server:
-    """The service exactly as `cds serve` runs it in production (not demo mode)."""
-    argv = [sys.executable, "-c", "from cds.cli import main; main()", "serve", "--host", "127.0.0.1",
-            "--port", str(port)]
-    return Server("service", argv, port, env, workdir)
+@dataclass(frozen=True)
+class ServiceSetup:
+    """What every service the harness starts shares: the trusted-client registry and the audit store."""
+
+    workdir: Path
+    clients_file: Path
+    database_url: str | None = None  # None: SQLite in the service's own CDS_DATA_DIR under workdir
+
+    def env(self, name: str, port: int, demo: bool) -> dict[str, str]:
+        """Production settings (no CDS_* from the caller), plus what a deployment must set: the registry, the
+        public base URL the EHR calls (the token's `aud`), and where the audit store is."""
+        store = ({"CDS_DATABASE_URL": self.database_url} if self.database_url
+                 else {"CDS_DATA_DIR": str(self._data_dir(name))})
+        return server_env({"CDS_CLIENTS_FILE": str(self.clients_file),
+                           "CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **store,
+                           **({"CDS_DEMO": "true"} if demo else {})})
+
+    def store_url(self, name: str) -> str:
+        return Settings(data_dir=str(self._data_dir(name)), database_url=self.database_url or "").store_url
+
+    def _data_dir(self, name: str) -> Path:
+        return self.workdir / f"{name}-data"
 
 
-def baseline(port: int, env: dict[str, str], workdir: Path) -> Server:
+def service(port: int, setup: ServiceSetup, *, demo: bool = False, recording: bool = True) -> Server:
+    """The service as `cds serve` runs it in production: authentication on, audit store recording. `demo`:
+    demo mode (fetches over http from loopback); `recording=False`: the bench-only variant that records
+    nothing (bench/unrecorded.py), to measure what recording costs."""
+    name = "service" + ("-demo" if demo else "") + ("" if recording else "-unrecorded")
+    command = ["-c", "from cds.cli import main; main()", "serve", "--host", "127.0.0.1"] if recording \
+        else ["-m", "bench.unrecorded"]
+    argv = [sys.executable, *command, "--port", str(port)]
+    return Server(name, argv, port, setup.env(name, port, demo), setup.workdir,
+                  setup.store_url(name) if recording else None)
+
+
+def baseline(port: int, workdir: Path) -> Server:
     """The bare Flask endpoint under the same gunicorn settings (bench/baseline.py)."""
     argv = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
-    return Server("baseline", argv, port, env, workdir)
+    return Server("baseline", argv, port, server_env({}), workdir)
+
+
+def hook_calls_recorded(store_url: str) -> int:
+    """How many hook calls the audit store at `store_url` holds."""
+    engine = make_engine(store_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(hook_call)).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def machine_busy_seconds() -> float | None:

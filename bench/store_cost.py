@@ -1,12 +1,13 @@
-"""What recording costs a hook call, through the real app with and without `Store.audit`, on SQLite and on
+"""What recording costs a hook call, through the real app with recording on and switched off, on SQLite and on
 PostgreSQL: the throughput ratio and the latency added.
 
     .venv/bin/python bench/store_cost.py [--calls 2000] [--postgres URL]
 
-Each call is an order-sign POST through the app's HTTP interface (Flask test client, one thread). "Recorded"
-adds what the pipeline adds after building its answer: `audit` of the call with one decision per judged
-order; by default through the background writer (the time to write everything is inside the measurement),
-and with CDS_AUDIT_REQUIRED committed before the answer, one transaction per call.
+Each call is a signed order-sign POST through the app's HTTP interface (Flask test client, one thread), every
+one with its own token minted before the timed round. "Not recorded" is the same app with recording switched
+off (bench/unrecorded.py); "recorded" records as the service does, through the background writer (the time to
+write everything is inside the measurement); with CDS_AUDIT_REQUIRED each call commits its record before its
+answer, one transaction per call. Replayed-token checks go to the store in every mode.
 
 Throughput is calls per CPU-second of this process, all threads included (the SQLite engine runs inside
 it): what bounds a CPU-bound service, and robust on a machine whose other load comes and goes. Latency is
@@ -19,76 +20,58 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ehr import BenchEhr  # noqa: E402
+from bench.unrecorded import switch_off_recording  # noqa: E402
 from cds.app import create_app  # noqa: E402
 from cds.config import Settings  # noqa: E402
-from cds.store import DecisionRecord, HookCall, JudgedOrder, store_failures  # noqa: E402
+from cds.store import store_failures  # noqa: E402
 from tests.postgres import postgres_server  # noqa: E402
 
-REQUEST = json.loads((ROOT / "tests/data/crd-order-sign-servicerequests.json").read_text())
+REQUEST = (ROOT / "tests/data/crd-order-sign-servicerequests.json").read_bytes()
+PATH = "/cds-services/order-sign-crd"
+BASE_URL = "https://cds.bench.example.org"
+MODES = ("none", "default", "required")
 ROUNDS = 20
 
 
-def judged_orders(request: dict) -> tuple[JudgedOrder, ...]:
-    orders = []
-    for entry in request["context"]["draftOrders"]["entry"]:
-        resource = entry["resource"]
-        codes = tuple(f"{c.get('system', '')}|{c['code']}" for c in resource.get("code", {}).get("coding", []))
-        orders.append(JudgedOrder(f"{resource['resourceType']}/{resource['id']}", codes))
-    return tuple(orders)
-
-
-def records(orders: tuple[JudgedOrder, ...], latency_ms: float) -> tuple[HookCall, list[DecisionRecord]]:
-    now = datetime.now(UTC)
-    call = HookCall(now, "order-sign-crd", "order-sign", str(uuid.uuid4()), 200, latency_ms, orders,
-                    "https://ehr.example.org", None, "pat-1")
-    decisions = [DecisionRecord(str(uuid.uuid4()), call.hook_instance, order.reference, order.codes, "DME101.045",
-                                "2024-03-15", "not-covered", "Not medically necessary (DME101.045, NCD 270.6).",
-                                now, str(uuid.uuid4()), (str(uuid.uuid4()),), "Coverage/cov-1")
-                 for order in orders]
-    return call, decisions
-
-
-def measure(url: str, calls: int) -> tuple[dict[str, float], dict[str, float]]:
+def measure(url: str, calls: int, ehr: BenchEhr, clients_file: Path) -> tuple[dict[str, float], dict[str, float]]:
     """Calls per CPU-second and wall-clock microseconds per call: not recorded, recorded by default, and
     recorded with audit required."""
-    apps = {mode: create_app(Settings(database_url=url, audit_required=mode == "required").resolved())
-            for mode in ("default", "required")}
+    def app(mode: str):
+        settings = Settings(database_url=url, audit_required=mode == "required", clients_file=str(clients_file),
+                            public_base_url=(BASE_URL,)).resolved()
+        return switch_off_recording(create_app(settings)) if mode == "none" else create_app(settings)
+
+    apps = {mode: app(mode) for mode in MODES}
     clients = {mode: app.test_client() for mode, app in apps.items()}
     stores = {mode: app.extensions["cds_store"] for mode, app in apps.items()}
-    orders = judged_orders(REQUEST)
 
-    def one_call(mode: str) -> None:
-        started = time.perf_counter()
-        response = clients[mode if mode != "none" else "default"].post("/cds-services/order-sign-crd", json=REQUEST)
-        assert response.status_code == 200, response.get_data(as_text=True)
-        if mode != "none":
-            stores[mode].audit(*records(orders, (time.perf_counter() - started) * 1000))
+    def calls_with(mode: str, tokens: list[str]) -> None:
+        for token in tokens:
+            response = clients[mode].post(PATH, data=REQUEST, content_type="application/json",
+                                          headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200, response.get_data(as_text=True)
 
-    modes = ("none", "default", "required")
-    for mode in modes:  # warm-up: imports, caches, pooled connections, the writer thread
-        for _ in range(50):
-            one_call(mode)
+    for mode in MODES:  # warm-up: imports, caches, pooled connections, the writer thread
+        calls_with(mode, ehr.tokens(BASE_URL + PATH, 50))
     stores["default"].flush()
-    per_cpu_second: dict[str, list[float]] = {mode: [] for mode in modes}
-    latency_us: dict[str, list[float]] = {mode: [] for mode in modes}
+    per_cpu_second: dict[str, list[float]] = {mode: [] for mode in MODES}
+    latency_us: dict[str, list[float]] = {mode: [] for mode in MODES}
     per_round = max(1, calls // ROUNDS)
     for _ in range(ROUNDS):
-        for mode in modes:
+        for mode in MODES:
+            tokens = ehr.tokens(BASE_URL + PATH, per_round)  # signing is the client's work: not timed
             cpu, wall = time.process_time(), time.perf_counter()
-            for _ in range(per_round):
-                one_call(mode)
+            calls_with(mode, tokens)
             stores["default"].flush()  # everything queued is written inside the measured time
             per_cpu_second[mode].append(per_round / (time.process_time() - cpu))
             latency_us[mode].append((time.perf_counter() - wall) / per_round * 1e6)
@@ -106,10 +89,12 @@ def main() -> None:
     args = parser.parse_args()
     print("calls per CPU-second (ratio to not recorded) and wall-clock latency per call")
     print(f"{'database':<12}{'not recorded':>18}{'recorded':>26}{'audit required':>26}")
+    ehr = BenchEhr()
     with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
+        clients_file = ehr.write_registry(Path(directory) / "clients.json")
         postgres = args.postgres or stack.enter_context(postgres_server())
         for name, url in (("SQLite", f"sqlite:///{directory}/bench.sqlite3"), ("PostgreSQL", postgres)):
-            rate, latency = measure(url, args.calls)
+            rate, latency = measure(url, args.calls, ehr, clients_file)
             row = [f"{rate['none']:.0f}/s {latency['none']:.0f} µs"]
             row += [f"{rate[mode]:.0f}/s ({rate[mode] / rate['none']:.2f}) {latency[mode]:.0f} µs"
                     for mode in ("default", "required")]

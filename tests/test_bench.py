@@ -5,15 +5,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jwt
 import requests
 
 from bench import scenarios
+from bench.ehr import BenchEhr
 from bench.fhir_server import FhirServer
 from bench.load import Load, percentile, run
+from cds.auth import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--requests", "50", "--connections", "2", "--processes", "2", "--warmup", "1", "--time-limit", "10",
-        "--in-process-budget", "0.02"]
+        "--in-process-budget", "0.02", "--recording-cost"]
 
 
 def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
@@ -26,7 +29,11 @@ def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
     assert set(report["http"]) == set(scenarios.scenarios())
     for name, figures in report["http"].items():
         assert name in result.stdout
-        for server in ("service", "baseline"):
+        demo = name == "fallback-fetch"  # outside demo mode the service fetches over https only
+        assert figures["service_mode"] == ("demo" if demo else "production")
+        servers = ("service", "baseline") if demo else ("service", "baseline", "unrecorded")
+        assert set(servers) <= set(figures)
+        for server in servers:
             run_ = figures[server]
             assert run_["completed"] == 50 and run_["errors"] == {}, (name, server, run_)
             latency = run_["latency_ms"]
@@ -34,7 +41,15 @@ def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
             assert run_["throughput_rps"] > 0 and run_["server_cpu_cores"] >= 0 and run_["client_cpu_cores"] >= 0
             assert isinstance(run_["answer"]["cards"], int)
         assert set(figures["ratio"]) == {"throughput", "p50", "p95", "p99"}
-        assert isinstance(figures["fhir_fetches"], dict)
+        if not demo:
+            assert figures["recording_cost"]["throughput_ratio"] > 0
+    # Member data came from the FHIR server, with the access token the request carried.
+    fetched = report["http"]["fallback-fetch"]["fhir_fetches"]
+    assert fetched["Patient"] == fetched["Coverage"] == fetched["Condition"] >= 50
+    assert fetched["with-access-token"] == 3 * fetched["Patient"]
+    assert all(not figures["fhir_fetches"] for name, figures in report["http"].items() if name != "fallback-fetch")
+    # Every signed call the recording services answered is in their audit stores.
+    assert report["records"]["hook_calls_recorded"] == report["records"]["hook_calls_sent"] > 5 * 50
 
     growth = report["in_process"]["growth"]
     assert growth["orders"]["sizes"] == [1, 5, 20, 50] and growth["conditions"]["sizes"] == [0, 50, 200, 1000]
@@ -42,8 +57,8 @@ def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
         assert len(figures["median_ms"]) == 4 and isinstance(figures["linear"], bool)
         assert {"slope_us_per_item", "r2"} <= set(figures)
     assert report["in_process"]["engine"]["decisions_per_s"] > 0
-    assert set(report["targets"]) == {"throughput_ratio_main", "p99_ms_main", "linear_in_orders",
-                                      "linear_in_conditions"}
+    assert set(report["targets"]) == {"throughput_ratio_main", "p99_ms_main", "recording_cost_main",
+                                      "linear_in_orders", "linear_in_conditions"}
     assert report["targets"]["p99_ms_main"]["met"] is None  # 2 connections: the 16-connection target is not judged
     assert report["machine"]["nproc"] >= 1 and report["machine"]["cpu_model"]
     assert "Targets" in result.stdout
@@ -66,6 +81,19 @@ def test_load_generator_counts_error_statuses_and_survives_closed_connections():
         result = run(Load(port=fhir.port, path="/fhir/Patient", body=b"{}", requests=20, connections=2, processes=1,
                           warmup=0, time_limit=10))
     assert result.completed == 0 and result.errors == {"HTTP 501": 20}
+
+
+def test_load_generator_signs_each_request_with_its_own_token_for_the_url_called(tmp_path):
+    ehr = BenchEhr()
+    load = Load(port=8123, path=scenarios.SERVICE_PATH, body=b"{}", requests=3, ehr=ehr)
+    heads = load.heads(3)
+    tokens = [head.split(b"Authorization: Bearer ")[1].split(b"\r\n")[0].decode() for head in heads]
+    key = next(iter(load_registry(str(ehr.write_registry(tmp_path / "clients.json")), ["ES384"])[ehr.iss]
+                    .pinned.values()))
+    claims = [jwt.decode(token, key, algorithms=["ES384"], audience="http://127.0.0.1:8123/cds-services/order-sign-crd",
+                         issuer=ehr.iss) for token in tokens]
+    assert len({c["jti"] for c in claims}) == 3
+    assert all(head.endswith(b"\r\n\r\n") and b"Content-Length: 2\r\n" in head for head in heads)
 
 
 def test_percentiles_are_nearest_rank():

@@ -1,0 +1,37 @@
+"""The benchmark's EHR: a registered CDS client with its own ES384 key, signing every call as CDS Hooks 2.0 asks
+(a fresh `jti`, `aud` the URL called). Tokens are minted before a timed run, never during it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from cds.signing import Signer, new_private_jwk, public_jwks
+
+ISSUER = "https://ehr.bench.example.org"
+
+
+@dataclass(frozen=True)
+class BenchEhr:
+    """Picklable (the load generator's processes mint their own tokens): the private JWK travels as a dict."""
+
+    private_jwk: dict[str, Any] = field(default_factory=new_private_jwk, repr=False)
+    iss: str = ISSUER
+
+    def write_registry(self, path: Path, fhir_servers: tuple[str, ...] = ()) -> Path:
+        """The service's CDS_CLIENTS_FILE: this EHR, its public key pinned, and the FHIR servers it names."""
+        entry = {"iss": self.iss, "jwks": public_jwks(self.private_jwk), "fhir_servers": list(fhir_servers)}
+        path.write_text(json.dumps({"clients": [entry]}))
+        return path
+
+    def tokens(self, audience: str, count: int) -> list[str]:
+        """`count` distinct signed JWTs for calls to `audience` (each valid for CDS Hooks' 5 minutes)."""
+        signer = Signer(jwt.PyJWK(self.private_jwk, self.private_jwk["alg"]), self.iss)
+        return [signer.token(audience) for _ in range(count)]
+
+    def authorization(self, audience: str) -> str:
+        return f"Bearer {self.tokens(audience, 1)[0]}"
