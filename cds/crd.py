@@ -7,7 +7,6 @@ The extension is built to be valid under CRD 2.0.1 (what Inferno validates) and 
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -93,9 +92,10 @@ def coverage_action(decision: Decision, primary: bool = True) -> Action | None:
     reference = decision.order.reference
     if extension is None or reference is None:  # nothing to point to, or an order the client cannot update
         return None
-    resource = copy.deepcopy(decision.order.resource)
+    resource = decision.order.resource
     kept = [e for e in resource.get("extension") or [] if not _same_assertion(e, decision.coverage.reference)]
-    resource["extension"] = [*kept, extension]
+    # A new top level with its own extension list; the rest is the order's, shared, as nothing changes it.
+    resource = {**resource, "extension": [*kept, extension]}
     policy = decision.policy.spec
     return Action(
         type="update",

@@ -271,13 +271,14 @@ def _order_reasons(order: DraftOrder, known: Mapping[str, tuple[Diagnosis, ...]]
 
 def _diagnoses(concepts: Any, source: str) -> tuple[Diagnosis, ...]:
     found = []
-    for concept in _list(concepts):
-        for coding in _list(_dict(concept).get("coding")):
-            uri = _dict(coding).get("system")
+    for concept in _list(concepts):  # called for every condition: written as a plain loop
+        for coding in _list(concept.get("coding")) if isinstance(concept, dict) else ():
+            uri = coding.get("system") if isinstance(coding, dict) else None
             system = DIAGNOSIS_SYSTEMS.get(uri) if isinstance(uri, str) else None
             code = coding.get("code") if system else None
             if isinstance(code, str) and code.strip():
-                display = coding.get("display") if isinstance(coding.get("display"), str) else None
+                display = coding.get("display")
+                display = display if isinstance(display, str) else None
                 found.append(Diagnosis(system, _normal_code(system, code), display, source))
     return tuple(found)
 
@@ -432,8 +433,12 @@ def _date(value: Any) -> date | None:
 
 
 def _status(concept: Any) -> str | None:
-    codes = [_dict(c).get("code") for c in _list(_dict(concept).get("coding"))]
-    return next((c for c in codes if isinstance(c, str)), None)
+    """The first code of a status concept (read twice for every condition)."""
+    for coding in _list(concept.get("coding")) if isinstance(concept, dict) else ():
+        code = coding.get("code") if isinstance(coding, dict) else None
+        if isinstance(code, str):
+            return code
+    return None
 
 
 def _relative(reference: str) -> str | None:

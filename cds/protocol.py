@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from cds.errors import BadRequest, quote
-from cds.fhir import ID_PATTERN, REFERENCE_PATTERN, DraftOrder, parse_draft_order
+from cds.fhir import ID_PATTERN, REFERENCE_PATTERN, DraftOrder, parse_draft_order, prune_empty
 from cds.jsonbody import json_type
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
@@ -282,18 +282,9 @@ class CdsResponse(WireModel):
 
 def to_wire(response: CdsResponse) -> dict[str, Any]:
     """The JSON a client gets: no null and no empty optional member anywhere, but `cards` always."""
-    data = prune(response.model_dump(by_alias=True, exclude_none=True))
+    data = prune_empty(response.model_dump(by_alias=True, exclude_none=True))
     data.setdefault("cards", [])
     return data
-
-
-def prune(value: Any) -> Any:
-    if isinstance(value, dict):
-        pruned = {k: prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in ({}, [], "", None)}
-    if isinstance(value, list):
-        return [item for item in (prune(v) for v in value) if item not in ({}, [], "", None)]
-    return value
 
 
 # --------------------------------------------------------------------------------------------- feedback

@@ -115,6 +115,17 @@ def test_feedback_joins_its_decision_repeats_are_idempotent_and_unknown_cards_ar
         "patient-pays", "Patient pays", "told of non-coverage")
 
 
+def test_feedback_that_came_before_its_decisions_joins_them_however_many_a_record_holds(store, monkeypatch):
+    monkeypatch.setattr("cds.store.store.JOIN_CHUNK", 2)  # five cards: joined in three statements
+    call = a_call(orders=5)
+    decisions = [a_decision(call, order) for order in range(5)]
+    early = [FeedbackRecord(d.card_uuid, "accepted", datetime.now(UTC), accepted_suggestions=("s1",))
+             for d in decisions[::2]]
+    assert store.record_feedback("order-sign-crd", early) == FeedbackReceipt(stored=3, unmatched=3)
+    store.record_call(call, decisions)
+    assert [len(store.decision_report(d.coverage_assertion_id)["feedback"]) for d in decisions] == [1, 0, 1, 0, 1]
+
+
 def test_a_jwt_id_is_a_replay_the_second_time_until_it_expires(store):
     jti, expires = str(uuid.uuid4()), time.time() + 300
     assert store.seen_jti("https://ehr.example.org", jti, expires) is False

@@ -30,25 +30,30 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **options) -> Engine:
-    """An engine for the store. Parameters stay out of error messages and logs: they hold patient ids."""
+def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, autocommit: bool = False, **options) -> Engine:
+    """An engine for the store. Parameters stay out of error messages and logs: they hold patient ids.
+    `autocommit`: every statement is its own transaction, for writes that are one statement (a begin and a
+    commit would only add round trips and, on SQLite, lock waits)."""
     parsed = parse_database_url(url)
     options = {"json_serializer": _json, "hide_parameters": True, **options}
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
+        if autocommit:
+            options["isolation_level"] = "AUTOCOMMIT"
         return create_engine(parsed, pool_timeout=CONNECT_TIMEOUT_S,
                              connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, **options)
     if not parsed.query.get("uri"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, pool_timeout=BUSY_TIMEOUT_MS / 1000, **options)
-    _configure_sqlite(engine, busy_timeout_ms)
+    _configure_sqlite(engine, busy_timeout_ms, begin=not autocommit)
     return engine
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, begin: bool = True) -> None:
     """WAL lets readers and one writer work at once; BEGIN IMMEDIATE takes the write lock up front, so a
-    writer waits its turn (busy timeout) rather than failing mid-transaction when another process wrote."""
+    writer waits its turn (busy timeout) rather than failing mid-transaction when another process wrote.
+    Without `begin`, the driver's autocommit mode stays: each statement commits on its own."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
@@ -57,10 +62,11 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             dbapi_connection.execute(f"PRAGMA {pragma}")
         _use_wal(dbapi_connection, busy_timeout_ms / 1000)
 
-    @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:
-        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+    if begin:
+        @event.listens_for(engine, "begin")
+        def _begin(connection) -> None:
+            mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _use_wal(dbapi_connection: sqlite3.Connection, wait_s: float) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, case, delete, distinct, func, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, delete, distinct, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Decided = tuple[HookCall, tuple[DecisionRecord, ...]]
 
+JOIN_CHUNK = 500  # card uuids per statement that joins early feedback to its decision
 RETRY_AFTER_S = 5.0  # after the database could not be reached, fail fast for this long before trying again
 JTI_PURGE_EVERY_S = 60.0
 
@@ -104,6 +105,7 @@ class Store:
         self.retention_days = retention_days
         self.engine: Engine = make_engine(url)
         self._reader = self.engine.execution_options(sqlite_begin="DEFERRED")  # reads take no write lock
+        self._autocommit = make_engine(url, autocommit=True)  # for writes that are one statement
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._jti_insert = dialect.insert(seen_jti).on_conflict_do_nothing().returning(seen_jti.c.jti)
@@ -131,6 +133,7 @@ class Store:
     def close(self) -> None:
         self._writer.close()
         self.engine.dispose()
+        self._autocommit.dispose()
 
     # ------------------------------------------------------------------------------------------ writes
 
@@ -188,16 +191,15 @@ class Store:
 
     def seen_jti(self, iss: str, jti: str, expires_at: datetime | float) -> bool:
         """Remember a JWT id until it expires; True when (iss, jti) was seen before, i.e. a replay.
-        Atomic across processes and hosts: the insert of a seen id conflicts."""
+        Atomic across processes and hosts: one insert, committed on its own, which conflicts with a seen id
+        (on every call, so without the round trips and lock waits of a transaction around it)."""
         row = {"iss": iss, "jti": jti, "expires_at": _as_datetime(expires_at)}
         purge_now = time.monotonic() >= self._next_jti_purge
-
-        def write(connection: Connection) -> bool:
-            if purge_now:
-                connection.execute(delete(seen_jti).where(seen_jti.c.expires_at < datetime.now(UTC)))
-            return connection.execute(self._jti_insert, row).first() is None  # no row inserted: seen before
-
-        replay = self._run("jti", write)
+        if purge_now:
+            expired = delete(seen_jti).where(seen_jti.c.expires_at < datetime.now(UTC))
+            self._run("jti", lambda connection: connection.execute(expired), autocommit=True)
+        replay = self._run("jti", lambda connection: connection.execute(self._jti_insert, row).first() is None,
+                           autocommit=True)  # no row inserted: seen before
         if purge_now:
             self._next_jti_purge = time.monotonic() + JTI_PURGE_EVERY_S
         return replay
@@ -308,18 +310,16 @@ class Store:
                 "decided_at": d.decided_at,
             } for d in decisions)
 
-        cards = {row["card_uuid"]: row["coverage_assertion_id"] for row in decision_rows if row["card_uuid"]}
+        cards = [row["card_uuid"] for row in decision_rows if row["card_uuid"]]
 
         def write(connection: Connection) -> None:
             connection.execute(hook_call.insert(), call_rows)
             if decision_rows:
                 connection.execute(decision.insert(), decision_rows)
-            if cards:  # feedback can arrive before its decision's queued record: join it now
-                connection.execute(
-                    update(feedback)
-                    .where(feedback.c.coverage_assertion_id.is_(None), feedback.c.card_uuid.in_(cards))
-                    .values(coverage_assertion_id=case(cards, value=feedback.c.card_uuid))
-                )
+            # Feedback can arrive before its decision's queued record: join it now. One cached statement,
+            # the cards as a list parameter, in chunks that stay within a database's parameter limit.
+            for start in range(0, len(cards), JOIN_CHUNK):
+                connection.execute(_JOIN_LATE_FEEDBACK, {"cards": cards[start:start + JOIN_CHUNK]})
 
         self._run("record_call", write, failures=len(batch) if failures is None else failures)
         return [row["id"] for row in call_rows]
@@ -358,12 +358,15 @@ class Store:
                 migrate(self.url)
                 self._schema_ready = True
 
-    def _run(self, operation: str, work: Callable[[Connection], T], reading: bool = False, failures: int = 1) -> T:
-        """Run `work` in one transaction. Any failure is logged (without data), counted as `failures`, and
-        raised as StoreUnavailable. A pooled connection the database dropped is retried once on a fresh one."""
+    def _run(self, operation: str, work: Callable[[Connection], T], reading: bool = False, failures: int = 1,
+             autocommit: bool = False) -> T:
+        """Run `work` in one transaction (`autocommit`: each statement in its own). Any failure is logged
+        (without data), counted as `failures`, and raised as StoreUnavailable. A pooled connection the database
+        dropped is retried once on a fresh one."""
         try:
             for attempt in (1, 2):
-                connection = self._connect(reading)
+                connection = self._connect(self._autocommit if autocommit else self._reader if reading
+                                           else self.engine)
                 try:
                     with connection, connection.begin():
                         return work(connection)
@@ -377,17 +380,25 @@ class Store:
             raise StoreUnavailable(reason) from exc
         raise AssertionError("unreachable")
 
-    def _connect(self, reading: bool) -> Connection:
+    def _connect(self, engine: Engine) -> Connection:
         """A connection on a current schema. When the database cannot be reached, later calls fail fast
         for a few seconds rather than each waiting out the connect timeout."""
         if time.monotonic() < self._retry_at:
             raise ConnectionError("the database could not be reached moments ago")
         try:
             self._ensure_schema()
-            return (self._reader if reading else self.engine).connect()
+            return engine.connect()
         except Exception:
             self._retry_at = time.monotonic() + RETRY_AFTER_S
             raise
+
+
+_JOIN_LATE_FEEDBACK = (
+    update(feedback)
+    .where(feedback.c.coverage_assertion_id.is_(None), feedback.c.card_uuid.in_(bindparam("cards", expanding=True)))
+    .values(coverage_assertion_id=select(decision.c.coverage_assertion_id)
+            .where(decision.c.card_uuid == feedback.c.card_uuid).limit(1).scalar_subquery())
+)
 
 
 def _filters(since: datetime | None, until: datetime | None, policy_id: str | None = None,
