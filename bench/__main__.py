@@ -24,7 +24,7 @@ import orjson
 from bench import inprocess, report, scenarios, servers
 from bench.compare import compare
 from bench.compare import table as compare_table
-from bench.ehr import BenchEhr
+from bench.ehr import ALGORITHMS, BenchEhr, new_key
 from bench.fhir_server import FhirServer
 from bench.load import Load, run
 from cds.config import Settings
@@ -33,7 +33,7 @@ from tests.postgres import postgres_server
 
 DEFAULT_OUTPUT = servers.ROOT / "bench" / "results" / "latest.json"
 LOAD_GENERATOR = ("bench/load.py: closed-loop keep-alive HTTP/1.1 client in several processes, every request "
-                  "signed with its own pre-minted ES384 JWT (see bench/README.md)")
+                  "signed with its own pre-minted JWT (see bench/README.md)")
 START_POSTGRES = "start"
 
 
@@ -57,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--postgres", nargs="?", const=START_POSTGRES, metavar="URL",
                         help="audit store on PostgreSQL: this URL, or without one a throwaway server on loopback "
                              "(default: SQLite in a temporary CDS_DATA_DIR)")
+    parser.add_argument("--jwt-alg", choices=ALGORITHMS, default="ES384",
+                        help="algorithm the bench EHR signs its calls with (ES384)")
     parser.add_argument("--recording-cost", action="store_true",
                         help="also load the service with audit recording switched off (bench/unrecorded.py)")
     parser.add_argument("--no-http", action="store_true", help="skip the load on the servers")
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "requests": args.requests, "rounds": args.rounds, "time_limit_s": args.time_limit,
             "connections": args.connections, "generator_processes": args.processes,
-            "warmup_per_connection": args.warmup,
+            "warmup_per_connection": args.warmup, "jwt_alg": args.jwt_alg,
             "gunicorn": {"workers": settings.workers, "threads": settings.threads, "worker_class": "gthread",
                          "timeout_s": WORKER_TIMEOUT_SECONDS},
         },
@@ -133,7 +135,7 @@ def notes(http: dict[str, Any]) -> list[str]:
 def http_figures(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, int]]:
     """Each scenario's figures; and the hook calls sent to the recording services against those their audit
     stores hold once they have stopped (nothing may be lost)."""
-    ehr = BenchEhr()
+    ehr = BenchEhr(new_key(args.jwt_alg))
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp, FhirServer() as fhir, \
             contextlib.ExitStack() as database:
         workdir = Path(tmp)

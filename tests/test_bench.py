@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import jwt
+import pytest
 import requests
 
 from bench import scenarios
-from bench.ehr import BenchEhr
+from bench.ehr import ALGORITHMS, BenchEhr, new_key
 from bench.fhir_server import FhirServer
 from bench.load import Load, percentile, run
 from cds.auth import load_registry
@@ -83,14 +84,15 @@ def test_load_generator_counts_error_statuses_and_survives_closed_connections():
     assert result.completed == 0 and result.errors == {"HTTP 501": 20}
 
 
-def test_load_generator_signs_each_request_with_its_own_token_for_the_url_called(tmp_path):
-    ehr = BenchEhr()
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_load_generator_signs_each_request_with_its_own_token_for_the_url_called(tmp_path, alg):
+    ehr = BenchEhr(new_key(alg))
     load = Load(port=8123, path=scenarios.SERVICE_PATH, body=b"{}", requests=3, ehr=ehr)
     heads = load.heads(3)
     tokens = [head.split(b"Authorization: Bearer ")[1].split(b"\r\n")[0].decode() for head in heads]
-    key = next(iter(load_registry(str(ehr.write_registry(tmp_path / "clients.json")), ["ES384"])[ehr.iss]
+    key = next(iter(load_registry(str(ehr.write_registry(tmp_path / "clients.json")), [alg])[ehr.iss]
                     .pinned.values()))
-    claims = [jwt.decode(token, key, algorithms=["ES384"], audience="http://127.0.0.1:8123/cds-services/order-sign-crd",
+    claims = [jwt.decode(token, key, algorithms=[alg], audience="http://127.0.0.1:8123/cds-services/order-sign-crd",
                          issuer=ehr.iss) for token in tokens]
     assert len({c["jti"] for c in claims}) == 3
     assert all(head.endswith(b"\r\n\r\n") and b"Content-Length: 2\r\n" in head for head in heads)
