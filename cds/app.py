@@ -13,7 +13,8 @@ from cds.config import Settings
 from cds.cors import register_cors
 from cds.errors import register_error_handlers
 from cds.fhir import load_order_models
-from cds.ops import register_ops
+from cds.ops import add_readiness_check, register_ops
+from cds.readiness import StoreProbe, policies_loaded
 from cds.service import CoverageService
 from cds.store import Store
 
@@ -27,6 +28,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["cds"] = CoverageService(settings)
     app.extensions["cds_store"] = Store.from_settings(settings).start()
     register_ops(app, settings)
+    add_readiness_check(app, policies_loaded(app.extensions["cds"]))
+    add_readiness_check(app, StoreProbe(app.extensions["cds_store"]))
     register_cors(app, settings.cors_origins)
     register_auth(app, settings)
     register_error_handlers(app)

@@ -86,13 +86,18 @@ def coverage_information(decision: Decision, primary: bool = True) -> dict[str, 
 def coverage_action(decision: Decision, primary: bool = True) -> Action | None:
     """The system action that stores the assertion on the order: the whole order, with only the extension added.
 
-    An earlier assertion for the same coverage is replaced; assertions for other coverages are kept.
+    An earlier assertion for the same coverage is replaced; assertions for other coverages are kept. When the
+    order already carries this very assertion (only its date and id would change), there is no action: CRD
+    sends one only when something is new or changed (§resp-35).
     """
     extension = coverage_information(decision, primary)
     reference = decision.order.reference
     if extension is None or reference is None:  # nothing to point to, or an order the client cannot update
         return None
     resource = decision.order.resource
+    earlier = [e for e in resource.get("extension") or [] if _same_assertion(e, decision.coverage.reference)]
+    if any(_assertion_content(e) == _assertion_content(extension) for e in earlier):
+        return None
     kept = [e for e in resource.get("extension") or [] if not _same_assertion(e, decision.coverage.reference)]
     # A new top level with its own extension list; the rest is the order's, shared, as nothing changes it.
     resource = {**resource, "extension": [*kept, extension]}
@@ -103,6 +108,13 @@ def coverage_action(decision: Decision, primary: bool = True) -> Action | None:
         f"medical policy {policy.id} ({policy.title}).",
         resource=resource,
     )
+
+
+def _assertion_content(extension: dict[str, Any]) -> list[Any]:
+    """What an assertion says, leaving out when it was said and its id."""
+    parts = extension.get("extension") if isinstance(extension.get("extension"), list) else []
+    said = [p for p in parts if isinstance(p, dict) and p.get("url") not in ("date", "coverage-assertion-id")]
+    return sorted(said, key=repr)
 
 
 def _same_assertion(extension: Any, coverage: str | None) -> bool:

@@ -12,13 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from cds import metrics
 from cds.api import json_response
 from cds.config import Settings
-from cds.service import CoverageService
 from hooks import HOOKS
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cds.access")
 
-# A readiness check answers (name, ok, detail); the policy loader and the store add theirs at start-up.
+# A readiness check answers (name, ok, detail); create_app adds the policies' and the store's (cds/readiness.py).
 ReadinessCheck = Callable[[], tuple[str, bool, str]]
 
 # Polled every few seconds by orchestrators and scrapers: logged only at debug level unless they fail.
@@ -27,7 +26,7 @@ _PROBES = frozenset({"health", "ready", "metrics"})
 
 def register_ops(app: Flask, settings: Settings) -> None:
     """Register before any other request hook, so every answer is measured, refusals included."""
-    app.extensions["readiness_checks"] = [_coverage_service_built]
+    app.extensions["readiness_checks"] = []
     app.add_url_rule("/ready", "ready", ready)
     if settings.metrics_enabled:
         registry = metrics.exposition_registry()
@@ -76,7 +75,3 @@ def _run(check: ReadinessCheck) -> dict:
         name, ok, detail = getattr(check, "__name__", "check"), False, f"raised {type(exc).__name__}"
     return {"name": name, "ok": bool(ok), "detail": detail}
 
-
-def _coverage_service_built() -> tuple[str, bool, str]:
-    built = isinstance(current_app.extensions.get("cds"), CoverageService)
-    return "coverage-service", built, "built at start-up" if built else "not built"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -20,6 +21,8 @@ from cds.policy.orders import device_index
 from cds.prefetch import member_data
 from cds.protocol import Action, Card, CdsResponse, HookRequest
 from hooks.spec import Hook
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class CoverageService:
         facts = self.member_facts(request, client=client)
         today = date.today()
         decisions = [judge(match, facts.for_order(match.order, today), today) for match in found]
+        for match in found:  # R4 is checked only for orders the service speaks about: their integrators hear of it
+            if match.order.problems:
+                log.warning("%s departs from FHIR R4 (%s); its coverage information echoes it as sent",
+                            match.order.reference or match.order.resource_type, "; ".join(match.order.problems))
         return [
             Rendered(d, card_for(d, configuration, self.settings.payer_name), coverage_action(d, hook.primary))
             for d in decisions

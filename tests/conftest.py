@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,8 +18,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 from werkzeug.datastructures import Headers
 from werkzeug.serving import make_server
 
@@ -28,7 +25,7 @@ from cds.app import create_app
 from cds.config import Settings
 from cds.store import Store
 from tests import tokens
-from tests.postgres import postgres_server
+from tests.postgres import new_database, postgres_server
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parent.parent / "fhir_examples"
@@ -168,11 +165,5 @@ def empty_database_url(database_url, tmp_path) -> Iterator[str]:
     if database_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path}/empty.sqlite3"
         return
-    name = f"cds_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
+    with new_database(database_url) as url:
+        yield url

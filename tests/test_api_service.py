@@ -158,3 +158,16 @@ def test_too_many_draft_orders_is_400(client, order_sign):
     response = client.post("/cds-services/order-sign-crd", json=order_sign)
     assert response.status_code == 400
     assert outcome(response)["code"] == "too-costly"
+
+
+def test_a_matched_order_that_departs_from_r4_is_answered_and_its_problems_logged(client, caplog):
+    body = load("e0221-home-device.json")
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    order["status"] = 42
+    order["authoredOn"] = "last tuesday"
+    response = client.post("/cds-services/order-sign-crd", json=body)
+    assert response.status_code == 200 and len(response.get_json()["cards"]) == 1
+    [warning] = [r.getMessage() for r in caplog.records if "departs from FHIR R4" in r.getMessage()]
+    assert "DeviceRequest/dr-e0221-4821" in warning
+    assert "status" in warning and "authoredOn" in warning
+    assert "last tuesday" not in warning  # paths and rules, never the values a client sent

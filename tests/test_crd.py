@@ -112,7 +112,7 @@ def test_action_echoes_the_whole_order_with_only_the_extension_added(decision):
 
 
 def test_earlier_assertion_for_the_same_coverage_is_replaced_others_kept(decision):
-    ours = coverage_information(decision)
+    ours = coverage_information(dataclasses.replace(decision, reason="An earlier reason"))
     other_payer = {"url": COVERAGE_INFORMATION, "extension": [
         {"url": "coverage", "valueReference": {"reference": "Coverage/secondary"}}]}
     order = parse_draft_order({**ORDER, "extension": [ours, other_payer]})
@@ -195,3 +195,25 @@ def test_discovery_offers_a_switch_for_every_card_type_emitted(client):
     for service in client.get("/cds-services").get_json()["services"]:
         codes = {option["code"] for option in service["extension"]["davinci-crd.configuration-options"]}
         assert {"coverage-info", "off-guideline", "max-cards"} <= codes
+
+
+def test_an_order_already_carrying_the_same_assertion_gets_no_new_action(client):
+    from tests.conftest import load
+
+    body = load("e0221-home-device.json")
+    first = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    [action] = first["systemActions"]
+    body["context"]["draftOrders"]["entry"][0]["resource"] = action["resource"]  # as the EHR stored it
+    body["hookInstance"] = "b2c1f9de-6a55-4a57-9a0b-1f3c2e1d7a10"
+    again = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    assert len(again["cards"]) == 1
+    assert "systemActions" not in again  # nothing new or changed (CRD §resp-35)
+
+    stale = action["resource"]["extension"][-1]["extension"]
+    for part in stale:
+        if part["url"] == "reason":
+            part["valueCodeableConcept"]["text"] = "An older reason"
+    changed = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    [replaced] = changed["systemActions"]
+    assertions = [e for e in replaced["resource"]["extension"] if e["url"].endswith("ext-coverage-information")]
+    assert len(assertions) == 1  # the changed assertion replaced, not added to

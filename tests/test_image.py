@@ -1,18 +1,10 @@
-"""The container image's start command, configuration and healthcheck, run as-is outside Docker.
-
-CI has no Docker engine, so these tests read docker/Dockerfile and run its CMD (two gunicorn workers) and its
-HEALTHCHECK from the repository root, as the image does from /app with the same CDS_* environment.
-"""
+"""The container image's start command, configuration and healthcheck, run as-is outside Docker
+(tests/image.py): its CMD with two gunicorn workers, and its HEALTHCHECK."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shlex
-import signal
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,48 +15,22 @@ import yaml
 
 from tests import tokens
 from tests.conftest import load
-from tests.helpers import free_port, metric_value, wait_until_up
-
-ROOT = Path(__file__).parent.parent
-DOCKERFILE = ROOT / "docker" / "Dockerfile"
+from tests.helpers import free_port, metric_value
+from tests.image import (
+    ROOT,
+    clean_env,
+    final_stage,
+    here,
+    image_cmd,
+    image_env,
+    image_healthcheck,
+    image_servers,
+    instruction,
+)
 
 # What a request may carry that must never reach a log.
 ACCESS_TOKEN = "ya29.a0AfB-secret-access-token-7Qx"
 PATIENT_GIVEN, PATIENT_FAMILY = "Quintessa", "Marchbanks"
-
-
-def final_stage() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile's last stage, continuation lines joined."""
-    lines = re.sub(r"\\\n", " ", DOCKERFILE.read_text()).splitlines()
-    instructions = [tuple(line.strip().split(None, 1)) for line in lines if line.strip() and line[0] != "#"]
-    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
-    return [(word.upper(), rest) for word, rest in instructions[last_from:]]
-
-
-def instruction(name: str) -> str:
-    return [rest for word, rest in final_stage() if word == name][-1]
-
-
-def image_cmd() -> list[str]:
-    return json.loads(instruction("CMD"))
-
-
-def image_healthcheck() -> list[str]:
-    return json.loads(instruction("HEALTHCHECK").split(" CMD ", 1)[1])
-
-
-def image_env() -> dict[str, str]:
-    return dict(item.split("=", 1) for _, rest in final_stage() if _ == "ENV" for item in shlex.split(rest))
-
-
-def here(argv: list[str]) -> list[str]:
-    """The image's command with its program taken from this virtualenv (python, gunicorn)."""
-    program = sys.executable if argv[0] == "python" else str(Path(sys.executable).with_name(argv[0]))
-    return [program, *argv[1:]]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))}
 
 
 @dataclass
@@ -76,7 +42,8 @@ class Server:
     metrics_dir: Path
 
     def log_records(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
+        """Every complete line: the last may still be being written by a worker."""
+        return [json.loads(line) for line in self.log.read_text().split("\n")[:-1]]
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +53,14 @@ def server(tmp_path_factory):
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"a previous run's counts")
     port = free_port()
-    env = clean_env() | image_env() | {
-        "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port), "CDS_WORKERS": "2", "CDS_LOG_LEVEL": "DEBUG",
+    settings = {
+        "CDS_PORT": str(port), "CDS_WORKERS": "2", "CDS_LOG_LEVEL": "DEBUG",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CDS_CLIENTS_FILE": str(tokens.write_registry(tmp)),
         "CDS_PUBLIC_BASE_URL": tokens.BASE, "CDS_DATA_DIR": str(tmp),
     }
-    argv = here(image_cmd())
     log = tmp / "stderr.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", process)
-        yield Server(argv, f"http://127.0.0.1:{port}", port, log, metrics_dir)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
+    with image_servers((settings, log)) as [url]:
+        yield Server(here(image_cmd()), url, port, log, metrics_dir)
 
 
 def test_the_server_under_test_runs_the_image_command(server):
@@ -121,7 +81,7 @@ def test_health_and_ready(server):
     assert requests.get(f"{server.url}/health", timeout=5).json() == {"status": "ok"}
     ready = requests.get(f"{server.url}/ready", timeout=5)
     assert ready.status_code == 200
-    assert ready.json()["checks"] == [{"name": "coverage-service", "ok": True, "detail": "built at start-up"}]
+    assert [(check["name"], check["ok"]) for check in ready.json()["checks"]] == [("policies", True), ("store", True)]
 
 
 def test_healthcheck_command_passes_while_serving_and_fails_when_nothing_answers(server):

@@ -14,13 +14,6 @@ def scrape(client) -> str:
     return response.get_data(as_text=True)
 
 
-def test_ready_when_the_service_is_built(client):
-    response = client.get("/ready")
-    assert response.status_code == 200
-    assert response.get_json() == {"status": "ready", "checks": [
-        {"name": "coverage-service", "ok": True, "detail": "built at start-up"}]}
-
-
 def test_a_failing_or_raising_check_makes_ready_503_naming_it(app, client):
     add_readiness_check(app, lambda: ("policies", False, "no policy loaded"))
 
