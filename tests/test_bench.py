@@ -46,8 +46,8 @@ def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
             assert figures["recording_cost"]["throughput_ratio"] > 0
     # Member data came from the FHIR server, with the access token the request carried.
     fetched = report["http"]["fallback-fetch"]["fhir_fetches"]
-    assert fetched["Patient"] == fetched["Coverage"] == fetched["Condition"] >= 50
-    assert fetched["with-access-token"] == 3 * fetched["Patient"]
+    assert min(fetched["Patient"], fetched["Coverage"], fetched["Condition"]) >= 50
+    assert fetched["with-access-token"] == fetched["Patient"] + fetched["Coverage"] + fetched["Condition"]
     assert all(not figures["fhir_fetches"] for name, figures in report["http"].items() if name != "fallback-fetch")
     # Every signed call the recording services answered is in their audit stores.
     assert report["records"]["hook_calls_recorded"] == report["records"]["hook_calls_sent"] > 5 * 50
