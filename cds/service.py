@@ -43,9 +43,6 @@ class CoverageService:
         self.fetcher = FhirFetcher(settings)
         self.plans = load_plan_directory(settings.plan_directory) if settings.plan_directory else None
 
-    def answer(self, hook: Hook, request: HookRequest, client: CdsClient | None = None) -> CdsResponse:
-        return self.respond(hook, request, client)[0]
-
     def respond(self, hook: Hook, request: HookRequest,
                 client: CdsClient | None = None) -> tuple[CdsResponse, list[Rendered]]:
         """The answer and the decisions behind it (for the audit record). `client`: the authenticated caller,
