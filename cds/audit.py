@@ -35,6 +35,7 @@ def call_records(
     """The call and its decisions as records; `payloads` (request, response JSON) only with capture on."""
     now = datetime.now(UTC)
     sent_cards = {card.uuid for card in response.cards} if response else set()
+    codes = {id(order): order_codes(order.resource) for order in request.draft_orders}
     call = HookCall(
         time=now,
         service_id=service_id,
@@ -42,7 +43,7 @@ def call_records(
         hook_instance=request.hook_instance,
         status=status,
         latency_ms=latency_ms,
-        orders=tuple(JudgedOrder(order.reference, order_codes(order.resource)) for order in request.draft_orders),
+        orders=tuple(JudgedOrder(order.reference, codes[id(order)]) for order in request.draft_orders),
         client_iss=client.iss if client else None,
         client_tenant=client.tenant if client else None,
         patient_id=request.patient_id,
@@ -57,7 +58,7 @@ def call_records(
             coverage_assertion_id=decision.assertion_id,
             hook_instance=request.hook_instance,
             order_reference=decision.order.reference,
-            order_codes=order_codes(decision.order.resource),
+            order_codes=codes.get(id(decision.order)) or order_codes(decision.order.resource),
             policy_id=decision.policy_id,
             policy_version=decision.policy_version,
             outcome=COVERED_CODE[decision.outcome],

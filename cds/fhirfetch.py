@@ -164,7 +164,9 @@ class FhirFetcher:
         allowed = tuple(self.allowed if allowed is None else allowed)
         refusal = fhir_server_refusal(fhir_server, allowed, self.demo)
         if refusal:
-            return {key: FetchError(refusal, "refused") for key in wanted}
+            refused = {key: FetchError(refusal, "refused") for key in wanted}
+            _count(wanted, refused)
+            return refused
         call = _Call(fhir_server, token, deadline, allowed, self.demo)
         futures = {key: self.pool.submit(self._fetch, call, item) for key, item in wanted.items()}
         wait(futures.values(), timeout=max(0.0, deadline.remaining()))

@@ -68,3 +68,27 @@ def test_metrics_can_be_switched_off(settings):
     response = client.get("/metrics")
     assert response.status_code == 404
     outcome(response)
+
+
+def test_the_pipeline_counts_its_decisions_and_fallback_fetches(client):
+    from tests.conftest import load
+
+    def count(text, name, **labels):
+        return metric_value(text, name, **labels)
+
+    before = client.get("/metrics").get_data(as_text=True)
+    assert client.post("/cds-services/order-sign-crd", json=load("e0221-home-device.json")).status_code == 200
+    body = load("e0221-home-device.json")
+    body.pop("prefetch")
+    body["fhirServer"] = "https://fhir.not-registered.example/r4"  # refused before any connection
+    assert client.post("/cds-services/order-sign-crd", json=body).status_code == 200
+    after = client.get("/metrics").get_data(as_text=True)
+    decisions = {"policy": "DME101.045", "outcome": "not-covered"}
+    assert count(after, "cds_decisions_total", **decisions) - count(before, "cds_decisions_total", **decisions) == 2
+    for resource in ("Patient", "Coverage", "Condition"):
+        fetched = {"resource": resource}
+        failed = {"resource": resource, "reason": "refused"}
+        assert count(after, "cds_fallback_fetches_total", **fetched) - \
+            count(before, "cds_fallback_fetches_total", **fetched) == 1
+        assert count(after, "cds_fallback_fetch_failures_total", **failed) - \
+            count(before, "cds_fallback_fetch_failures_total", **failed) == 1
