@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import math
 import threading
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
+import orjson
 import requests
 import yaml
 from flask import Flask, Request, current_app, g, request
@@ -253,11 +256,8 @@ class Authenticator:
         """Check `token` for a call to `path`, in the CDS Hooks best-practice order; Refused says why not."""
         if len(token) > MAX_TOKEN_CHARS:
             raise Refused("token too long")
-        try:
-            unverified = jwt.decode_complete(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise Refused(f"not a readable JWT ({quote(exc, 120)})") from None
-        header, iss = unverified["header"], unverified["payload"].get("iss")
+        header, unverified = _peek(token) or _read_unverified(token)
+        iss = unverified.get("iss")
         alg, kid, jku = header.get("alg"), header.get("kid"), header.get("jku")
         if alg not in self.algorithms:  # never `none` or HMAC: Settings refuses to allow them
             raise Refused(f"alg {quote(alg)} is not allowed")
@@ -274,6 +274,10 @@ class Authenticator:
         try:
             claims = jwt.decode(token, key, algorithms=[alg], audience=self.audiences(path), issuer=client.iss,
                                 leeway=self.skew, options={"require": REQUIRED_CLAIMS})
+        except jwt.InvalidSignatureError as exc:
+            raise Refused(f"{type(exc).__name__} ({quote(exc, 120)}) for iss {quote(iss, 200)}") from None
+        except jwt.DecodeError as exc:  # malformed in a way the lenient peek let through
+            raise Refused(f"not a readable JWT ({quote(exc, 120)})") from None
         except jwt.PyJWTError as exc:
             raise Refused(f"{type(exc).__name__} ({quote(exc, 120)}) for iss {quote(iss, 200)}") from None
         tenant = claims.get("tenant")
@@ -293,6 +297,27 @@ class Authenticator:
         """`aud` values accepted for a call to `path`: each public base URL plus the path, one trailing slash
         allowed. Never request.url: proxies and host aliases change it."""
         return [f"{base}{path}{slash}" for base in self.bases for slash in ("", "/")]
+
+
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The header and claims, unverified and read leniently, only to choose the key: PyJWT reads the token
+    strictly, once, as it verifies it. None when they cannot be read so (PyJWT then says why)."""
+    try:
+        parts = [orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+                 for segment in token.split(".")[:2]]
+    except (ValueError, binascii.Error):  # orjson.JSONDecodeError is a ValueError
+        return None
+    if len(parts) == 2 and all(isinstance(part, dict) for part in parts):
+        return parts[0], parts[1]
+    return None
+
+
+def _read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        unverified = jwt.decode_complete(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise Refused(f"not a readable JWT ({quote(exc, 120)})") from None
+    return unverified["header"], unverified["payload"]
 
 
 def register_auth(app: Flask, settings: Settings) -> None:

@@ -112,6 +112,7 @@ class Settings:
     mandate_child_age_limit: int = DEFAULT_CHILD_AGE_LIMIT
     mandate_diagnoses_file: str = ""
     strict_crd: bool = False
+    r4_check_interval_ms: int = 1000  # decided orders checked against R4: one call's per client per interval
     served_payers: tuple[str, ...] = ()
     clients_file: str = ""
     jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")

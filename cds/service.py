@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -10,6 +9,7 @@ from datetime import date
 from cds.auth import CdsClient
 from cds.cards import card_for, select_cards
 from cds.config import Settings
+from cds.conformance import DepartureLog
 from cds.crd import Configuration, coverage_action
 from cds.errors import BadRequest
 from cds.facts import MemberFacts, member_facts, strict_coverage_problem
@@ -21,8 +21,6 @@ from cds.policy.orders import device_index
 from cds.prefetch import member_data
 from cds.protocol import Action, Card, CdsResponse, HookRequest
 from hooks.spec import Hook
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,7 @@ class CoverageService:
         self.policies = configured_policies(settings)
         self.fetcher = FhirFetcher(settings)
         self.plans = load_plan_directory(settings.plan_directory) if settings.plan_directory else None
+        self.departures = DepartureLog(settings.r4_check_interval_ms)
 
     def respond(self, hook: Hook, request: HookRequest,
                 client: CdsClient | None = None) -> tuple[CdsResponse, list[Rendered]]:
@@ -63,10 +62,8 @@ class CoverageService:
         facts = self.member_facts(request, client=client)
         today = date.today()
         decisions = [judge(match, facts.for_order(match.order, today), today) for match in found]
-        for match in found:  # R4 is checked only for orders the service speaks about: their integrators hear of it
-            if match.order.problems:
-                log.warning("%s departs from FHIR R4 (%s); its coverage information echoes it as sent",
-                            match.order.reference or match.order.resource_type, "; ".join(match.order.problems))
+        # R4 is checked only for orders the service speaks about: their integrators hear of it.
+        self.departures.check((match.order for match in found), client.iss if client else None)
         return [
             Rendered(d, card_for(d, configuration, self.settings.payer_name), coverage_action(d, hook.primary))
             for d in decisions

@@ -160,14 +160,34 @@ def test_too_many_draft_orders_is_400(client, order_sign):
     assert outcome(response)["code"] == "too-costly"
 
 
-def test_a_matched_order_that_departs_from_r4_is_answered_and_its_problems_logged(client, caplog):
+def departing_order_sign() -> dict:
     body = load("e0221-home-device.json")
     order = body["context"]["draftOrders"]["entry"][0]["resource"]
     order["status"] = 42
     order["authoredOn"] = "last tuesday"
-    response = client.post("/cds-services/order-sign-crd", json=body)
+    return body
+
+
+def departure_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "departs from FHIR R4" in r.getMessage()]
+
+
+def test_a_matched_order_that_departs_from_r4_is_answered_and_its_problems_logged(client, caplog):
+    response = client.post("/cds-services/order-sign-crd", json=departing_order_sign())
     assert response.status_code == 200 and len(response.get_json()["cards"]) == 1
-    [warning] = [r.getMessage() for r in caplog.records if "departs from FHIR R4" in r.getMessage()]
+    [warning] = departure_warnings(caplog)
     assert "DeviceRequest/dr-e0221-4821" in warning
     assert "status" in warning and "authoredOn" in warning
     assert "last tuesday" not in warning  # paths and rules, never the values a client sent
+
+
+def test_r4_departures_are_checked_on_one_call_per_client_and_interval_or_on_every_call(make_app, caplog):
+    sampled = make_app(r4_check_interval_ms=600_000).test_client()
+    for _ in range(3):
+        assert sampled.post("/cds-services/order-sign-crd", json=departing_order_sign()).status_code == 200
+    assert len(departure_warnings(caplog)) == 1  # the first call's order; the others fall in its interval
+    caplog.clear()
+    every = make_app(r4_check_interval_ms=0).test_client()
+    for _ in range(3):
+        assert every.post("/cds-services/order-sign-crd", json=departing_order_sign()).status_code == 200
+    assert len(departure_warnings(caplog)) == 3

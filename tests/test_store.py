@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,12 +12,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from cds.store import FeedbackReceipt, FeedbackRecord, Store, store_failures
-from cds.store.engine import head_revision
+from cds.store.engine import head_revision, replay_url
 from cds.store.schema import decision, hook_call, metadata
 from tests.records import E0221, a_call, a_decision
 
@@ -133,6 +135,29 @@ def test_a_jwt_id_is_a_replay_the_second_time_until_it_expires(store):
     assert store.seen_jti("https://other.example.org", jti, expires) is False  # ids are per issuer
     assert store.seen_jti("iss", jti, datetime.now(UTC) + timedelta(minutes=5)) is False  # a datetime works too
     assert store.seen_jti("iss", jti, datetime.now(UTC) + timedelta(minutes=5)) is True
+
+
+def test_on_sqlite_replay_checks_do_not_wait_for_the_audit_write_lock(sqlite_url):
+    store = Store(sqlite_url).start()
+    assert store.replay_url != store.url  # a file of its own beside the store's
+    writer = sqlite3.connect(make_url(sqlite_url).database, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the store's write lock held, as the audit writer holds it mid-batch
+    try:
+        assert store.seen_jti("iss", str(uuid.uuid4()), time.time() + 60) is False  # would fail after the busy timeout
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        store.close()
+
+
+@pytest.mark.parametrize(("url", "replay"), [
+    ("sqlite:////data/cds.sqlite3", "sqlite:////data/cds-replay.sqlite3"),
+    ("sqlite:///relative/audit.db", "sqlite:///relative/audit-replay.db"),
+    ("sqlite:///file:store?mode=memory&uri=true", "sqlite:///file:store?mode=memory&uri=true"),
+    ("postgresql+psycopg://cds:secret@db:5432/cds", "postgresql+psycopg://cds:secret@db:5432/cds"),
+])
+def test_seen_jwt_ids_get_a_sqlite_file_of_their_own_and_share_any_other_database(url, replay):
+    assert replay_url(url) == replay
 
 
 def test_expired_jwt_ids_are_purged(database_url):

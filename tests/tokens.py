@@ -61,7 +61,7 @@ def sign_raw(payload: dict, header: dict, key: Any = EC_KEY, alg: str = "ES384")
     return jwt.api_jws.encode(json.dumps(payload).encode(), key, algorithm=alg, headers=header)
 
 
-def b64(data: dict) -> str:
+def b64(data: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 

@@ -14,8 +14,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from cds.config import parse_database_url
+from cds.store.schema import seen_jti
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-connection chatter; the outcome is logged here
@@ -48,6 +50,27 @@ def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, autocommit: bo
     engine = create_engine(parsed, pool_timeout=BUSY_TIMEOUT_MS / 1000, **options)
     _configure_sqlite(engine, busy_timeout_ms, begin=not autocommit)
     return engine
+
+
+def replay_url(url: str) -> str:
+    """Where seen JWT ids are kept. On SQLite, a file of their own beside the store's: SQLite has one write
+    lock per file, and a call's replay check should not wait while the audit writer commits a batch. Elsewhere
+    (and for a URI-form SQLite database) the store's own database."""
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
+        return url
+    path = Path(parsed.database)
+    return parsed.set(database=str(path.with_name(f"{path.stem}-replay{path.suffix}"))).render_as_string(
+        hide_password=False)
+
+
+def create_replay_table(engine: Engine) -> None:
+    """The seen-id table in a replay file of its own (the store's migrations make it in the store's database).
+    Idempotent, so workers starting together may all run it."""
+    with engine.connect() as connection:
+        connection.execute(CreateTable(seen_jti, if_not_exists=True))
+        for index in seen_jti.indexes:
+            connection.execute(CreateIndex(index, if_not_exists=True))
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int, begin: bool = True) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cds.config import Settings
 from cds.errors import CdsError, quote
-from cds.store.engine import make_engine, migrate
+from cds.store.engine import create_replay_table, make_engine, migrate, replay_url
 from cds.store.records import DecisionRecord, FeedbackRecord, HookCall
 from cds.store.schema import decision, feedback, hook_call, seen_jti
 from cds.store.writer import BackgroundWriter
@@ -105,7 +105,10 @@ class Store:
         self.retention_days = retention_days
         self.engine: Engine = make_engine(url)
         self._reader = self.engine.execution_options(sqlite_begin="DEFERRED")  # reads take no write lock
-        self._autocommit = make_engine(url, autocommit=True)  # for writes that are one statement
+        # Seen JWT ids: one self-committing insert a call (a transaction around it would only add round trips
+        # and, on SQLite, lock waits), in a database file of their own on SQLite (see `replay_url`).
+        self.replay_url = replay_url(url)
+        self._replay = make_engine(self.replay_url, autocommit=True)
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._jti_insert = dialect.insert(seen_jti).on_conflict_do_nothing().returning(seen_jti.c.jti)
@@ -133,7 +136,7 @@ class Store:
     def close(self) -> None:
         self._writer.close()
         self.engine.dispose()
-        self._autocommit.dispose()
+        self._replay.dispose()
 
     # ------------------------------------------------------------------------------------------ writes
 
@@ -197,9 +200,9 @@ class Store:
         purge_now = time.monotonic() >= self._next_jti_purge
         if purge_now:
             expired = delete(seen_jti).where(seen_jti.c.expires_at < datetime.now(UTC))
-            self._run("jti", lambda connection: connection.execute(expired), autocommit=True)
+            self._run("jti", lambda connection: connection.execute(expired), replay=True)
         replay = self._run("jti", lambda connection: connection.execute(self._jti_insert, row).first() is None,
-                           autocommit=True)  # no row inserted: seen before
+                           replay=True)  # no row inserted: seen before
         if purge_now:
             self._next_jti_purge = time.monotonic() + JTI_PURGE_EVERY_S
         return replay
@@ -210,16 +213,14 @@ class Store:
         now = now or datetime.now(UTC)
         cutoff = now - timedelta(days=self.retention_days if retention_days is None else retention_days)
 
-        def write(connection: Connection) -> PurgeReport:
-            payloads = connection.execute(
-                update(hook_call)
-                .where(hook_call.c.time < cutoff, or_(hook_call.c.request.is_not(None),
-                                                      hook_call.c.response.is_not(None)))
-                .values(request=None, response=None))
-            jtis = connection.execute(delete(seen_jti).where(seen_jti.c.expires_at < now))
-            return PurgeReport(payloads.rowcount, jtis.rowcount)
-
-        return self._run("purge", write)
+        clear = (update(hook_call)
+                 .where(hook_call.c.time < cutoff, or_(hook_call.c.request.is_not(None),
+                                                       hook_call.c.response.is_not(None)))
+                 .values(request=None, response=None))
+        payloads = self._run("purge", lambda connection: connection.execute(clear).rowcount)
+        expired = delete(seen_jti).where(seen_jti.c.expires_at < now)
+        jtis = self._run("purge", lambda connection: connection.execute(expired).rowcount, replay=True)
+        return PurgeReport(payloads, jtis)
 
     # ------------------------------------------------------------------------------------------- reads
 
@@ -356,16 +357,18 @@ class Store:
         with self._schema_lock:
             if not self._schema_ready:
                 migrate(self.url)
+                if self.replay_url != self.url:
+                    create_replay_table(self._replay)
                 self._schema_ready = True
 
     def _run(self, operation: str, work: Callable[[Connection], T], reading: bool = False, failures: int = 1,
-             autocommit: bool = False) -> T:
-        """Run `work` in one transaction (`autocommit`: each statement in its own). Any failure is logged
-        (without data), counted as `failures`, and raised as StoreUnavailable. A pooled connection the database
-        dropped is retried once on a fresh one."""
+             replay: bool = False) -> T:
+        """Run `work` in one transaction (`replay`: on the seen-id database, each statement in its own). Any
+        failure is logged (without data), counted as `failures`, and raised as StoreUnavailable. A pooled
+        connection the database dropped is retried once on a fresh one."""
         try:
             for attempt in (1, 2):
-                connection = self._connect(self._autocommit if autocommit else self._reader if reading
+                connection = self._connect(self._replay if replay else self._reader if reading
                                            else self.engine)
                 try:
                     with connection, connection.begin():
