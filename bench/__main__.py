@@ -28,7 +28,7 @@ from bench.ehr import ALGORITHMS, BenchEhr, new_key
 from bench.fhir_server import FhirServer
 from bench.load import Load, run
 from cds.config import Settings
-from cds.gunicorn_config import WORKER_TIMEOUT_SECONDS
+from cds.gunicorn_config import gunicorn_options
 from tests.postgres import postgres_server
 
 DEFAULT_OUTPUT = servers.ROOT / "bench" / "results" / "latest.json"
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         print(compare_table(compare(args.compare)))
         return 0
-    settings = Settings.from_env({})
+    gunicorn = gunicorn_options(Settings.from_env({}))
     result: dict[str, Any] = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench", *argv]),
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "requests": args.requests, "rounds": args.rounds, "time_limit_s": args.time_limit,
             "connections": args.connections, "generator_processes": args.processes,
             "warmup_per_connection": args.warmup, "jwt_alg": args.jwt_alg,
-            "gunicorn": {"workers": settings.workers, "threads": settings.threads, "worker_class": "gthread",
-                         "timeout_s": WORKER_TIMEOUT_SECONDS},
+            "gunicorn": {name: gunicorn[name] for name in ("workers", "threads", "worker_class", "timeout")},
         },
         "load_generator": LOAD_GENERATOR,
         "store": "PostgreSQL" if args.postgres else "SQLite",

@@ -90,7 +90,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
-    threads: int = 4
+    threads: int = 2
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_enabled: bool = True

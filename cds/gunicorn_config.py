@@ -8,9 +8,13 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from glob import glob
 from pathlib import Path
 from typing import Any
+
+from gunicorn import glogging
+from gunicorn.workers.gthread import ThreadWorker
 
 from cds.config import Settings
 from cds.logs import logging_config
@@ -21,6 +25,9 @@ WORKER_TIMEOUT_SECONDS = 4
 GRACEFUL_TIMEOUT_SECONDS = 10
 
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# A worker holding n connections waits n steps (at most ACCEPT_DELAY_STEPS) before it accepts another.
+ACCEPT_DELAY_STEP_S = 0.0001
+ACCEPT_DELAY_STEPS = 10
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -31,7 +38,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "bind": f"{host}:{settings.port}",
         "workers": settings.workers,
         "threads": settings.threads,
-        "worker_class": "gthread",
+        "worker_class": f"{__name__}.{SpreadingThreadWorker.__qualname__}",
         "timeout": WORKER_TIMEOUT_SECONDS,
         "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
         "keepalive": 5,
@@ -42,6 +49,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # The worker heartbeat file on a memory filesystem: a container's overlay disk can stall it.
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         "accesslog": None,  # the app writes its own access lines, with service, status and latency
+        "logger_class": f"{__name__}.{NoAccessLinesLogger.__qualname__}",
         "loglevel": settings.log_level.lower(),
         "logconfig_dict": logging_config(settings),
         "proc_name": "cds",
@@ -51,6 +59,28 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     if settings.metrics_enabled:
         options.update(on_starting=prepare_metrics_dir, child_exit=forget_worker, on_exit=remove_metrics_dir)
     return options
+
+
+class SpreadingThreadWorker(ThreadWorker):
+    """Gunicorn's gthread worker, spreading new connections evenly over the workers.
+
+    Every worker wakes for a new connection and the first to accept it keeps it for as long as the client
+    keeps it alive, and EHRs and proxies keep a few connections alive for long. Left to that race, one worker
+    took 14 of 16 connections opened together and served them on one core while the other idled. Here a worker
+    waits a moment for each connection it already holds before accepting, so the one holding fewer wins."""
+
+    def accept(self, *args: Any) -> None:
+        if self.nr_conns and self.cfg.workers > 1:
+            time.sleep(min(self.nr_conns, ACCEPT_DELAY_STEPS) * ACCEPT_DELAY_STEP_S)
+        super().accept(*args)
+
+
+class NoAccessLinesLogger(glogging.Logger):
+    """Gunicorn's logger without its access lines. The app logs each request itself (cds.access); gunicorn
+    would otherwise build every request's log fields, headers and environ included, only to drop them."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        pass
 
 
 _owned_metrics_dir: str | None = None

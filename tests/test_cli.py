@@ -3,8 +3,11 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import requests
@@ -49,9 +52,37 @@ def test_serve_runs_the_shared_gunicorn_configuration():
     assert process.returncode == 0
     assert metric_value(metrics, "cds_http_requests_total", endpoint="discovery", status="200") == 1
     records = [json.loads(line) for line in stderr.splitlines() if not line.startswith("CDS service on")]
-    assert {"gunicorn.error", "cds.access"} <= {record["logger"] for record in records}
+    loggers = {record["logger"] for record in records}
+    assert {"gunicorn.error", "cds.access"} <= loggers and "gunicorn.access" not in loggers  # the app's lines only
     metrics_dir = next(r["message"].rsplit(" ", 1)[1] for r in records if r["message"].startswith("metrics of"))
     assert not Path(metrics_dir).exists()
+
+
+def test_serve_spreads_connections_kept_alive_over_its_workers(tmp_path):
+    """An EHR keeps a few connections open for long; each worker must get its share of them, or one core
+    serves them all while the other idles (left to gunicorn's accept race: 14 or all 16 of 16 on one)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | {
+        "CDS_DATA_DIR": str(tmp_path), "CDS_LOG_FORMAT": "json"}
+    process = subprocess.Popen([CDS, "serve", "--port", str(port), "--workers", "2"], stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", process)
+        time.sleep(0.5)  # both workers booted, the probe's connection closed
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
+        for connection in connections:
+            connection.sendall(b"GET /cds-services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for connection in connections:
+            assert connection.makefile("rb").readline().startswith(b"HTTP/1.1 200")
+            connection.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    served = Counter(record["pid"] for record in records
+                     if record["logger"] == "cds.access" and record["message"].startswith("GET /cds-services 200"))
+    assert sum(served.values()) == 16
+    assert len(served) == 2 and min(served.values()) >= 4, served
 
 
 def test_demo_refuses_a_non_loopback_host():
