@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uuid import uuid4
+from uuid_utils.compat import uuid7
 
 from cds.crd import Configuration
 from cds.policy.decision import Decision, Outcome
@@ -36,10 +36,10 @@ def card_for(decision: Decision, configuration: Configuration, payer_name: str) 
     denial = decision.outcome is not Outcome.COVERED_WITH_PA
     removable = reference if denial else None
     actions = [Action(type="delete", description=f"Remove the order for {decision.item}.", resource_id=removable)]
-    suggestions = [Suggestion(label=f"Remove the order for {decision.item}", uuid=str(uuid4()), actions=actions)]
+    suggestions = [Suggestion(label=f"Remove the order for {decision.item}", uuid=str(uuid7()), actions=actions)]
     reasons = [*OVERRIDE_REASONS, *([NOT_THIS_ITEM] if decision.match.basis == "text" else [])] if denial else []
     return Card(
-        uuid=str(uuid4()),
+        uuid=str(uuid7()),
         summary=summary(decision),
         indicator=decision.indicator,
         detail=detail(decision),

@@ -50,6 +50,23 @@ def test_each_decision_is_found_by_the_coverage_assertion_id_it_was_answered_wit
     assert report["status"] == 200 and report["coverage_reference"].startswith("Coverage/")
 
 
+def test_record_keys_the_service_mints_are_time_ordered_uuids(audited):
+    """UUIDv7: each new record lands at the end of its indexes, not on a random page of them."""
+    client, store = audited
+    assertions, cards = [], []
+    for _ in range(3):
+        answer = client.post(SERVICE, json=load("e0221-home-device.json")).get_json()
+        assertions += [uuid.UUID(i) for i in assertion_ids(answer)]
+        cards += [uuid.UUID(card["uuid"]) for card in answer["cards"]]
+    store.flush()
+    with store.engine.connect() as connection:
+        newest = connection.execute(select(hook_call.c.id).order_by(hook_call.c.time.desc()).limit(3)).scalars()
+        calls = [uuid.UUID(call) for call in reversed(list(newest))]
+    for ids in (assertions, cards, calls):
+        assert [i.version for i in ids] == [7, 7, 7]
+        assert ids == sorted(ids)  # later calls, later keys
+
+
 def test_feedback_on_a_card_joins_its_decision_even_when_it_arrives_before_the_record(audited):
     client, store = audited
     answer = client.post(SERVICE, json=load("e0221-home-device.json")).get_json()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, bindparam, case, delete, distinct, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
+from uuid_utils.compat import uuid7
 
 from cds.config import Settings
 from cds.errors import CdsError, quote
@@ -292,7 +292,7 @@ class Store:
         """Record hook calls and their decisions in one transaction (two multi-row inserts)."""
         call_rows, decision_rows = [], []
         for call, decisions in batch:
-            call_id = str(uuid.uuid4())
+            call_id = str(uuid7())
             call_rows.append({
                 "id": call_id, "time": call.time, "service_id": call.service_id, "hook": call.hook,
                 "hook_instance": call.hook_instance, "client_iss": call.client_iss,
