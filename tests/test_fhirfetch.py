@@ -122,6 +122,7 @@ def test_refused_server_gets_no_connection_at_all(listener):
 
 def test_read_sends_accept_and_bearer_token(fetcher, fhir_server):
     fhir_server.expect_request("/fhir/Patient/p1", headers={"Accept": "application/fhir+json",
+                                                             "Accept-Encoding": "gzip, deflate",
                                                              "Authorization": "Bearer secret-token"}
                                ).respond_with_json(PATIENT)
     result, _ = fetch_one(fetcher, fhir_server.url_for("/fhir"))
