@@ -61,6 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="algorithm the bench EHR signs its calls with (ES384)")
     parser.add_argument("--recording-cost", action="store_true",
                         help="also load the service with audit recording switched off (bench/unrecorded.py)")
+    parser.add_argument("--jwt-baseline", action="store_true",
+                        help="also load a baseline that checks each call's JWT as the service does (bench/baseline.py)")
     parser.add_argument("--no-http", action="store_true", help="skip the load on the servers")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process figures")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON report ({DEFAULT_OUTPUT})")
@@ -174,6 +176,8 @@ def load_scenarios(args: argparse.Namespace, setup: servers.ServiceSetup, stack:
         }
         if args.recording_cost and not scenario.demo:
             roles["unrecorded"] = server("unrecorded", partial(servers.service, setup=setup, recording=False))
+        if args.jwt_baseline:
+            roles["baseline-jwt"] = server("baseline-jwt", partial(servers.token_checking_baseline, setup=setup))
         figures[name] = scenario_figures(scenario, roles, fhir, ehr, args)
     return figures
 
@@ -196,6 +200,8 @@ def scenario_figures(scenario: scenarios.Scenario, roles: dict[str, servers.Serv
     figures["fhir_fetches"] = {k: v for k, v in fetches.items() if v}
     figures["fhir_server_expected"] = "prefetch" not in scenario.body
     figures["ratio"] = report.ratios(figures["service"], figures["baseline"])
+    if "baseline-jwt" in figures:
+        figures["ratio_to_jwt_baseline"] = report.ratios(figures["service"], figures["baseline-jwt"])
     if "unrecorded" in figures:
         figures["recording_cost"] = report.recording_cost(rounds["service"], rounds["unrecorded"])
     return figures

@@ -13,7 +13,7 @@ TARGET_RATIO = 0.6
 TARGET_P99_MS = 25.0
 TARGET_CONNECTIONS = 16
 TARGET_RECORDING_RATIO = 0.9  # recording may cut throughput by at most 10 % (the audit store's target)
-ROLES = ("service", "baseline", "unrecorded")
+ROLES = ("service", "baseline", "baseline-jwt", "unrecorded")
 
 
 def machine() -> dict[str, Any]:
@@ -102,7 +102,7 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
 
 def table(report: dict[str, Any]) -> str:
     """The HTTP figures, one row per server and scenario, then the in-process figures and targets."""
-    header = (f"{'scenario':<16}{'server':<10}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    header = (f"{'scenario':<16}{'server':<12}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
               f"{'max ms':>9}{'ok':>7}{'errors':>8}{'server':>8}{'gen':>6}{'other':>7}")
     lines = [header, "-" * len(header)]
     for name, run in report["http"].items():
@@ -110,13 +110,15 @@ def table(report: dict[str, Any]) -> str:
             r = run[server]
             lat = r["latency_ms"]
             lines.append(
-                f"{name if server == 'service' else '':<16}{server:<10}{r['throughput_rps']:>9.0f}"
+                f"{name if server == 'service' else '':<16}{server:<12}{r['throughput_rps']:>9.0f}"
                 f"{_num(lat['p50'])}{_num(lat['p95'])}{_num(lat['p99'])}{_num(lat['max'])}"
                 f"{r['completed']:>7}{sum(r['errors'].values()):>8}{_num(r.get('server_cpu_cores'), 2, 8)}"
                 f"{_num(r['client_cpu_cores'], 2, 6)}{_num(r.get('other_cpu_cores'), 2, 7)}")
-        q = run["ratio"]
-        lines.append(f"{'':<16}{'ratio':<10}{_num(q['throughput'], 2)}{_num(q['p50'], 2)}{_num(q['p95'], 2)}"
-                     f"{_num(q['p99'], 2)}")
+        for label, key in (("ratio", "ratio"), ("ratio-jwt", "ratio_to_jwt_baseline")):
+            if key in run:
+                q = run[key]
+                lines.append(f"{'':<16}{label:<12}{_num(q['throughput'], 2)}{_num(q['p50'], 2)}{_num(q['p95'], 2)}"
+                             f"{_num(q['p99'], 2)}")
         if "recording_cost" in run:
             cost = run["recording_cost"]
             lines.append(f"{'':<16}recording: throughput {_num(cost['throughput_ratio'], 3, 0).strip()} of not "

@@ -135,6 +135,14 @@ def baseline(port: int, workdir: Path) -> Server:
     return Server("baseline", argv, port, server_env({}), workdir)
 
 
+def token_checking_baseline(port: int, setup: ServiceSetup) -> Server:
+    """The baseline that first checks each call's JWT as the service does, with the service's registry and
+    public base URL (bench/baseline.py --check-tokens)."""
+    argv = [sys.executable, "-m", "bench.baseline", "--check-tokens", "--port", str(port)]
+    env = server_env({"CDS_CLIENTS_FILE": str(setup.clients_file), "CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"})
+    return Server("baseline-jwt", argv, port, env, setup.workdir)
+
+
 def hook_calls_recorded(store_url: str) -> int:
     """How many hook calls the audit store at `store_url` holds."""
     engine = make_engine(store_url)

@@ -9,7 +9,7 @@ import jwt
 import pytest
 import requests
 
-from bench import scenarios
+from bench import scenarios, servers
 from bench.ehr import ALGORITHMS, BenchEhr, new_key
 from bench.fhir_server import FhirServer
 from bench.load import Load, percentile, run
@@ -17,7 +17,7 @@ from cds.auth import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--requests", "50", "--connections", "2", "--processes", "2", "--warmup", "1", "--time-limit", "10",
-        "--in-process-budget", "0.02", "--recording-cost"]
+        "--in-process-budget", "0.02", "--recording-cost", "--jwt-baseline"]
 
 
 def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
@@ -32,16 +32,16 @@ def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
         assert name in result.stdout
         demo = name == "fallback-fetch"  # outside demo mode the service fetches over https only
         assert figures["service_mode"] == ("demo" if demo else "production")
-        servers = ("service", "baseline") if demo else ("service", "baseline", "unrecorded")
-        assert set(servers) <= set(figures)
-        for server in servers:
+        roles = ("service", "baseline", "baseline-jwt", *(() if demo else ("unrecorded",)))
+        assert set(roles) <= set(figures)
+        for server in roles:
             run_ = figures[server]
             assert run_["completed"] == 50 and run_["errors"] == {}, (name, server, run_)
             latency = run_["latency_ms"]
             assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
             assert run_["throughput_rps"] > 0 and run_["server_cpu_cores"] >= 0 and run_["client_cpu_cores"] >= 0
             assert isinstance(run_["answer"]["cards"], int)
-        assert set(figures["ratio"]) == {"throughput", "p50", "p95", "p99"}
+        assert set(figures["ratio"]) == set(figures["ratio_to_jwt_baseline"]) == {"throughput", "p50", "p95", "p99"}
         if not demo:
             assert figures["recording_cost"]["throughput_ratio"] > 0
     # Member data came from the FHIR server, with the access token the request carried.
@@ -63,6 +63,22 @@ def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
     assert report["targets"]["p99_ms_main"]["met"] is None  # 2 connections: the 16-connection target is not judged
     assert report["machine"]["nproc"] >= 1 and report["machine"]["cpu_model"]
     assert "Targets" in result.stdout
+
+
+def test_the_token_checking_baseline_answers_only_calls_the_service_would_authenticate(tmp_path):
+    ehr = BenchEhr(new_key("ES384"))
+    setup = servers.ServiceSetup(tmp_path, ehr.write_registry(tmp_path / "clients.json"))
+    with servers.token_checking_baseline(servers.free_port(), setup) as baseline:
+        url = f"http://127.0.0.1:{baseline.port}{scenarios.SERVICE_PATH}"
+
+        def call(authorization: str | None) -> int:
+            headers = {"Authorization": authorization} if authorization else {}
+            return requests.post(url, data=b"{}", headers=headers, timeout=10).status_code
+
+        assert call(ehr.authorization(url)) == 200
+        assert call(None) == 401
+        assert call(ehr.authorization(url + "/feedback")) == 401  # a token for another URL
+        assert call(BenchEhr(new_key("ES384")).authorization(url)) == 401  # signed with a key not registered
 
 
 def test_fhir_server_serves_the_member_and_counts_what_it_is_asked():
