@@ -28,7 +28,7 @@ from bench.ehr import ALGORITHMS, BenchEhr, new_key
 from bench.fhir_server import FhirServer
 from bench.load import Load, run
 from cds.config import Settings
-from cds.gunicorn_config import gunicorn_options
+from cds.web.serving import gunicorn_options
 from tests.postgres import postgres_server
 
 DEFAULT_OUTPUT = servers.ROOT / "bench" / "results" / "latest.json"

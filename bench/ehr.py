@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from cds.signing import Signer, new_private_jwk, public_jwks
+from cds.tools.signing import Signer, new_private_jwk, public_jwks
 
 ISSUER = "https://ehr.bench.example.org"
 ALGORITHMS = ("ES384", "RS384")

@@ -29,7 +29,7 @@ import cds
 from bench import scenarios
 from bench.ehr import BenchEhr
 from bench.load import percentile
-from cds.app import create_app
+from cds.web.app import create_app
 from cds.config import Settings
 from cds.policy.engine import decide
 from cds.protocol import parse_hook_request

@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from cds.config import Settings
-from cds.store.engine import make_engine
-from cds.store.schema import hook_call
+from cds.record.engine import make_engine
+from cds.record.schema import hook_call
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -122,7 +122,7 @@ def service(port: int, setup: ServiceSetup, *, demo: bool = False, recording: bo
     demo mode (fetches over http from loopback); `recording=False`: the bench-only variant that records
     nothing (bench/unrecorded.py), to measure what recording costs."""
     name = "service" + ("-demo" if demo else "") + ("" if recording else "-unrecorded")
-    command = ["-c", "from cds.cli import main; main()", "serve", "--host", "127.0.0.1"] if recording \
+    command = ["-c", "from cds.tools.cli import main; main()", "serve", "--host", "127.0.0.1"] if recording \
         else ["-m", "bench.unrecorded"]
     argv = [sys.executable, *command, "--port", str(port)]
     return Server(name, argv, port, setup.env(name, port, demo), setup.workdir,

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from cds.cli import GunicornServer
+from cds.tools.cli import GunicornServer
 from cds.config import Settings
 
 
@@ -24,18 +24,18 @@ def _not_recorded(*records: Any) -> None:
 
 def switch_off_recording(app: Flask) -> Flask:
     """`app` records nothing from now on; other apps in the process are untouched."""
-    import cds.api  # imported late: gunicorn sets up multiprocess metrics before a worker imports it
+    import cds.web.routes  # imported late: gunicorn sets up multiprocess metrics before a worker imports it
 
     app.extensions["cds_store"].audit = _not_recorded
-    if not getattr(cds.api.call_records, "switchable", False):
-        cds.api.call_records = _switchable(cds.api.call_records)
+    if not getattr(cds.web.routes.call_records, "switchable", False):
+        cds.web.routes.call_records = _switchable(cds.web.routes.call_records)
     return app
 
 
 def _switchable(call_records: Any) -> Any:
-    """The record step of cds.api, which for a switched-off app only counts the decisions (as it also does)."""
+    """The record step of cds.web.routes, which for a switched-off app only counts the decisions (as it also does)."""
     from cds import metrics
-    from cds.crd import COVERED_CODE
+    from cds.render.coverage import COVERED_CODE
 
     def records_unless_off(service_id: str, request: Any, client: Any, status: int, latency_ms: float,
                            rendered: Any = (), *rest: Any) -> Any:

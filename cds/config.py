@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from cds.fhirfetch import base_url_problem, is_loopback
-from cds.plans import PlanDirectoryError, load_plan_directory
+from cds.member.fetch import base_url_problem, is_loopback
+from cds.member.plans import PlanDirectoryError, load_plan_directory
 from cds.policy.loader import PolicyError, read_diagnoses_overrides
 from cds.policy.mandate import DEFAULT_CHILD_AGE_LIMIT
 

@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from cds.errors import BadRequest, quote
 from cds.fhir import ID_PATTERN, REFERENCE_PATTERN, DraftOrder, parse_draft_order, prune_empty
-from cds.jsonbody import json_type
+from cds.web.body import json_type
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 MAX_SUMMARY = 139  # the spec says "<140 characters"

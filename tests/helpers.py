@@ -8,7 +8,7 @@ import requests
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
-from cds.cli import main
+from cds.tools.cli import main
 
 
 def outcome(response) -> dict:

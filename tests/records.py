@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from cds.store import DecisionRecord, HookCall, JudgedOrder
+from cds.record import DecisionRecord, HookCall, JudgedOrder
 
 E0221 = "https://bluebutton.cms.gov/resources/codesystem/hcpcs|E0221"
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from cds.store.schema import hook_call
+from cds.record.schema import hook_call
 from tests import tokens
 from tests.conftest import load
 from tests.helpers import run_cds

@@ -9,7 +9,7 @@ import time
 import pytest
 from werkzeug import Response
 
-from cds.app import create_app
+from cds.web.app import create_app
 from cds.config import Settings
 from cds.protocol import parse_hook_request
 from tests.conftest import DATA, load

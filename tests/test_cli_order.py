@@ -10,8 +10,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from cds.order_request import HCPCS, Coding
-from cds.render import COVERAGE_INFORMATION
+from cds.tools.order_request import HCPCS, Coding
+from cds.tools.printer import COVERAGE_INFORMATION
 from tests.helpers import run_cds
 
 PATIENT = {"resourceType": "Patient", "id": "pat1", "birthDate": "2015-04-01", "address": [{"state": "IL"}]}

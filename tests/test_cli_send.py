@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cds.render import COVERAGE_INFORMATION
+from cds.tools.printer import COVERAGE_INFORMATION
 from tests.conftest import DATA, load
 from tests.helpers import run_cds
 

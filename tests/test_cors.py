@@ -33,7 +33,7 @@ def test_origin_not_allowed_gets_no_cors_header(client):
 
 
 def test_demo_mode_allows_any_origin(sqlite_url):
-    from cds.app import create_app
+    from cds.web.app import create_app
     from cds.config import Settings
 
     client = create_app(Settings(demo=True, database_url=sqlite_url).resolved()).test_client()

@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from cds.crd import (
+from cds.render.coverage import (
     COVERAGE_INFORMATION,
     TOPIC_SYSTEM_2_2,
     TOPIC_SYSTEM_TEMP,
@@ -13,7 +13,7 @@ from cds.crd import (
     coverage_action,
     coverage_information,
 )
-from cds.facts import CoverageFacts, MemberFacts
+from cds.member.facts import CoverageFacts, MemberFacts
 from cds.fhir import parse_draft_order
 from cds.policy import Outcome, decide, load_policies
 from cds.protocol import HookRequest

@@ -5,7 +5,7 @@ import pytest
 import yaml
 from hypothesis import given
 
-from cds.crd import COVERAGE_INFORMATION, TOPIC_SYSTEM_TEMP
+from cds.render.coverage import COVERAGE_INFORMATION, TOPIC_SYSTEM_TEMP
 from tests.conftest import DATA, EXAMPLES, load
 from tests.crd_profile import has_empty_element, problems_dual, required_order_elements
 from tests.test_fuzz import FUZZ, mutated, post

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cds.facts import (
+from cds.member.facts import (
     ICD10CM,
     SNOMED,
     CoverageFacts,
@@ -17,7 +17,7 @@ from cds.facts import (
     strict_coverage_problem,
 )
 from cds.fhir import parse_draft_order
-from cds.plans import load_plan_directory
+from cds.member.plans import load_plan_directory
 from tests.conftest import DATA, load
 
 MEMBER = load("us-core-member-il-child.json")

@@ -3,7 +3,7 @@
 import pytest
 
 from cds.config import Settings
-from cds.gunicorn_config import WORKER_TIMEOUT_SECONDS, NoAccessLinesLogger, gunicorn_options, prepare_metrics_dir
+from cds.web.serving import WORKER_TIMEOUT_SECONDS, NoAccessLinesLogger, gunicorn_options, prepare_metrics_dir
 
 
 def test_workers_time_out_below_the_crd_budget_and_stop_gracefully():
@@ -25,9 +25,9 @@ def test_metrics_off_means_no_metrics_directory_hooks():
 
 
 def test_refuses_to_start_when_metrics_would_not_add_up_across_workers(monkeypatch):
-    # This test process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR (via cds.app), as a
+    # This test process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR (via cds.web.app), as a
     # master process would if a module imported it too early; workers forked from it would count alone.
-    import cds.app  # noqa: F401
+    import cds.web.app  # noqa: F401
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):

@@ -65,7 +65,7 @@ def server(tmp_path_factory):
 
 def test_the_server_under_test_runs_the_image_command(server):
     cmd = image_cmd()
-    assert cmd == ["gunicorn", "-c", "docker/gunicorn.conf.py", "cds.app:create_app()"]
+    assert cmd == ["gunicorn", "-c", "docker/gunicorn.conf.py", "cds.web.app:create_app()"]
     assert [Path(server.argv[0]).name, *server.argv[1:]] == cmd
     copies = [rest.split() for word, rest in final_stage() if word == "COPY"]
     assert ["docker/gunicorn.conf.py", "docker/gunicorn.conf.py"] in copies and instruction("WORKDIR") == "/app"

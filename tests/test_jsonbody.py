@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds.jsonbody import depth_exceeds, nesting_exceeds
+from cds.web.body import depth_exceeds, nesting_exceeds
 
 # Strings full of the characters the byte-level check has to see through.
 TRICKY_TEXT = st.text(alphabet='[]{}"\\/,:ab\n\u00e9', max_size=8)

@@ -6,9 +6,9 @@ import copy
 import pytest
 import yaml
 
-from cds.app import create_app
+from cds.web.app import create_app
 from cds.config import Settings, SettingsError
-from cds.crd import COVERAGE_INFORMATION
+from cds.render.coverage import COVERAGE_INFORMATION
 from cds.policy import PolicyError, load_policies
 from cds.policy.loader import BUILT_IN, MANDATES
 from tests.conftest import DATA, load

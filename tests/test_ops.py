@@ -3,8 +3,8 @@
 from dataclasses import replace
 
 from cds import metrics
-from cds.app import create_app
-from cds.ops import add_readiness_check
+from cds.web.app import create_app
+from cds.web.ops import add_readiness_check
 from tests.helpers import metric_value, outcome
 
 

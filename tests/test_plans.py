@@ -6,7 +6,7 @@ from datetime import date
 import pytest
 
 from cds.config import Settings, SettingsError
-from cds.plans import PlanDirectoryError, load_plan_directory
+from cds.member.plans import PlanDirectoryError, load_plan_directory
 from tests.conftest import DATA
 
 IDS = frozenset({"urn:oid:2.16.840.1.113883.6.300|70670"})

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from cds.facts import CoverageFacts, MemberFacts
+from cds.member.facts import CoverageFacts, MemberFacts
 from cds.fhir import parse_draft_order
 from cds.policy import Outcome, decide, load_policies, match_order
 from cds.policy.orders import device_index

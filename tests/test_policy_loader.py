@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds.app import create_app
+from cds.web.app import create_app
 from cds.config import Settings, SettingsError
 from cds.policy import PolicyError, load_policies
 from cds.policy.loader import BUILT_IN

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from cds.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
+from cds.member.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
 from cds.fhir import parse_draft_order
 from cds.policy import Outcome, decide, load_policies
 from cds.policy.diagnoses import DiagnosisGroups

@@ -6,8 +6,8 @@ import copy
 import pytest
 
 from cds.config import Settings
-from cds.fhirfetch import FhirFetcher
-from cds.prefetch import DataUnavailable, member_data, render
+from cds.member.fetch import FhirFetcher
+from cds.member.prefetch import DataUnavailable, member_data, render
 from cds.protocol import parse_hook_request
 from tests.conftest import load
 

@@ -14,7 +14,7 @@ from time import monotonic, sleep
 import pytest
 import requests
 
-from cds.store import Store
+from cds.record import Store
 from tests import tokens
 from tests.conftest import load
 from tests.helpers import free_port, run_cds

@@ -17,9 +17,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, make_url, select
 
-from cds.store import FeedbackReceipt, FeedbackRecord, Store, store_failures
-from cds.store.engine import head_revision, replay_url
-from cds.store.schema import decision, hook_call, metadata
+from cds.record import FeedbackReceipt, FeedbackRecord, Store, store_failures
+from cds.record.engine import head_revision, replay_url
+from cds.record.schema import decision, hook_call, metadata
 from tests.records import E0221, a_call, a_decision
 
 FORK = multiprocessing.get_context("fork")
@@ -118,7 +118,7 @@ def test_feedback_joins_its_decision_repeats_are_idempotent_and_unknown_cards_ar
 
 
 def test_feedback_that_came_before_its_decisions_joins_them_however_many_a_record_holds(store, monkeypatch):
-    monkeypatch.setattr("cds.store.store.JOIN_CHUNK", 2)  # five cards: joined in three statements
+    monkeypatch.setattr("cds.record.store.JOIN_CHUNK", 2)  # five cards: joined in three statements
     call = a_call(orders=5)
     decisions = [a_decision(call, order) for order in range(5)]
     early = [FeedbackRecord(d.card_uuid, "accepted", datetime.now(UTC), accepted_suggestions=("s1",))
@@ -229,7 +229,7 @@ def test_a_bad_record_among_queued_ones_costs_only_itself(store, caplog):
 
 def test_records_still_queued_when_a_process_exits_are_written(database_url):
     hook_instance = str(uuid.uuid4())
-    script = ("import sys; from cds.store import Store; from tests.records import a_call, a_decision; "
+    script = ("import sys; from cds.record import Store; from tests.records import a_call, a_decision; "
               "call = a_call(sys.argv[2]); Store(sys.argv[1]).audit(call, [a_decision(call)])")
     subprocess.run([sys.executable, "-c", script, database_url, hook_instance], check=True, timeout=60,
                    cwd=Path(__file__).parent.parent)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cds.store import Store, StoreUnavailable, store_failures
+from cds.record import Store, StoreUnavailable, store_failures
 from tests.helpers import outcome
 from tests.postgres import postgres_server
 from tests.records import a_call, a_decision

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from cds.store.writer import MAX_BATCH, BackgroundWriter
+from cds.record.writer import MAX_BATCH, BackgroundWriter
 
 
 def test_flush_waits_for_everything_queued_even_beyond_one_batch_and_keeps_order():

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from uuid_utils.compat import uuid7
 
-from cds.facts import CoverageFacts
+from cds.member.facts import CoverageFacts
 from cds.fhir import DraftOrder
 from cds.policy.model import PolicyCode, Reference
 

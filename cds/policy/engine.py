@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
-from cds.facts import MemberFacts
+from cds.member.facts import MemberFacts
 from cds.fhir import DraftOrder
 from cds.policy.codes import code_in, terms_pattern
 from cds.policy.decision import Decision, Match, Outcome, Unknown

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
-from cds.facts import ICD10CM, CoverageFacts, MemberFacts
+from cds.member.facts import ICD10CM, CoverageFacts, MemberFacts
 from cds.policy.diagnoses import DiagnosisGroups
 from cds.policy.model import Mandate
 from cds.states import state_name

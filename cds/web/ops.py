@@ -10,7 +10,7 @@ from flask import Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cds import metrics
-from cds.api import json_response
+from cds.web.routes import json_response
 from cds.config import Settings
 from hooks import HOOKS
 

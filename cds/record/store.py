@@ -25,10 +25,10 @@ from uuid_utils.compat import uuid7
 
 from cds.config import Settings
 from cds.errors import CdsError, quote
-from cds.store.engine import create_replay_table, make_engine, migrate, replay_url
-from cds.store.records import DecisionRecord, FeedbackRecord, HookCall
-from cds.store.schema import decision, feedback, hook_call, seen_jti
-from cds.store.writer import BackgroundWriter
+from cds.record.engine import create_replay_table, make_engine, migrate, replay_url
+from cds.record.records import DecisionRecord, FeedbackRecord, HookCall
+from cds.record.schema import decision, feedback, hook_call, seen_jti
+from cds.record.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from cds.config import parse_database_url
-from cds.store.schema import seen_jti
+from cds.record.schema import seen_jti
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-connection chatter; the outcome is logged here
@@ -109,7 +109,7 @@ def _use_wal(dbapi_connection: sqlite3.Connection, wait_s: float) -> None:
 
 def _alembic_config() -> Config:
     config = Config()
-    config.set_main_option("script_location", "cds:migrations")
+    config.set_main_option("script_location", "cds:record/migrations")
     return config
 
 

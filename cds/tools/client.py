@@ -9,7 +9,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
-from cds.signing import Signer
+from cds.tools.signing import Signer
 
 TIMEOUT = (5, 30)  # seconds to connect, seconds to wait for an answer
 MAX_ANSWER_BYTES = 10 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""The container's HEALTHCHECK (`python -m cds.healthcheck`): exit 0 when this host's GET /health answers 200.
+"""The container's HEALTHCHECK (`python -m cds.tools.healthcheck`): exit 0 when this host's GET /health answers 200.
 
 Python rather than curl, which the slim image does not carry.
 """

@@ -15,7 +15,7 @@ down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-UTC_TIME = sa.DateTime(timezone=True)  # cds.store.schema.UtcDateTime stores through this type
+UTC_TIME = sa.DateTime(timezone=True)  # cds.record.schema.UtcDateTime stores through this type
 
 
 def upgrade() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cds.config import Settings, SettingsError, parse_database_url
-from cds.store import Store, StoreUnavailable
+from cds.record import Store, StoreUnavailable
 
 
 class When(click.ParamType):

@@ -1,4 +1,4 @@
-"""The store's tables (SQLAlchemy Core). Change them only together with a migration in cds/migrations/."""
+"""The store's tables (SQLAlchemy Core). Change them only together with a migration in cds/record/migrations/."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Records of every hook call, decision and feedback, and seen JWT ids: SQLite by default, PostgreSQL at scale."""
 
-from cds.store.records import DecisionRecord, FeedbackRecord, HookCall, JudgedOrder, feedback_records
-from cds.store.store import FeedbackReceipt, PolicyStats, PurgeReport, Store, StoreUnavailable, store_failures
+from cds.record.records import DecisionRecord, FeedbackRecord, HookCall, JudgedOrder, feedback_records
+from cds.record.store import FeedbackReceipt, PolicyStats, PurgeReport, Store, StoreUnavailable, store_failures
 
 __all__ = [
     "DecisionRecord", "FeedbackReceipt", "FeedbackRecord", "HookCall", "JudgedOrder", "PolicyStats", "PurgeReport",

@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any, Literal
 
 from cds.fhir import DraftOrder
-from cds.plans import KnownFunding, KnownLineOfBusiness, KnownProduct, PlanDirectory, PlanFacts
+from cds.member.plans import KnownFunding, KnownLineOfBusiness, KnownProduct, PlanDirectory, PlanFacts
 from cds.states import state_code
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"

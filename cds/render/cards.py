@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid_utils.compat import uuid7
 
-from cds.crd import Configuration
+from cds.render.coverage import Configuration
 from cds.policy.decision import Decision, Outcome
 from cds.protocol import MAX_SUMMARY, Action, Card, Coding, Link, Source, Suggestion
 

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cds import metrics
-from cds.crd import COVERED_CODE
+from cds.render.coverage import COVERED_CODE
 from cds.protocol import CdsResponse, HookRequest
-from cds.store import DecisionRecord, HookCall, JudgedOrder
+from cds.record import DecisionRecord, HookCall, JudgedOrder
 
 if TYPE_CHECKING:
     from cds.auth import CdsClient
-    from cds.service import Rendered
+    from cds.pipeline import Rendered
 
 _CODE_ELEMENTS = ("code", "codeCodeableConcept", "medicationCodeableConcept", "productCodeableConcept")
 

@@ -15,19 +15,19 @@ import click
 from gunicorn.app.base import BaseApplication
 from rich.text import Text
 
-from cds.audit_cli import audit
+from cds.tools.audit import audit
 from cds.auth import load_registry
-from cds.client import CallFailed, CdsClient, FhirClient, split_service_url
+from cds.tools.client import CallFailed, CdsClient, FhirClient, split_service_url
 from cds.config import Settings, SettingsError
 from cds.fhir import ID_PATTERN
-from cds.fhirfetch import is_loopback
-from cds.gunicorn_config import gunicorn_options
-from cds.order_request import Coding, build_order_request
+from cds.member.fetch import is_loopback
+from cds.web.serving import gunicorn_options
+from cds.tools.order_request import Coding, build_order_request
 from cds.policy import PolicyError
 from cds.protocol import USER_ID_PATTERN
-from cds.render import console, print_answer, print_failure, print_services
-from cds.service import configured_policies
-from cds.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk, write_private_jwk
+from cds.tools.printer import console, print_answer, print_failure, print_services
+from cds.pipeline import configured_policies
+from cds.tools.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk, write_private_jwk
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ class GunicornServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        from cds.app import create_app
+        from cds.web.app import create_app
 
         return create_app(self.settings)
 

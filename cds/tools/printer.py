@@ -16,7 +16,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from cds.client import CallFailed
+from cds.tools.client import CallFailed
 
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 INDICATOR_STYLES = {"critical": "bold white on red", "warning": "bold black on yellow", "info": "bold cyan"}

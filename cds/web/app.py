@@ -1,4 +1,4 @@
-"""The Flask app factory. Gunicorn: `gunicorn 'cds.app:create_app()'`."""
+"""The Flask app factory. Gunicorn: `gunicorn 'cds.web.app:create_app()'`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import logging
 
 from flask import Flask
 
-from cds.api import bp
+from cds.web.routes import bp
 from cds.auth import register_auth
 from cds.config import Settings
-from cds.cors import register_cors
+from cds.web.cors import register_cors
 from cds.errors import register_error_handlers
 from cds.fhir import load_order_models
-from cds.ops import add_readiness_check, register_ops
-from cds.readiness import StoreProbe, policies_loaded
-from cds.service import CoverageService
-from cds.store import Store
+from cds.web.ops import add_readiness_check, register_ops
+from cds.web.readiness import StoreProbe, policies_loaded
+from cds.pipeline import CoverageService
+from cds.record import Store
 
 log = logging.getLogger(__name__)
 

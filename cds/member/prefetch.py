@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import quote
 
 from cds.errors import CdsError
-from cds.facts import MemberData
-from cds.fhirfetch import FetchError, FhirFetcher, next_link
+from cds.member.facts import MemberData
+from cds.member.fetch import FetchError, FhirFetcher, next_link
 from cds.protocol import HookRequest
 from hooks.spec import PREFETCH
 
