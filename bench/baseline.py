@@ -18,8 +18,8 @@ import orjson
 from flask import Flask, Response, request
 
 from cds.auth import Authenticator, Unauthorized
-from cds.tools.cli import GunicornServer
 from cds.config import Settings
+from cds.tools.cli import GunicornServer
 
 CARD = {
     "cards": [{

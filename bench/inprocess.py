@@ -29,10 +29,10 @@ import cds
 from bench import scenarios
 from bench.ehr import BenchEhr
 from bench.load import percentile
-from cds.web.app import create_app
 from cds.config import Settings
 from cds.policy.engine import decide
 from cds.protocol import parse_hook_request
+from cds.web.app import create_app
 from hooks import order_sign
 
 ORDER_COUNTS = (1, 5, 20, 50)

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ehr import BenchEhr  # noqa: E402
 from bench.unrecorded import switch_off_recording  # noqa: E402
-from cds.web.app import create_app  # noqa: E402
 from cds.config import Settings  # noqa: E402
 from cds.record import store_failures  # noqa: E402
+from cds.web.app import create_app  # noqa: E402
 from tests.postgres import postgres_server  # noqa: E402
 
 REQUEST = (ROOT / "tests/data/crd-order-sign-servicerequests.json").read_bytes()

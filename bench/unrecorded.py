@@ -14,8 +14,8 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from cds.tools.cli import GunicornServer
 from cds.config import Settings
+from cds.tools.cli import GunicornServer
 
 
 def _not_recorded(*records: Any) -> None:

@@ -7,19 +7,19 @@ from dataclasses import dataclass
 from datetime import date
 
 from cds.auth import CdsClient
-from cds.render.cards import card_for, select_cards
 from cds.config import Settings
-from cds.record.departures import DepartureLog
-from cds.render.coverage import Configuration, coverage_action
 from cds.errors import BadRequest
-from cds.member.facts import MemberFacts, member_facts, strict_coverage_problem
 from cds.fhir import DraftOrder
+from cds.member.facts import MemberFacts, member_facts, strict_coverage_problem
 from cds.member.fetch import FhirFetcher
 from cds.member.plans import load_plan_directory
+from cds.member.prefetch import member_data
 from cds.policy import CompiledPolicy, Decision, judge, load_policies, match_order
 from cds.policy.orders import device_index
-from cds.member.prefetch import member_data
 from cds.protocol import Action, Card, CdsResponse, HookRequest
+from cds.record.departures import DepartureLog
+from cds.render.cards import card_for, select_cards
+from cds.render.coverage import Configuration, coverage_action
 from hooks.spec import Hook
 
 

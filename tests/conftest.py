@@ -21,9 +21,9 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import Headers
 from werkzeug.serving import make_server
 
-from cds.web.app import create_app
 from cds.config import Settings
 from cds.record import Store
+from cds.web.app import create_app
 from tests import tokens
 from tests.postgres import new_database, postgres_server
 

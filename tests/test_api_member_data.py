@@ -9,9 +9,9 @@ import time
 import pytest
 from werkzeug import Response
 
-from cds.web.app import create_app
 from cds.config import Settings
 from cds.protocol import parse_hook_request
+from cds.web.app import create_app
 from tests.conftest import DATA, load
 from tests.helpers import outcome
 

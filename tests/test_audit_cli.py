@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cds.tools.cli import main
 from cds.record import FeedbackRecord, Store
+from cds.tools.cli import main
 from tests.records import E0221, a_call, a_decision
 
 DAY = datetime(2026, 5, 1, 9, tzinfo=UTC)

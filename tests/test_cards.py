@@ -5,12 +5,12 @@ from datetime import date
 
 import pytest
 
-from cds.render.cards import OVERRIDE_REASON_SYSTEM, card_for, card_type, select_cards, summary
-from cds.render.coverage import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
-from cds.member.facts import CoverageFacts, MemberFacts
 from cds.fhir import parse_draft_order
+from cds.member.facts import CoverageFacts, MemberFacts
 from cds.policy import Outcome, Unknown, decide, load_policies
 from cds.protocol import MAX_SUMMARY, CdsResponse, to_wire
+from cds.render.cards import OVERRIDE_REASON_SYSTEM, card_for, card_type, select_cards, summary
+from cds.render.coverage import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
 from tests.conftest import load
 
 PAYER = "Health Care Service Corporation"

@@ -33,8 +33,8 @@ def test_origin_not_allowed_gets_no_cors_header(client):
 
 
 def test_demo_mode_allows_any_origin(sqlite_url):
-    from cds.web.app import create_app
     from cds.config import Settings
+    from cds.web.app import create_app
 
     client = create_app(Settings(demo=True, database_url=sqlite_url).resolved()).test_client()
     response = client.get("/cds-services", headers={"Origin": "https://sandbox.cds-hooks.org"})

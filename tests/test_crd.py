@@ -5,6 +5,10 @@ from datetime import date
 
 import pytest
 
+from cds.fhir import parse_draft_order
+from cds.member.facts import CoverageFacts, MemberFacts
+from cds.policy import Outcome, decide, load_policies
+from cds.protocol import HookRequest
 from cds.render.coverage import (
     COVERAGE_INFORMATION,
     TOPIC_SYSTEM_2_2,
@@ -13,10 +17,6 @@ from cds.render.coverage import (
     coverage_action,
     coverage_information,
 )
-from cds.member.facts import CoverageFacts, MemberFacts
-from cds.fhir import parse_draft_order
-from cds.policy import Outcome, decide, load_policies
-from cds.protocol import HookRequest
 from tests.conftest import load
 from tests.crd_profile import has_empty_element, problems_2_0_1, problems_2_2, problems_dual
 

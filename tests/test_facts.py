@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cds.fhir import parse_draft_order
 from cds.member.facts import (
     ICD10CM,
     SNOMED,
@@ -16,7 +17,6 @@ from cds.member.facts import (
     service_date,
     strict_coverage_problem,
 )
-from cds.fhir import parse_draft_order
 from cds.member.plans import load_plan_directory
 from tests.conftest import DATA, load
 

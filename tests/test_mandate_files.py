@@ -6,11 +6,11 @@ import copy
 import pytest
 import yaml
 
-from cds.web.app import create_app
 from cds.config import Settings, SettingsError
-from cds.render.coverage import COVERAGE_INFORMATION
 from cds.policy import PolicyError, load_policies
 from cds.policy.loader import BUILT_IN, MANDATES
+from cds.render.coverage import COVERAGE_INFORMATION
+from cds.web.app import create_app
 from tests.conftest import DATA, load
 from tests.crd_profile import problems_dual
 

@@ -4,8 +4,8 @@ from datetime import date
 
 import pytest
 
-from cds.member.facts import CoverageFacts, MemberFacts
 from cds.fhir import parse_draft_order
+from cds.member.facts import CoverageFacts, MemberFacts
 from cds.policy import Outcome, decide, load_policies, match_order
 from cds.policy.orders import device_index
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds.web.app import create_app
 from cds.config import Settings, SettingsError
 from cds.policy import PolicyError, load_policies
 from cds.policy.loader import BUILT_IN
+from cds.web.app import create_app
 from tests.conftest import DATA, load
 
 TEST_POLICIES = DATA / "policies"

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from cds.member.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
 from cds.fhir import parse_draft_order
+from cds.member.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
 from cds.policy import Outcome, decide, load_policies
 from cds.policy.diagnoses import DiagnosisGroups
 from cds.policy.model import DiagnosisGroup

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Literal
 
 from uuid_utils.compat import uuid7
 
-from cds.member.facts import CoverageFacts
 from cds.fhir import DraftOrder
+from cds.member.facts import CoverageFacts
 from cds.policy.model import PolicyCode, Reference
 
 if TYPE_CHECKING:

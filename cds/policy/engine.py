@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
-from cds.member.facts import MemberFacts
 from cds.fhir import DraftOrder
+from cds.member.facts import MemberFacts
 from cds.policy.codes import code_in, terms_pattern
 from cds.policy.decision import Decision, Match, Outcome, Unknown
 from cds.policy.diagnoses import DiagnosisGroups

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cds import metrics
-from cds.render.coverage import COVERED_CODE
 from cds.protocol import CdsResponse, HookRequest
 from cds.record import DecisionRecord, HookCall, JudgedOrder
+from cds.render.coverage import COVERED_CODE
 
 if TYPE_CHECKING:
     from cds.auth import CdsClient

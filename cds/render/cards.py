@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from uuid_utils.compat import uuid7
 
-from cds.render.coverage import Configuration
 from cds.policy.decision import Decision, Outcome
 from cds.protocol import MAX_SUMMARY, Action, Card, Coding, Link, Source, Suggestion
+from cds.render.coverage import Configuration
 
 OVERRIDE_REASON_SYSTEM = "urn:cds-coverage:override-reason"
 OVERRIDE_REASONS = (

@@ -15,19 +15,19 @@ import click
 from gunicorn.app.base import BaseApplication
 from rich.text import Text
 
-from cds.tools.audit import audit
 from cds.auth import load_registry
-from cds.tools.client import CallFailed, CdsClient, FhirClient, split_service_url
 from cds.config import Settings, SettingsError
 from cds.fhir import ID_PATTERN
 from cds.member.fetch import is_loopback
-from cds.web.serving import gunicorn_options
-from cds.tools.order_request import Coding, build_order_request
+from cds.pipeline import configured_policies
 from cds.policy import PolicyError
 from cds.protocol import USER_ID_PATTERN
+from cds.tools.audit import audit
+from cds.tools.client import CallFailed, CdsClient, FhirClient, split_service_url
+from cds.tools.order_request import Coding, build_order_request
 from cds.tools.printer import console, print_answer, print_failure, print_services
-from cds.pipeline import configured_policies
 from cds.tools.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk, write_private_jwk
+from cds.web.serving import gunicorn_options
 
 T = TypeVar("T")
 

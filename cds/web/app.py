@@ -7,16 +7,16 @@ import logging
 
 from flask import Flask
 
-from cds.web.routes import bp
 from cds.auth import register_auth
 from cds.config import Settings
-from cds.web.cors import register_cors
 from cds.errors import register_error_handlers
 from cds.fhir import load_order_models
-from cds.web.ops import add_readiness_check, register_ops
-from cds.web.readiness import StoreProbe, policies_loaded
 from cds.pipeline import CoverageService
 from cds.record import Store
+from cds.web.cors import register_cors
+from cds.web.ops import add_readiness_check, register_ops
+from cds.web.readiness import StoreProbe, policies_loaded
+from cds.web.routes import bp
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from flask import Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cds import metrics
-from cds.web.routes import json_response
 from cds.config import Settings
+from cds.web.routes import json_response
 from hooks import HOOKS
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from concurrent.futures import Future
 from sqlalchemy.exc import DBAPIError
 
 from cds.config import parse_database_url
-from cds.web.ops import ReadinessCheck
 from cds.pipeline import CoverageService
 from cds.record import Store
+from cds.web.ops import ReadinessCheck
 
 # An orchestrator's readiness probe typically gives up after one second: answer before it does.
 STORE_PROBE_TIMEOUT_S = 1.0

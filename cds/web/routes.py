@@ -8,13 +8,13 @@ import time
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
-from cds.record.calls import call_records
 from cds.auth import authenticate
 from cds.errors import BadRequest, CdsError, NotFound, quote
-from cds.web.body import read_json_object
 from cds.logs import bind_request_id
 from cds.protocol import parse_feedback, parse_hook_request, to_wire
 from cds.record import feedback_records
+from cds.record.calls import call_records
+from cds.web.body import read_json_object
 from hooks import HOOKS, services_with_id
 
 log = logging.getLogger(__name__)
