@@ -21,6 +21,7 @@ from flask import Flask, Request, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cds.config import Settings, SettingsError, is_loopback
+from cds.console.key import demo_trusted_jwks
 from cds.errors import CdsError, quote
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,9 @@ class Authenticator:
         self.bases = settings.public_bases()
         self.off = settings.auth_off
         self.clients = load_registry(settings.clients_file, self.algorithms) if settings.clients_file else {}
+        if jwks := demo_trusted_jwks(settings):  # demo mode only: the console's own key (cds/console/key.py)
+            self.clients[settings.console_iss] = TrustedClient(settings.console_iss, parse_jwks(jwks, self.algorithms),
+                                                               {}, frozenset(), ())
         self.replay = replay
         # Why no call can be authenticated, if that is so: said at start-up and on every refused call.
         self.problem = None

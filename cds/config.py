@@ -124,6 +124,11 @@ class Settings:
     audit_required: bool = False
     audit_capture_payloads: bool = False
     audit_retention_days: int = 30
+    # The web console at /console (cds/console/): on in demo mode; elsewhere only with an admin credential.
+    console_enabled: bool = False
+    console_admin_token: str = field(default="", repr=False)
+    console_key_file: str = ""  # outside demo: the private JWK the console signs its calls with
+    console_iss: str = "urn:cds-coverage:console"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -184,6 +189,7 @@ class Settings:
                                     f"symmetric algorithms. Choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}")
         if settings.database_url:
             parse_database_url(settings.database_url)
+        _check_console(settings)
         return settings
 
     def public_bases(self) -> tuple[str, ...]:
@@ -192,6 +198,11 @@ class Settings:
         if not bases and self.demo:
             bases = (f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}")
         return tuple(base.rstrip("/") for base in bases)
+
+    @property
+    def console_on(self) -> bool:
+        """The console is served in demo mode, or when enabled (which requires an admin credential)."""
+        return self.demo or self.console_enabled
 
     @property
     def auth_off(self) -> bool:
@@ -231,3 +242,20 @@ def _check_url_template(template: str) -> None:
         ) from None
     if not url.startswith(("https://", "http://")):
         raise SettingsError(f"CDS_POLICY_URL_TEMPLATE={template!r}: must be an absolute http(s) URL")
+
+
+CONSOLE_TOKEN_MIN_CHARS = 16
+
+
+def _check_console(settings: Settings) -> None:
+    token = settings.console_admin_token
+    if settings.console_enabled and not settings.demo and not token:
+        raise SettingsError("CDS_CONSOLE_ENABLED=true outside demo mode needs CDS_CONSOLE_ADMIN_TOKEN, the "
+                            "credential every console request must carry")
+    if token and len(token) < CONSOLE_TOKEN_MIN_CHARS:
+        raise SettingsError(f"CDS_CONSOLE_ADMIN_TOKEN must be at least {CONSOLE_TOKEN_MIN_CHARS} characters "
+                            "(e.g. from `openssl rand -hex 24`)")
+    if settings.console_key_file and not os.path.isfile(settings.console_key_file):
+        raise SettingsError(f"CDS_CONSOLE_KEY_FILE={settings.console_key_file!r}: no such file")
+    if not settings.console_iss:
+        raise SettingsError("CDS_CONSOLE_ISS must not be empty")

@@ -246,8 +246,9 @@ class Store:
         return self._run("read", read, reading=True)
 
     def decisions(self, since: datetime | None = None, until: datetime | None = None, policy_id: str | None = None,
-                  outcome: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Decisions newest first, each with how many feedback entries accepted or overrode its card."""
+                  outcome: str | None = None, limit: int = 100, client: str | None = None) -> list[dict[str, Any]]:
+        """Decisions newest first, each with how many feedback entries accepted or overrode its card, and the
+        hook and client of the call that gave it."""
         per_card = (select(feedback.c.coverage_assertion_id,
                            func.count().label("feedback"),
                            func.sum(case((feedback.c.outcome == "overridden", 1), else_=0)).label("overridden"))
@@ -255,22 +256,27 @@ class Store:
         query = (select(decision.c.decided_at, decision.c.coverage_assertion_id, decision.c.policy_id,
                         decision.c.policy_version, decision.c.outcome, decision.c.order_reference,
                         decision.c.order_codes, func.coalesce(per_card.c.feedback, 0).label("feedback"),
-                        func.coalesce(per_card.c.overridden, 0).label("overridden"))
+                        func.coalesce(per_card.c.overridden, 0).label("overridden"), decision.c.card_uuid,
+                        hook_call.c.hook, hook_call.c.client_iss)
+                 .join(hook_call, hook_call.c.id == decision.c.call_id)
                  .outerjoin(per_card, per_card.c.coverage_assertion_id == decision.c.coverage_assertion_id)
-                 .where(*_filters(since, until, policy_id, outcome))
+                 .where(*_filters(since, until, policy_id, outcome, client))
                  .order_by(decision.c.decided_at.desc()).limit(limit))
         return self._run("read", lambda c: [dict(row) for row in c.execute(query).mappings()], reading=True)
 
-    def stats(self, since: datetime | None = None, until: datetime | None = None) -> tuple[list[PolicyStats], int]:
+    def stats(self, since: datetime | None = None, until: datetime | None = None, policy_id: str | None = None,
+              outcome: str | None = None, client: str | None = None) -> tuple[list[PolicyStats], int]:
         """Per policy: decisions by outcome and how often feedback overrode them; and the unmatched feedback."""
-        where = _filters(since, until)
+        where = _filters(since, until, policy_id, outcome, client)
         by_outcome = (select(decision.c.policy_id, decision.c.outcome, func.count().label("n"))
+                      .join(hook_call, hook_call.c.id == decision.c.call_id)
                       .where(*where).group_by(decision.c.policy_id, decision.c.outcome))
         overridden_id = case((feedback.c.outcome == "overridden", feedback.c.coverage_assertion_id))
         with_feedback = (select(decision.c.policy_id,
                                 func.count(distinct(feedback.c.coverage_assertion_id)).label("with_feedback"),
                                 func.count(distinct(overridden_id)).label("overridden"))
                          .join(feedback, feedback.c.coverage_assertion_id == decision.c.coverage_assertion_id)
+                         .join(hook_call, hook_call.c.id == decision.c.call_id)
                          .where(*where).group_by(decision.c.policy_id))
         unmatched = select(func.count()).select_from(feedback).where(feedback.c.coverage_assertion_id.is_(None))
 
@@ -285,6 +291,40 @@ class Store:
             return stats, connection.execute(unmatched).scalar_one()
 
         return self._run("read", read, reading=True)
+
+    def decision_counts(self, since: datetime | None = None, until: datetime | None = None,
+                        policy_id: str | None = None, outcome: str | None = None,
+                        client: str | None = None) -> list[dict[str, Any]]:
+        """Decisions counted by UTC day (YYYY-MM-DD), policy, outcome and hook, oldest day first."""
+        day = _utc_day(self.engine.dialect.name).label("day")
+        query = (select(day, decision.c.policy_id, decision.c.outcome, hook_call.c.hook, func.count().label("n"))
+                 .join(hook_call, hook_call.c.id == decision.c.call_id)
+                 .where(*_filters(since, until, policy_id, outcome, client))
+                 .group_by(day, decision.c.policy_id, decision.c.outcome, hook_call.c.hook)
+                 .order_by(day, decision.c.policy_id, decision.c.outcome, hook_call.c.hook))
+        return self._run("read", lambda c: [dict(row) for row in c.execute(query).mappings()], reading=True)
+
+    def feedback_counts(self, since: datetime | None = None, until: datetime | None = None,
+                        policy_id: str | None = None, outcome: str | None = None,
+                        client: str | None = None) -> list[dict[str, Any]]:
+        """Feedback on the decisions chosen (by when they were decided), counted by policy, feedback outcome and
+        override reason: `entries`, and `decisions`, the decisions with at least one such entry."""
+        query = (select(decision.c.policy_id, feedback.c.outcome, feedback.c.override_code,
+                        func.max(feedback.c.override_display).label("override_display"),
+                        func.count().label("entries"),
+                        func.count(distinct(decision.c.coverage_assertion_id)).label("decisions"))
+                 .join(feedback, feedback.c.coverage_assertion_id == decision.c.coverage_assertion_id)
+                 .join(hook_call, hook_call.c.id == decision.c.call_id)
+                 .where(*_filters(since, until, policy_id, outcome, client))
+                 .group_by(decision.c.policy_id, feedback.c.outcome, feedback.c.override_code)
+                 .order_by(decision.c.policy_id, feedback.c.outcome, feedback.c.override_code))
+        return self._run("read", lambda c: [dict(row) for row in c.execute(query).mappings()], reading=True)
+
+    def clients(self) -> list[str]:
+        """The issuers of the recorded hook calls that gave decisions, for choosing one."""
+        query = (select(hook_call.c.client_iss).distinct().join(decision, decision.c.call_id == hook_call.c.id)
+                 .where(hook_call.c.client_iss.is_not(None)).order_by(hook_call.c.client_iss))
+        return self._run("read", lambda c: list(c.execute(query).scalars()), reading=True)
 
     # --------------------------------------------------------------------------------------- machinery
 
@@ -405,8 +445,9 @@ _JOIN_LATE_FEEDBACK = (
 
 
 def _filters(since: datetime | None, until: datetime | None, policy_id: str | None = None,
-             outcome: str | None = None) -> list:
-    conditions = []
+             outcome: str | None = None, client: str | None = None) -> list:
+    """Conditions on decisions; `client` needs the query joined to the hook call."""
+    conditions = [hook_call.c.client_iss == client] if client else []
     if since:
         conditions.append(decision.c.decided_at >= since)
     if until:
@@ -416,6 +457,13 @@ def _filters(since: datetime | None, until: datetime | None, policy_id: str | No
     if outcome:
         conditions.append(decision.c.outcome == outcome)
     return conditions
+
+
+def _utc_day(dialect: str) -> Any:
+    """A decision's UTC day as YYYY-MM-DD text. SQLite keeps naive UTC text; PostgreSQL a timestamptz."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", decision.c.decided_at), "YYYY-MM-DD")
+    return func.date(decision.c.decided_at)
 
 
 def _without_secrets(request: dict[str, Any] | None) -> dict[str, Any] | None:

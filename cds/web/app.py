@@ -9,6 +9,7 @@ from flask import Flask
 
 from cds.auth import register_auth
 from cds.config import Settings
+from cds.console.views import register_console
 from cds.errors import register_error_handlers
 from cds.fhir import load_order_models
 from cds.pipeline import CoverageService
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_auth(app, settings)
     register_error_handlers(app)
     app.register_blueprint(bp)
+    register_console(app, settings)
     for relaxation in settings.demo_relaxations():
         log.warning("demo mode: %s", relaxation)
     load_order_models()
