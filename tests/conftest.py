@@ -74,7 +74,7 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture
 def settings(clients_file, sqlite_url, tmp_path) -> Settings:
     return Settings(cors_origins=("https://ehr.example.org",), clients_file=str(clients_file),
-                    public_base_url=(tokens.BASE,), database_url=sqlite_url).resolved()
+                    public_base_url=(tokens.BASE,), database_url=sqlite_url, data_dir=str(tmp_path)).resolved()
 
 
 @pytest.fixture

@@ -32,10 +32,10 @@ def test_origin_not_allowed_gets_no_cors_header(client):
     assert "Origin" in response.headers["Vary"]
 
 
-def test_demo_mode_allows_any_origin(sqlite_url):
+def test_demo_mode_allows_any_origin(sqlite_url, tmp_path):
     from cds.config import Settings
     from cds.web.app import create_app
 
-    client = create_app(Settings(demo=True, database_url=sqlite_url).resolved()).test_client()
+    client = create_app(Settings(demo=True, database_url=sqlite_url, data_dir=str(tmp_path)).resolved()).test_client()
     response = client.get("/cds-services", headers={"Origin": "https://sandbox.cds-hooks.org"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"

@@ -198,6 +198,51 @@ def test_list_filters_by_date_policy_and_outcome_and_stats_count_overrides(store
     assert (stats.decisions, stats.with_feedback, stats.overridden, stats.override_rate) == (3, 2, 1, 0.5)
 
 
+def test_counts_by_day_policy_outcome_and_hook_feedback_by_reason_and_the_client_filter(store):
+    policy, client = f"TEST-{uuid.uuid4().hex[:8]}", f"https://ehr-{uuid.uuid4().hex[:8]}.example.org"
+    day = datetime(2026, 6, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))  # 2026-06-02 04:30 UTC
+    calls = [replace(a_call(time=day), client_iss=client),
+             replace(a_call(time=day + timedelta(days=1)), client_iss=client),
+             replace(a_call(time=day + timedelta(days=1)), hook="order-select")]
+    decided = [a_decision(calls[0], policy_id=policy), a_decision(calls[1], policy_id=policy),
+               a_decision(calls[2], policy_id=policy, outcome="covered")]
+    for call, given in zip(calls, decided, strict=True):
+        store.record_call(call, [given])
+    store.record_feedback("order-sign-crd", [
+        FeedbackRecord(decided[0].card_uuid, "overridden", day, override_code="patient-pays",
+                       override_display="Patient pays", override_comment="told"),
+        FeedbackRecord(decided[0].card_uuid, "overridden", day + timedelta(seconds=1), override_code="patient-pays"),
+        FeedbackRecord(decided[1].card_uuid, "accepted", day, accepted_suggestions=decided[1].suggestion_uuids),
+        FeedbackRecord(decided[2].card_uuid, "overridden", day),
+    ])
+
+    assert store.decision_counts(policy_id=policy) == [
+        {"day": "2026-06-02", "policy_id": policy, "outcome": "not-covered", "hook": "order-sign", "n": 1},
+        {"day": "2026-06-03", "policy_id": policy, "outcome": "covered", "hook": "order-select", "n": 1},
+        {"day": "2026-06-03", "policy_id": policy, "outcome": "not-covered", "hook": "order-sign", "n": 1},
+    ]
+    assert [row["n"] for row in store.decision_counts(policy_id=policy, client=client)] == [1, 1]
+    assert store.feedback_counts(policy_id=policy) == [
+        {"policy_id": policy, "outcome": "accepted", "override_code": None, "override_display": None,
+         "entries": 1, "decisions": 1},
+        {"policy_id": policy, "outcome": "overridden", "override_code": None, "override_display": None,
+         "entries": 1, "decisions": 1},
+        {"policy_id": policy, "outcome": "overridden", "override_code": "patient-pays",
+         "override_display": "Patient pays", "entries": 2, "decisions": 1},
+    ]
+    assert [row["entries"] for row in store.feedback_counts(policy_id=policy, outcome="covered")] == [1]
+    assert store.feedback_counts(policy_id=policy, since=day + timedelta(days=2)) == []
+
+    listed = store.decisions(policy_id=policy, client=client)
+    assert [row["coverage_assertion_id"] for row in listed] == [decided[1].coverage_assertion_id,
+                                                                 decided[0].coverage_assertion_id]
+    assert (listed[0]["hook"], listed[0]["client_iss"], listed[0]["card_uuid"]) == (
+        "order-sign", client, decided[1].card_uuid)
+    [stats], _ = store.stats(policy_id=policy, client=client)
+    assert (stats.decisions, stats.with_feedback, stats.overridden) == (2, 2, 1)
+    assert client in store.clients()
+
+
 def test_audit_writes_in_the_background_by_default_and_before_returning_when_required(database_url):
     background, synchronous = Store(database_url), Store(database_url, required=True)
     call = a_call()

@@ -317,7 +317,7 @@ class Store:
                  .join(hook_call, hook_call.c.id == decision.c.call_id)
                  .where(*_filters(since, until, policy_id, outcome, client))
                  .group_by(decision.c.policy_id, feedback.c.outcome, feedback.c.override_code)
-                 .order_by(decision.c.policy_id, feedback.c.outcome, feedback.c.override_code))
+                 .order_by(decision.c.policy_id, feedback.c.outcome, feedback.c.override_code.nulls_first()))
         return self._run("read", lambda c: [dict(row) for row in c.execute(query).mappings()], reading=True)
 
     def clients(self) -> list[str]:

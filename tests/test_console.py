@@ -1,0 +1,169 @@
+"""The console's settings, access rules, demo signing key, request building and answer rendering, through the
+app's HTTP interface. The browser flows are in tests/test_console_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+
+import pytest
+
+from cds.config import Settings, SettingsError
+from cds.console.answer import answer_view, render_markdown
+from cds.console.key import DEMO_KEY_FILE, console_signer
+from tests import tokens
+from tests.conftest import EXAMPLES
+
+ADMIN_TOKEN = "an-admin-credential-of-some-length"
+SERVICE = "/cds-services/order-sign-crd"
+
+
+def basic(password: str, user: str = "admin") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def example_form() -> dict:
+    prefetch = json.loads((EXAMPLES / "e0221-home-device.json").read_text())["prefetch"]
+    return {"service": "order-sign-crd", "hook": "order-sign", **prefetch,
+            "orders": [{"type": "DeviceRequest", "system": "https://bluebutton.cms.gov/resources/codesystem/hcpcs",
+                        "code": "E0221"}]}
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"CDS_CONSOLE_ENABLED": "true"}, "CDS_CONSOLE_ADMIN_TOKEN"),
+    ({"CDS_CONSOLE_ENABLED": "true", "CDS_CONSOLE_ADMIN_TOKEN": "short"}, "CDS_CONSOLE_ADMIN_TOKEN"),
+    ({"CDS_CONSOLE_ENABLED": "maybe"}, "CDS_CONSOLE_ENABLED"),
+    ({"CDS_CONSOLE_KEY_FILE": "/no/such/key.json"}, "CDS_CONSOLE_KEY_FILE"),
+])
+def test_console_settings_that_cannot_be_used_stop_start_up_naming_the_variable(env, named):
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_console_settings_enabled_with_an_admin_credential():
+    settings = Settings.from_env({"CDS_CONSOLE_ENABLED": "yes", "CDS_CONSOLE_ADMIN_TOKEN": ADMIN_TOKEN})
+    assert settings.console_on and ADMIN_TOKEN not in repr(settings)
+    assert Settings.from_env({"CDS_DEMO": "1"}).console_on
+    assert not Settings.from_env({}).console_on
+
+
+def test_outside_demo_the_console_is_not_served_unless_enabled(make_app):
+    client = make_app().test_client()
+    assert client.get("/console/", headers={"Authorization": ""}).status_code == 404
+    assert client.post("/console/api/send", json={}, headers={"Authorization": ""}).status_code == 404
+
+
+def test_enabled_outside_demo_every_console_request_needs_the_admin_credential(make_app):
+    client = make_app(console_enabled=True, console_admin_token=ADMIN_TOKEN).test_client()
+    for method, path in [("GET", "/console/"), ("GET", "/console/insights"), ("GET", "/console/policies"),
+                         ("POST", "/console/api/send"), ("POST", "/console/api/feedback"),
+                         ("POST", "/console/api/discover"), ("GET", "/console/static/console.js")]:
+        for headers in ({"Authorization": ""}, basic("wrong-credential-of-length"), {"Authorization": "Bearer x"}):
+            refused = client.open(path, method=method, json={}, headers=headers)
+            assert refused.status_code == 401, (path, headers)
+            assert refused.headers["WWW-Authenticate"].startswith("Basic")
+            assert b"DME101.045" not in refused.data and b"pat-" not in refused.data
+    page = client.get("/console/insights", headers=basic(ADMIN_TOKEN))
+    assert page.status_code == 200 and b"How the policies are doing" in page.data
+
+
+def test_in_demo_mode_the_console_is_open_unless_a_credential_is_set(make_app):
+    assert make_app(demo=True).test_client().get("/console/", headers={"Authorization": ""}).status_code == 200
+    locked = make_app(demo=True, console_admin_token=ADMIN_TOKEN).test_client()
+    assert locked.get("/console/", headers={"Authorization": ""}).status_code == 401
+    assert locked.get("/console/", headers=basic(ADMIN_TOKEN)).status_code == 200
+
+
+def test_requests_from_another_origin_are_refused_whatever_the_cors_settings(make_app):
+    client = make_app(demo=True).test_client()  # demo mode: CORS allows any origin on the CDS endpoints
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        assert client.get("/console/insights", headers={"Authorization": "", **headers}).status_code == 403
+        assert client.post("/console/api/send", json=example_form(),
+                           headers={"Authorization": "", **headers}).status_code == 403
+    same = client.get("/console/insights", headers={"Authorization": "", "Origin": "http://localhost",
+                                                     "Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 200
+
+
+def test_console_pages_run_no_inline_script_and_are_not_cached(make_app):
+    page = make_app(demo=True).test_client().get("/console/", headers={"Authorization": ""})
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["Cache-Control"] == "no-store"
+    assert b"<script>" not in page.data  # only the external script and the JSON data block
+
+
+def test_demo_mode_signs_with_a_key_of_its_own_that_only_demo_mode_trusts(make_app, tmp_path):
+    demo = make_app(demo=True, data_dir=str(tmp_path))
+    key_file = tmp_path / DEMO_KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    created = key_file.read_text()
+    make_app(demo=True, data_dir=str(tmp_path))  # another worker process: it reads the key, never replaces it
+    assert key_file.read_text() == created and '"d"' in created
+    signer = console_signer(demo.config["CDS_SETTINGS"])
+    body = json.loads((EXAMPLES / "e0221-home-device.json").read_text())
+    token = signer.token(audience=f"{tokens.BASE}{SERVICE}")
+    answered = demo.test_client().post(SERVICE, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert answered.status_code == 200 and answered.get_json()["cards"]
+
+    # The same key file, outside demo mode: not trusted (and the console is not even served).
+    production = make_app(data_dir=str(tmp_path))
+    token = signer.token(audience=f"{tokens.BASE}{SERVICE}")
+    refused = production.test_client().post(SERVICE, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401
+
+
+def test_a_form_that_cannot_make_a_request_is_answered_400_naming_the_field(make_app):
+    client = make_app(demo=True).test_client()
+    for change, named in [({"patient": None}, "patient"), ({"orders": []}, "orders"),
+                          ({"orders": [{"type": "Observation", "code": "x"}]}, "orders[0].type"),
+                          ({"orders": [{"type": "DeviceRequest"}]}, "orders[0]"),
+                          ({"configuration": {"colour": "red"}}, "configuration"),
+                          ({"coverage": "none"}, "coverage"), ({"service": ""}, "service"),
+                          ({"target": "ftp://example.org"}, "target"), ({"raw": [1, 2]}, "raw")]:
+        answered = client.post("/console/api/send", json=example_form() | change, headers={"Authorization": ""})
+        assert answered.status_code == 400, change
+        assert answered.get_json()["error"].startswith(named), answered.get_json()
+    not_json = client.post("/console/api/send", data="{", content_type="application/json",
+                           headers={"Authorization": ""})
+    assert not_json.status_code == 400 and not_json.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_outside_demo_the_console_calls_only_this_service(make_app):
+    client = make_app(console_enabled=True, console_admin_token=ADMIN_TOKEN).test_client()
+    answered = client.post("/console/api/send", json=example_form() | {"target": "http://127.0.0.1:9"},
+                           headers=basic(ADMIN_TOKEN))
+    assert answered.status_code == 400
+    assert "outside demo mode the console calls only this service" in answered.get_json()["error"]
+
+
+def test_markdown_is_rendered_with_raw_html_and_script_links_left_as_text():
+    html = render_markdown("**Basis** <script>alert(1)</script> <img src=x onerror=alert(2)> [x](javascript:alert(3))")
+    assert "<strong>Basis</strong>" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html and "<img" not in html
+    assert 'href="javascript' not in html
+    assert render_markdown(None) == ""
+
+
+def test_answer_view_lists_each_coverage_information_beside_its_order():
+    answer = json.loads((EXAMPLES / "crd-2.2-max-cards.json").read_text())  # a request: its orders stand in
+    orders = [entry["resource"] for entry in answer["context"]["draftOrders"]["entry"]]
+    extension = {"url": "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information",
+                 "extension": [{"url": "coverage", "valueReference": {"reference": "Coverage/c1"}},
+                               {"url": "covered", "valueCode": "conditional"},
+                               {"url": "pa-needed", "valueCode": "conditional"},
+                               {"url": "info-needed", "valueCode": "OTH"},
+                               {"url": "reason", "valueCodeableConcept": {"text": "plan funding not known"}},
+                               {"url": "date", "valueDate": "2026-11-26"},
+                               {"url": "coverage-assertion-id", "valueString": "a-1"}]}
+    view = answer_view({"cards": [{"summary": "s", "detail": "*d*"}, "not a card"],
+                        "systemActions": [{"type": "update", "resource": {**orders[0], "extension": [extension]}},
+                                          {"type": "update", "resource": orders[1]}]})
+    assert view["cards"] == [{"summary": "s", "detail": "*d*", "detailHtml": "<p><em>d</em></p>\n"}]
+    [row] = view["coverage"]
+    assert row == {"order": f"{orders[0]['resourceType']}/{orders[0]['id']}", "action": "update",
+                   "covered": "conditional", "pa-needed": "conditional", "doc-needed": "", "doc-purpose": "",
+                   "info-needed": "OTH", "reason": "plan funding not known", "coverage": "Coverage/c1",
+                   "coverage-assertion-id": "a-1", "date": "2026-11-26"}
+    assert answer_view("not JSON") == {"cards": [], "coverage": []}
