@@ -227,6 +227,9 @@ class Settings:
             relaxations.append("authentication is OFF (CDS_AUTH_DISABLED): any loopback caller is served")
         elif self.clients_file == SANDBOX_CLIENTS_FILE:
             relaxations.append("trusts the public CDS Hooks sandbox key, whose private key is public")
+        relaxations.append("the console at /console is open"
+                           + (" with the admin credential" if self.console_admin_token else " to any loopback caller")
+                           + f" and signs its calls with its own key, trusted as {self.console_iss}")
         return relaxations
 
 

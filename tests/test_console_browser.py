@@ -4,6 +4,8 @@ sends it, its card and coverage-information, feedback found in the store, the in
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pytest_httpserver import HTTPServer
 
 from cds.record import Store
-from tests.browser import demo_service, launch
+from tests.browser import ROOT, demo_service, launch
 from tests.conftest import DATA, serve_on_loopback
 
 ADMIN_TOKEN = "console-admin-credential-for-tests"
@@ -190,3 +192,14 @@ def test_outside_demo_the_console_is_refused_without_the_admin_credential(make_a
         context.close()
     finally:
         served.close()
+
+
+def test_the_screenshot_script_makes_the_pictures_of_the_docs(service, tmp_path):
+    """docs/console.md's pictures come from scripts/screenshots.py (it adds decisions: run last here)."""
+    url, _ = service
+    made = subprocess.run([sys.executable, str(ROOT / "scripts" / "screenshots.py"), "--url", url, "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120, check=False)
+    assert made.returncode == 0, made.stderr
+    for name in ("console-order.png", "console-insights.png", "console-policies.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+        assert f"]({name})" in (ROOT / "docs" / "console.md").read_text()

@@ -14,7 +14,7 @@ from cds.record import Store
 from cds.record.store import PolicyStats, StoreUnavailable
 
 RECENT = 50
-CHART_WIDTH, BAR_HEIGHT, LABEL_WIDTH = 640, 22, 170
+CHART_WIDTH, BAR_HEIGHT, LABEL_WIDTH = 420, 22, 150
 
 
 @dataclass(frozen=True)
