@@ -167,3 +167,21 @@ def test_answer_view_lists_each_coverage_information_beside_its_order():
                    "info-needed": "OTH", "reason": "plan funding not known", "coverage": "Coverage/c1",
                    "coverage-assertion-id": "a-1", "date": "2026-11-26"}
     assert answer_view("not JSON") == {"cards": [], "coverage": []}
+
+
+@pytest.mark.parametrize("path", ["/console/api/send", "/console/api/feedback", "/console/api/discover"])
+@pytest.mark.parametrize("body", [
+    {}, {"service": 7}, {"service": ".."}, {"service": "a/b"}, {"target": ["x"]}, {"target": "http://[::1"},
+    {"service": "s", "card": "c", "outcome": "accepted", "acceptedSuggestions": 5},
+    {"service": "s", "card": "c", "outcome": "overridden", "overrideReason": "x"},
+    {"service": "s", "patient": {"resourceType": "Patient", "id": {"x": 1}}, "hook": "order-sign",
+     "coverage": {"resourceType": "Bundle", "entry": 3}, "orders": [{"type": "DeviceRequest", "code": 1}]},
+    {"service": "s", "hook": "order-select", "patient": {"resourceType": "Patient", "id": "p"},
+     "orders": ["x"], "configuration": []},
+])
+def test_no_console_request_gets_a_500(make_app, path, body):
+    client = make_app(demo=True).test_client()
+    answered = client.post(path, json={"target": "http://127.0.0.1:9", **body}, headers={"Authorization": ""})
+    assert answered.status_code in (200, 400), answered.data
+    if answered.status_code == 200:  # carried out: the unreachable service is reported, not raised
+        assert answered.get_json()["answer"]["status"] == 0

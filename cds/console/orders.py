@@ -139,7 +139,8 @@ def _bundle_or_none(form: dict[str, Any], name: str) -> dict[str, Any] | None:
     value = form.get(name)
     if value is None:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str) or not isinstance(
+            value.get("entry", []), list):
         raise FormError(f"{name}: a FHIR Bundle or resource, or null")
     if value["resourceType"] == "Bundle":
         return value

@@ -16,8 +16,8 @@ def _view(policy: CompiledPolicy) -> dict[str, Any]:
     spec = policy.spec
     said = [
         ("Coverage statement", "card detail, quoted", spec.coverage_statement, f"medical policy {spec.id}, verbatim"),
-        ("Basis", "card detail", spec.basis, "the policy's basis (CMS NCD)"),
-        ("The benefit plan governs", "card detail", spec.plan_governs, f"medical policy {spec.id}, verbatim"),
+        ("Basis", "card detail", spec.basis, f"the basis medical policy {spec.id} states"),
+        ("The benefit plan governs", "card detail", spec.plan_governs, f"medical policy {spec.id}'s disclaimer"),
         ("Verdict", "card summary", spec.decision.verdict, f"medical policy {spec.id}"),
         ("Reason", "coverage-information reason", spec.decision.reason, f"medical policy {spec.id}"),
     ]
@@ -43,6 +43,7 @@ def _view(policy: CompiledPolicy) -> dict[str, Any]:
         "must_not_match": spec.text.must_not_match if spec.text else [],
         "indications": [(g.name, g.icd10cm) for g in spec.national_coverage.indications]
         if spec.national_coverage else [],
+        "ncd": spec.national_coverage.name if spec.national_coverage else "",
         "references": spec.references, "mandates": mandates,
         "said": [{"name": n, "where": w, "text": t, "source": s} for n, w, t, s in said],
     }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import requests
 
@@ -32,8 +31,10 @@ class Answer:
                 "signed": self.signed}
 
 
-def target_base(settings: Settings, given: str | None, own_base: str) -> str:
+def target_base(settings: Settings, given: Any, own_base: str) -> str:
     """The CDS base URL to call: any http(s) one in demo mode, else only this service's own."""
+    if given is not None and not isinstance(given, str):
+        raise TargetRefused("a URL is a string")
     try:
         base = base_url(given or own_base)
     except ValueError as exc:
@@ -44,8 +45,9 @@ def target_base(settings: Settings, given: str | None, own_base: str) -> str:
 
 
 def call(signer: Signer | None, base: str, path: str, body: Any = None, method: str = "POST") -> Answer:
-    """One call to `{base}/cds-services{path}`, signed when a signer is given; errors are answers too."""
-    url = f"{base}/cds-services{quote(path)}"
+    """One call to `{base}/cds-services{path}` (`path` empty or `/ID...`, ids checked by the caller), signed
+    when a signer is given; errors are answers too."""
+    url = f"{base}/cds-services{path}"
     headers = {"Accept": "application/json"}
     if signer:
         headers["Authorization"] = f"Bearer {signer.token(audience=url)}"

@@ -9,6 +9,7 @@ refused, whatever the CORS settings of the CDS endpoints.
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ bp = Blueprint("console", __name__, url_prefix="/console", template_folder="temp
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 FEEDBACK_OUTCOMES = ("accepted", "overridden")
+SERVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}")  # one path segment, never `.` or `..`
 
 
 def register_console(app: Flask, settings: Settings) -> None:
@@ -113,9 +115,7 @@ def discover() -> Response:
 def send() -> Response:
     form = _form()
     base = _target(form)
-    service = form.get("service")
-    if not isinstance(service, str) or not service:
-        return _bad("service is required")
+    service = _service(form)
     try:
         hook_request = form["raw"] if form.get("raw") is not None else build_request(form)
     except FormError as exc:
@@ -131,13 +131,14 @@ def send() -> Response:
 def feedback() -> Response:
     form = _form()
     base = _target(form)
-    service, card, outcome = (form.get(name) for name in ("service", "card", "outcome"))
-    if not all(isinstance(value, str) and value for value in (service, card)) or outcome not in FEEDBACK_OUTCOMES:
-        return _bad("service, card and outcome (accepted or overridden) are required")
+    service = _service(form)
+    card, outcome, suggestions = form.get("card"), form.get("outcome"), form.get("acceptedSuggestions") or []
+    if not isinstance(card, str) or not card or outcome not in FEEDBACK_OUTCOMES or not isinstance(suggestions, list):
+        return _bad("card, outcome (accepted or overridden) and acceptedSuggestions (a list) are required")
     entry: dict[str, Any] = {"card": card, "outcome": outcome,
                              "outcomeTimestamp": datetime.now(UTC).isoformat(timespec="milliseconds")}
     if outcome == "accepted":
-        entry["acceptedSuggestions"] = [{"id": str(s)} for s in form.get("acceptedSuggestions") or []]
+        entry["acceptedSuggestions"] = [{"id": str(suggestion)} for suggestion in suggestions]
     elif isinstance(form.get("overrideReason"), dict):
         entry["overrideReason"] = form["overrideReason"]
     body = {"feedback": [entry]}
@@ -146,8 +147,7 @@ def feedback() -> Response:
 
 
 class _Refused(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
+    """A console request that cannot be carried out: answered 400 with the message."""
 
 
 @bp.errorhandler(_Refused)
@@ -164,6 +164,13 @@ def _bad(message: str) -> Response:
 def _form() -> dict[str, Any]:
     """The JSON object posted, read as the CDS endpoints read theirs (400 with an OperationOutcome if not)."""
     return read_json_object(request, _settings().max_json_depth)
+
+
+def _service(form: dict[str, Any]) -> str:
+    service = form.get("service")
+    if not isinstance(service, str) or not SERVICE_ID.fullmatch(service):
+        raise _Refused("service: a CDS service id, such as order-sign-crd")
+    return service
 
 
 def _target(form: dict[str, Any]) -> str:
