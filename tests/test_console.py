@@ -8,12 +8,17 @@ import json
 import stat
 
 import pytest
+from werkzeug.datastructures import MultiDict
 
 from cds.config import Settings, SettingsError
 from cds.console.answer import answer_view, render_markdown
+from cds.console.insights import Filters, days_chart, override_reasons, per_policy
 from cds.console.key import DEMO_KEY_FILE, console_signer
+from cds.console.orders import build_request
+from cds.record.store import PolicyStats
 from tests import tokens
 from tests.conftest import EXAMPLES
+from tests.helpers import run_cds
 
 ADMIN_TOKEN = "an-admin-credential-of-some-length"
 SERVICE = "/cds-services/order-sign-crd"
@@ -185,3 +190,56 @@ def test_no_console_request_gets_a_500(make_app, path, body):
     assert answered.status_code in (200, 400), answered.data
     if answered.status_code == 200:  # carried out: the unreachable service is reported, not raised
         assert answered.get_json()["answer"]["status"] == 0
+
+
+def test_the_form_builds_orders_of_any_code_or_text_and_order_select_names_only_the_selected():
+    form = example_form() | {"hook": "order-select", "requestedVersion": "2.2",
+                             "configuration": {"coverage-info": False, "max-cards": 1},
+                             "orders": [{"type": "ServiceRequest", "system": "http://www.ama-assn.org/go/cpt",
+                                         "code": "97026", "display": "Application of a modality; infrared"},
+                                        {"type": "DeviceRequest", "text": "Anodyne Therapy System, home unit",
+                                         "selected": False}]}
+    request = build_request(form)
+    first, second = (entry["resource"] for entry in request["context"]["draftOrders"]["entry"])
+    assert first["code"]["coding"] == [{"system": "http://www.ama-assn.org/go/cpt", "code": "97026",
+                                        "display": "Application of a modality; infrared"}]
+    assert second["codeCodeableConcept"] == {"text": "Anodyne Therapy System, home unit"}
+    assert first["insurance"] == [{"reference": "Coverage/cov-bcbstx-4821"}]
+    assert first["subject"] == {"reference": "Patient/pat-tx-4821"}
+    assert request["context"]["selections"] == ["ServiceRequest/console-order-1"]
+    assert request["extension"] == {"davinci-crd.configuration": {"coverage-info": False, "max-cards": 1},
+                                    "davinci-crd.requestedVersion": "2.2"}
+    assert set(request["prefetch"]) == {"patient", "coverage", "conditions"} and "fhirServer" not in request
+    without = build_request(example_form() | {"coverage": None, "conditions": None})
+    assert without["prefetch"]["coverage"] is None and "insurance" not in \
+        without["context"]["draftOrders"]["entry"][0]["resource"]
+
+
+def test_insights_charts_scale_to_the_busiest_day_and_rates_follow_cds_audit_stats():
+    counts = [{"day": f"2026-01-{d:02d}", "policy_id": "P", "outcome": "not-covered", "hook": "order-sign", "n": d}
+              for d in range(1, 31)]
+    chart = days_chart(counts)
+    assert chart["peak"] == 30 and max(bar["h"] for bar in chart["bars"]) == chart["height"] - 30
+    assert len(chart["labels"]) <= 10 and chart["bars"][-1]["x"] + chart["bars"][-1]["w"] <= chart["width"]
+    feedback = [{"policy_id": "P", "outcome": "accepted", "override_code": None, "override_display": None,
+                 "entries": 1, "decisions": 1},
+                {"policy_id": "P", "outcome": "overridden", "override_code": "patient-pays",
+                 "override_display": "Patient pays", "entries": 3, "decisions": 2}]
+    stats = [PolicyStats("P", {"not-covered": 465}, with_feedback=4, overridden=2)]
+    [policy] = per_policy(stats, counts, feedback)
+    assert (policy["decisions"], policy["accepted"], policy["override_rate"], policy["accept_rate"]) == (
+        465, 1, 0.5, 0.25)
+    assert policy["by_hook"] == {"order-sign": 465}
+    assert override_reasons(feedback) == [{"code": "patient-pays", "label": "Patient pays", "entries": 3}]
+    assert Filters.from_args(MultiDict({"since": "yesterday"})).problems == (
+        "since: 'yesterday' is not a date (YYYY-MM-DD)",)
+    assert Filters.from_args(MultiDict({"until": "2026-01-31"})).query()["until"].isoformat() == (
+        "2026-02-01T00:00:00+00:00")
+
+
+def test_the_console_key_prints_as_the_public_key_set_to_register_elsewhere(make_app, tmp_path):
+    make_app(demo=True, data_dir=str(tmp_path))
+    result = run_cds("keys", "public", tmp_path / DEMO_KEY_FILE)  # as docs/console.md says
+    assert result.exit_code == 0
+    [key] = json.loads(result.stdout)["keys"]
+    assert key["kty"] == "EC" and key["alg"] == "ES384" and "d" not in key

@@ -100,16 +100,17 @@ def days_chart(counts: list[dict[str, Any]]) -> dict[str, Any]:
     days = sorted(per_day)
     peak = max((sum(c.values()) for c in per_day.values()), default=0)
     height, width = 160, max(len(days), 1)
-    step = min(48, (CHART_WIDTH - 40) // width)
+    step = min(48.0, (CHART_WIDTH - 40) / width)
     bars = []
     for index, day in enumerate(days):
         top = height
         for outcome, n in sorted(per_day[day].items()):
             bar_height = round(n / peak * (height - 10)) if peak else 0
             top -= bar_height
-            bars.append({"x": 30 + index * step, "y": top, "w": max(step - 4, 2), "h": bar_height,
-                         "outcome": outcome, "title": f"{day}: {n} {outcome}"})
-    labels = [{"x": 30 + i * step, "text": day[5:]} for i, day in enumerate(days)]
+            bars.append({"x": round(30 + index * step, 1), "y": top, "w": round(max(step * 0.85, 1), 1),
+                         "h": bar_height, "outcome": outcome, "title": f"{day}: {n} {outcome}"})
+    every = -(-len(days) // 10) or 1  # at most ten day labels
+    labels = [{"x": round(30 + i * step, 1), "text": day[5:]} for i, day in enumerate(days) if i % every == 0]
     return {"width": CHART_WIDTH, "height": height + 20, "bars": bars, "labels": labels, "peak": peak}
 
 

@@ -13,6 +13,9 @@ from cds.config import Settings
 from cds.tools.client import CallFailed, base_url, fetch_json
 from cds.tools.signing import Signer
 
+# A CDS service answers within seconds (CRD asks for 5 at most): a console request never waits much longer.
+TIMEOUT = (3.0, 10.0)
+
 
 class TargetRefused(ValueError):
     """The console will not call this URL; the message says why."""
@@ -54,7 +57,7 @@ def call(signer: Signer | None, base: str, path: str, body: Any = None, method: 
     started = time.perf_counter()
     try:
         with requests.Session() as session:
-            data = fetch_json(session, method, url, headers, body)
+            data = fetch_json(session, method, url, headers, body, TIMEOUT)
         status = 200
     except CallFailed as failed:
         status = failed.status or 0

@@ -119,15 +119,15 @@ class FhirClient:
 
 
 def fetch_json(session: requests.Session, method: str, url: str, headers: dict[str, str],
-               body: Any = None) -> Any:
+               body: Any = None, timeout: tuple[float, float] = TIMEOUT) -> Any:
     """The JSON a 2xx answer holds; anything else raises CallFailed. Redirects are not followed, so a
     JWT audience or a bearer token never travels to a URL nobody named."""
     try:
-        with session.request(method, url, headers=headers, json=body, timeout=TIMEOUT, stream=True,
+        with session.request(method, url, headers=headers, json=body, timeout=timeout, stream=True,
                              allow_redirects=False) as response:
             raw = _read_bounded(response, url)
     except requests.Timeout:
-        raise CallFailed(f"{method} {url}: no answer within {TIMEOUT[1]} seconds") from None
+        raise CallFailed(f"{method} {url}: no answer within {timeout[1]:g} seconds") from None
     except requests.ConnectionError:
         raise CallFailed(f"{method} {url}: cannot connect") from None
     except requests.RequestException as exc:
