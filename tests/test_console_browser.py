@@ -133,6 +133,34 @@ def test_an_e0221_order_shows_card_and_coverage_information_and_its_feedback_rea
     store.close()
 
 
+def test_a_member_scenario_edited_in_the_form_changes_the_answer(service, page):
+    url, _ = service
+    page.goto(f"{url}/console/")
+    page.select_option("#scenario", "il-child-hmo")
+    expect(page.locator("#birth-date")).to_have_value("2017-02-09")
+    expect(page.locator("#state")).to_have_value("IL")
+    page.click("#send")
+    card = page.locator(".card")
+    expect(card.locator(".summary")).to_contain_text("may be covered under an Illinois mandate")
+    expect(card.locator(".indicator")).to_have_text("info")
+    row = page.locator("#coverage-table tbody tr")
+    expect(row.locator(".c-covered")).to_have_text("covered")
+    expect(row.locator(".c-pa-needed")).to_have_text("auth-needed")
+
+    page.fill("#birth-date", "1990-01-01")
+    page.locator("#birth-date").dispatch_event("change")
+    page.fill("#condition-code", "Q90.9")
+    page.fill("#condition-text", "Down syndrome, unspecified")
+    page.click("#add-condition")
+    page.click("#send")
+    expect(card.locator(".summary")).to_have_text([E0221_SUMMARY])
+    expect(card.locator(".detail")).to_contain_text("the mandate reaches children under 19 only")
+    expect(row.locator(".c-covered")).to_have_text("not-covered")
+    sent = json.loads(page.locator("#request-json").text_content())["prefetch"]
+    assert sent["patient"]["birthDate"] == "1990-01-01"
+    assert sent["conditions"]["entry"][-1]["resource"]["code"]["coding"][0]["code"] == "Q90.9"
+
+
 @pytest.fixture
 def script_card_service(httpserver: HTTPServer) -> str:
     """Another CDS service on loopback whose card detail carries HTML, script and a javascript: link."""

@@ -38,6 +38,43 @@ function chooseScenario() {
   $("#patient").value = pretty(scenario.patient);
   $("#coverage").value = pretty(scenario.coverage);
   $("#conditions").value = pretty(scenario.conditions);
+  showPatientFields();
+}
+
+// The quick fields edit the Patient and Conditions JSON in place; the JSON stays what is sent.
+function showPatientFields() {
+  let patient = null;
+  try { patient = JSON.parse($("#patient").value); } catch (error) { return; }
+  $("#birth-date").value = (patient && patient.birthDate) || "";
+  $("#state").value = (patient && patient.address && patient.address[0] && patient.address[0].state) || "";
+}
+
+function editPatient() {
+  const patient = readJson("#patient") || {resourceType: "Patient", id: "console-patient"};
+  if ($("#birth-date").value) patient.birthDate = $("#birth-date").value; else delete patient.birthDate;
+  const state = $("#state").value.trim().toUpperCase();
+  patient.address = patient.address && patient.address.length ? patient.address : [{use: "home"}];
+  if (state) patient.address[0].state = state; else delete patient.address[0].state;
+  $("#patient").value = pretty(patient);
+}
+
+function addCondition() {
+  const code = $("#condition-code").value.trim();
+  if (!code) return;
+  const patient = readJson("#patient") || {};
+  const bundle = readJson("#conditions") || {resourceType: "Bundle", type: "searchset", entry: []};
+  bundle.entry = bundle.entry || [];
+  const text = $("#condition-text").value.trim();
+  bundle.entry.push({resource: {
+    resourceType: "Condition", id: `console-condition-${bundle.entry.length + 1}`,
+    clinicalStatus: {coding: [{system: "http://terminology.hl7.org/CodeSystem/condition-clinical", code: "active"}]},
+    code: {coding: [{system: "http://hl7.org/fhir/sid/icd-10-cm", code, ...(text ? {display: text} : {})}],
+           ...(text ? {text} : {})},
+    subject: {reference: `Patient/${patient.id}`},
+  }});
+  bundle.total = bundle.entry.length;
+  $("#conditions").value = pretty(bundle);
+  $("#condition-code").value = $("#condition-text").value = "";
 }
 
 function addOrder(code = "E0221") {
@@ -231,6 +268,12 @@ async function sendFeedback(card, box, said, entry, done) {
 // ------------------------------------------------------------------------------------------------- start
 
 $("#scenario").addEventListener("change", chooseScenario);
+const patientStatus = (error) => { $("#status").textContent = error.message; };
+for (const id of ["#birth-date", "#state"]) {
+  $(id).addEventListener("change", () => { try { editPatient(); } catch (error) { patientStatus(error); } });
+}
+$("#add-condition").addEventListener("click", () => { try { addCondition(); } catch (error) { patientStatus(error); } });
+$("#patient").addEventListener("change", showPatientFields);
 $("#add-order").addEventListener("click", () => addOrder(null));
 $("#discover").addEventListener("click", discover);
 $("#send").addEventListener("click", send);
