@@ -124,7 +124,7 @@ def test_a_form_that_cannot_make_a_request_is_answered_400_naming_the_field(make
     for change, named in [({"patient": None}, "patient"), ({"orders": []}, "orders"),
                           ({"orders": [{"type": "Observation", "code": "x"}]}, "orders[0].type"),
                           ({"orders": [{"type": "DeviceRequest"}]}, "orders[0]"),
-                          ({"configuration": {"colour": "red"}}, "configuration"),
+                          ({"configuration": {"max-cards": "two"}}, "configuration"),
                           ({"coverage": "none"}, "coverage"), ({"service": ""}, "service"),
                           ({"target": "ftp://example.org"}, "target"), ({"raw": [1, 2]}, "raw")]:
         answered = client.post("/console/api/send", json=example_form() | change, headers={"Authorization": ""})

@@ -160,6 +160,15 @@ def test_a_member_scenario_edited_in_the_form_changes_the_answer(service, page):
     assert sent["patient"]["birthDate"] == "1990-01-01"
     assert sent["conditions"]["entry"][-1]["resource"]["code"]["coding"][0]["code"] == "Q90.9"
 
+    # The CRD configuration options the service declares: coverage-info off drops the system action.
+    expect(page.locator("#opt-max-cards")).to_have_attribute("placeholder", "10")
+    page.uncheck("#opt-coverage-info")
+    page.click("#send")
+    expect(page.locator("#coverage-table tbody")).to_have_text("No system action.")
+    expect(card.locator(".summary")).to_have_text([E0221_SUMMARY])
+    extension = json.loads(page.locator("#request-json").text_content())["extension"]
+    assert extension == {"davinci-crd.configuration": {"coverage-info": False}, "davinci-crd.requestedVersion": "2.2"}
+
 
 @pytest.fixture
 def script_card_service(httpserver: HTTPServer) -> str:

@@ -13,7 +13,6 @@ from cds.tools.order_request import CPT, HCPCS, coverage_references
 ORDER_TYPES = ("DeviceRequest", "ServiceRequest")
 SYSTEMS = {"CPT": CPT, "HCPCS": HCPCS}
 USER_ID = "PractitionerRole/console-user"
-CONFIGURATION_OPTIONS = ("coverage-info", "off-guideline", "max-cards")
 
 
 @dataclass(frozen=True)
@@ -114,11 +113,13 @@ def draft_order(order: Any, index: int, patient_id: str, insurance: list[str]) -
 
 
 def crd_extension(form: dict[str, Any]) -> dict[str, Any]:
-    """`davinci-crd.configuration` (only the options the user changed) and `davinci-crd.requestedVersion`."""
+    """`davinci-crd.configuration` (the options the service declares, as the user set them) and
+    `davinci-crd.requestedVersion`."""
     extension: dict[str, Any] = {}
     configuration = form.get("configuration") or {}
-    if not isinstance(configuration, dict) or set(configuration) - set(CONFIGURATION_OPTIONS):
-        raise FormError(f"configuration: only {', '.join(CONFIGURATION_OPTIONS)}")
+    if not isinstance(configuration, dict) or not all(isinstance(value, bool | int)
+                                                      for value in configuration.values()):
+        raise FormError("configuration: option codes with true/false or whole-number values")
     if configuration:
         extension["davinci-crd.configuration"] = configuration
     version = form.get("requestedVersion")

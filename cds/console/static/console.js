@@ -6,6 +6,7 @@
 const $ = (selector, root = document) => root.querySelector(selector);
 const scenarios = JSON.parse($("#scenario-data").textContent);
 let lastService = null; // the service the shown cards came from, for their feedback
+let discovered = []; // the services the base URL's discovery lists
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -101,13 +102,28 @@ function readJson(id) {
   try { return JSON.parse(text || "null"); } catch (error) { throw new Error(`${id.slice(1)}: not JSON (${error.message})`); }
 }
 
+// The CRD configuration options the chosen service declares; only values that differ from its defaults are sent.
 function configuration() {
   const options = {};
-  if (!$("#opt-coverage-info").checked) options["coverage-info"] = false;
-  if (!$("#opt-off-guideline").checked) options["off-guideline"] = false;
-  const maxCards = $("#opt-max-cards").value;
-  if (maxCards !== "") options["max-cards"] = Number(maxCards);
+  for (const input of document.querySelectorAll("#options input")) {
+    const code = input.dataset.code;
+    if (input.type === "checkbox" && input.checked !== (input.dataset.default !== "false")) options[code] = input.checked;
+    if (input.type === "number" && input.value !== "") options[code] = Number(input.value);
+  }
   return options;
+}
+
+function showOptions(service) {
+  const declared = (service.extension && service.extension["davinci-crd.configuration-options"]) || [];
+  $("#options").replaceChildren(...declared.filter((o) => o && typeof o.code === "string").map((option) => {
+    const input = option.type === "boolean"
+      ? el("input", {type: "checkbox", id: `opt-${option.code}`, "data-code": option.code,
+                     "data-default": String(option.default !== false)})
+      : el("input", {type: "number", id: `opt-${option.code}`, "data-code": option.code, min: "0", size: "3",
+                     placeholder: option.default === undefined ? "" : String(option.default)});
+    if (option.type === "boolean") input.checked = option.default !== false;
+    return el("label", {title: option.description || ""}, input, ` ${option.code}`);
+  }));
 }
 
 function orders() {
@@ -136,8 +152,10 @@ async function discover() {
     const {answer} = await post("api/discover", {target: $("#target").value});
     if (answer.status !== 200) throw new Error(`${answer.url} answered ${answer.status}`);
     const services = answer.body.services || [];
+    discovered = services;
     $("#service").replaceChildren(...services.map((s) => el("option", {value: s.id, "data-hook": s.hook,
                                                                          text: `${s.hook} (${s.id})`})));
+    if (services.length) showOptions(services[0]);
     const versions = services.flatMap((s) => (s.extension && s.extension["davinci-crd.version"]) || []);
     $("#version").replaceChildren(el("option", {value: "", text: "(none)"}),
                                   ...[...new Set(versions)].map((v) => el("option", {value: v, text: v})));
@@ -276,6 +294,10 @@ $("#add-condition").addEventListener("click", () => { try { addCondition(); } ca
 $("#patient").addEventListener("change", showPatientFields);
 $("#add-order").addEventListener("click", () => addOrder(null));
 $("#discover").addEventListener("click", discover);
+$("#service").addEventListener("change", () => {
+  const service = discovered.find((s) => s.id === $("#service").value);
+  if (service) showOptions(service);
+});
 $("#send").addEventListener("click", send);
 $("#raw-from-scenario").addEventListener("click", () => {
   const scenario = scenarios.find((s) => s.key === $("#scenario").value);
