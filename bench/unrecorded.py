@@ -12,41 +12,26 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 from cds.config import Settings
+from cds.record import Recorder
 from cds.tools.cli import GunicornServer
 
 
-def _not_recorded(*records: Any) -> None:
-    """Store.audit, switched off."""
+class _Unrecorded(Recorder):
+    """The record step without its audit records: decisions are still counted and R4 departures logged."""
+
+    def write(self, *call: Any) -> None:
+        pass
 
 
 def switch_off_recording(app: Flask) -> Flask:
-    """`app` records nothing from now on; other apps in the process are untouched."""
-    import cds.web.routes  # imported late: gunicorn sets up multiprocess metrics before a worker imports it
-
-    app.extensions["cds_store"].audit = _not_recorded
-    if not getattr(cds.web.routes.call_records, "switchable", False):
-        cds.web.routes.call_records = _switchable(cds.web.routes.call_records)
+    """`app` writes no audit record from now on; other apps in the process are untouched."""
+    service = app.extensions["cds"]
+    recorder = service.recorder
+    service.recorder = _Unrecorded(recorder.store, recorder.departures, recorder.capture_payloads)
     return app
-
-
-def _switchable(call_records: Any) -> Any:
-    """The record step of cds.web.routes, which for a switched-off app only counts the decisions (as it also does)."""
-    from cds import metrics
-    from cds.render.coverage import COVERED_CODE
-
-    def records_unless_off(service_id: str, request: Any, client: Any, status: int, latency_ms: float,
-                           rendered: Any = (), *rest: Any) -> Any:
-        if current_app.extensions["cds_store"].audit is not _not_recorded:
-            return call_records(service_id, request, client, status, latency_ms, rendered, *rest)
-        for item in rendered:
-            metrics.decision(item.decision.policy_id, COVERED_CODE[item.decision.outcome])
-        return None, ()
-
-    records_unless_off.switchable = True  # type: ignore[attr-defined]
-    return records_unless_off
 
 
 class UnrecordedServer(GunicornServer):

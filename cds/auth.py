@@ -17,12 +17,13 @@ import jwt
 import orjson
 import requests
 import yaml
-from flask import Flask, Request, current_app, g, request
+from flask import Request, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cds.config import Settings, SettingsError, is_loopback
+from cds.config import Settings, SettingsError
 from cds.console.key import demo_trusted_jwks
 from cds.errors import CdsError, quote
+from cds.urls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class RegistryError(SettingsError):
 
 
 @dataclass(frozen=True)
-class CdsClient:
-    """The authenticated caller, as the pipeline sees it in `flask.g.cds_client`."""
+class RegisteredClient:
+    """An authenticated caller: a client of the trusted-client registry, as its token named it."""
 
     iss: str
     tenant: str | None
@@ -241,7 +242,7 @@ class Authenticator:
             log.info("trusting %d CDS client(s): %s; audiences under %s", len(self.clients),
                      ", ".join(sorted(self.clients)) or "none", ", ".join(self.bases))
 
-    def authenticate(self, request: Request) -> CdsClient | None:
+    def authenticate(self, request: Request) -> RegisteredClient | None:
         """The verified caller of `request` (None when authentication is off), or Unauthorized."""
         if self.off and is_loopback(request.remote_addr or ""):
             return None
@@ -256,7 +257,7 @@ class Authenticator:
             log.warning("401 for %s %s: %s", request.method, quote(request.path, 200), reason)
             raise Unauthorized from None
 
-    def verify(self, token: str, path: str) -> CdsClient:
+    def verify(self, token: str, path: str) -> RegisteredClient:
         """Check `token` for a call to `path`, in the CDS Hooks best-practice order; Refused says why not."""
         if len(token) > MAX_TOKEN_CHARS:
             raise Refused("token too long")
@@ -295,7 +296,7 @@ class Authenticator:
         # Remembered while the token could still pass; an absurd exp is clamped to what a float can hold.
         if self.replay.seen_jti(client.iss, jti, min(int(claims["exp"]), 2**53) + self.skew):
             raise Refused(f"replayed jti {quote(jti)} from iss {quote(iss, 200)}")
-        return CdsClient(iss=client.iss, tenant=tenant, fhir_servers=client.fhir_servers)
+        return RegisteredClient(iss=client.iss, tenant=tenant, fhir_servers=client.fhir_servers)
 
     def audiences(self, path: str) -> list[str]:
         """`aud` values accepted for a call to `path`: each public base URL plus the path, one trailing slash
@@ -322,10 +323,6 @@ def _read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     except jwt.PyJWTError as exc:
         raise Refused(f"not a readable JWT ({quote(exc, 120)})") from None
     return unverified["header"], unverified["payload"]
-
-
-def register_auth(app: Flask, settings: Settings) -> None:
-    app.extensions["cds_auth"] = Authenticator(settings, app.extensions["cds_store"])
 
 
 def authenticate() -> None:

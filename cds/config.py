@@ -1,4 +1,8 @@
-"""One Settings object, read once from CDS_* environment variables."""
+"""One Settings object, read once from CDS_* environment variables.
+
+Reading settings checks values and loads nothing: the files they name (policies, plan directory, diagnoses) are
+loaded once, where the service is built (cds/pipeline.py), and a bad one stops start-up naming its variable.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,8 @@ from typing import Any
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from cds.member.fetch import base_url_problem, is_loopback
-from cds.member.plans import PlanDirectoryError, load_plan_directory
-from cds.policy.loader import PolicyError, read_diagnoses_overrides
 from cds.policy.mandate import DEFAULT_CHILD_AGE_LIMIT
+from cds.urls import base_url_problem, is_loopback
 
 MIB = 1024 * 1024
 EXAMPLE_DATABASE_URL = "postgresql+psycopg://cds:secret@db.example.org/cds"
@@ -169,18 +171,8 @@ class Settings:
             problem = base_url_problem(base, settings.demo)
             if problem:
                 raise SettingsError(f"CDS_FHIR_SERVERS entry {base!r}: {problem}")
-        if settings.plan_directory:
-            try:
-                load_plan_directory(settings.plan_directory)
-            except PlanDirectoryError as exc:
-                raise SettingsError(f"CDS_PLAN_DIRECTORY={settings.plan_directory!r}: {exc}") from None
         if not 1 <= settings.mandate_child_age_limit <= 26:
             raise SettingsError("CDS_MANDATE_CHILD_AGE_LIMIT must be between 1 and 26 (children are under it)")
-        if settings.mandate_diagnoses_file:
-            try:
-                read_diagnoses_overrides(settings.mandate_diagnoses_file)
-            except PolicyError as exc:
-                raise SettingsError(f"CDS_MANDATE_DIAGNOSES_FILE: {exc}") from None
         if not settings.jwt_algorithms:
             raise SettingsError("CDS_JWT_ALGORITHMS must name at least one algorithm")
         for alg in settings.jwt_algorithms:

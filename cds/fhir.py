@@ -1,8 +1,7 @@
-"""FHIR helpers: tolerant parsing of the draft orders an EHR sends (fhir.resources R4B, one at a time)."""
+"""Draft orders as an EHR sends them: normalised, and checked against FHIR R4 (fhir.resources R4B) when asked."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
@@ -11,8 +10,10 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-REFERENCE_PATTERN = re.compile(r"([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
+from cds.fhirjson import ID_PATTERN
+from cds.policy.facts import Order
+from cds.validation import error_path
+
 MAX_PROBLEMS = 5
 # The resource types draft orders come as (CDS Hooks order-select and order-sign, Da Vinci CRD).
 ORDER_TYPES = ("ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
@@ -20,17 +21,8 @@ ORDER_TYPES = ("ServiceRequest", "DeviceRequest", "MedicationRequest", "Nutritio
 
 
 @dataclass(frozen=True)
-class DraftOrder:
+class DraftOrder(Order):
     """One order from context.draftOrders: its JSON as normalised, and what is wrong with it as FHIR R4."""
-
-    resource: dict[str, Any]
-    resource_type: str
-    id: str | None
-
-    @property
-    def reference(self) -> str | None:
-        """`Type/id`, the form selections and delete actions use; None for an order without an id."""
-        return f"{self.resource_type}/{self.id}" if self.id else None
 
     @cached_property
     def problems(self) -> tuple[str, ...]:
@@ -121,7 +113,7 @@ def validation_problems(model: type, resource: dict[str, Any]) -> tuple[str, ...
         model.model_validate(resource)
     except ValidationError as exc:
         return tuple(
-            f"{'.'.join(str(part) for part in error['loc']) or resource['resourceType']}: {error['msg']}"
+            f"{error_path(error['loc']) or resource['resourceType']}: {error['msg']}"
             for error in exc.errors()[:MAX_PROBLEMS]
         )
     except (ValueError, TypeError) as exc:  # fhir.resources raises these for some malformed primitives

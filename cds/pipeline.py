@@ -1,99 +1,122 @@
-"""The request pipeline after protocol checks: orders to judge, member facts, decisions, the answer."""
+"""One hook call, start to finish. `answer_hook_call` reads as the request flow (docs/architecture.md):
+authenticate, parse, orders to judge, match, member facts, decide, render, record; each step is one call into the
+module or package named for it. `Service` holds what the steps need, built once per process at start-up."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
-from cds.auth import CdsClient
-from cds.config import Settings
-from cds.errors import BadRequest
-from cds.fhir import DraftOrder
-from cds.member.facts import MemberFacts, member_facts, strict_coverage_problem
+from uuid_utils.compat import uuid7
+from werkzeug import Request
+
+import hooks
+from cds import member
+from cds.auth import Authenticator, RegisteredClient
+from cds.config import Settings, SettingsError
+from cds.errors import CdsError
 from cds.member.fetch import FhirFetcher
-from cds.member.plans import load_plan_directory
-from cds.member.prefetch import member_data
-from cds.policy import CompiledPolicy, Decision, judge, load_policies, match_order
+from cds.member.plans import PlanDirectory, PlanDirectoryError, load_plan_directory
+from cds.policy import CompiledPolicy, PolicyError, PolicyMatch, decide, load_policies, match_order
+from cds.policy.loader import DiagnosesFileError
 from cds.policy.orders import device_index
-from cds.protocol import Action, Card, CdsResponse, HookRequest
-from cds.record.departures import DepartureLog
-from cds.render.cards import card_for, select_cards
-from cds.render.coverage import Configuration, coverage_action
-from hooks.spec import Hook
+from cds.protocol import HookRequest, parse_hook_request, to_wire
+from cds.record import Recorder
+from cds.render import Configuration, render
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """One decision and what was said about it: the unit an audit record keeps."""
+@dataclass
+class Service:
+    settings: Settings
+    policies: tuple[CompiledPolicy, ...]
+    plans: PlanDirectory | None
+    fetcher: FhirFetcher
+    authenticator: Authenticator
+    recorder: Recorder
+    today: Callable[[], date] = date.today
 
-    decision: Decision
-    card: Card
-    action: Action | None
 
-
-class CoverageService:
-    """Built once per process at start-up (policies loaded and compiled here); answers one hook call at a time."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.policies = configured_policies(settings)
-        self.fetcher = FhirFetcher(settings)
-        self.plans = load_plan_directory(settings.plan_directory) if settings.plan_directory else None
-        self.departures = DepartureLog(settings.r4_check_interval_ms)
-
-    def respond(self, hook: Hook, request: HookRequest,
-                client: CdsClient | None = None) -> tuple[CdsResponse, list[Rendered]]:
-        """The answer and the decisions behind it (for the audit record). `client`: the authenticated caller,
-        whose registered FHIR servers member data may also come from."""
-        configuration = Configuration.from_request(request)
-        rendered = self.decide(hook, request, configuration, client)
-        actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
-        cards = select_cards([r.card for r in rendered], configuration)
-        return CdsResponse(cards=cards, system_actions=actions), rendered
-
-    def decide(self, hook: Hook, request: HookRequest, configuration: Configuration,
-               client: CdsClient | None = None) -> list[Rendered]:
+def answer_hook_call(service: Service, service_id: str, http: Request,
+                     read_body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON answer to one call of `service_id`; a CdsError for a call that cannot be answered."""
+    started = time.perf_counter()
+    settings = service.settings
+    client = service.authenticator.authenticate(http)
+    hooks.services_with_id(service_id)  # 404 before the body is read
+    body = read_body()
+    hook = hooks.hook_for(service_id, body)
+    request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
+    try:
         orders = hook.judged_orders(request)
-        devices = _referable_devices(request, orders)
-        found = [m for m in (match_order(order, self.policies, devices) for order in orders) if m]
-        if not found:  # member data is fetched only for orders a policy covers
-            return []
-        facts = self.member_facts(request, client=client)
-        today = date.today()
-        decisions = [judge(match, facts.for_order(match.order, today), today) for match in found]
-        # R4 is checked only for orders the service speaks about: their integrators hear of it.
-        self.departures.check((match.order for match in found), client.iss if client else None)
-        return [
-            Rendered(d, card_for(d, configuration, self.settings.payer_name), coverage_action(d, hook.primary))
-            for d in decisions
-        ]
+        matches = match_orders(orders, service.policies, request)
+        facts = member_facts(service, request, client) if matches else None  # fetched only when a policy applies
+        today = service.today()
+        decisions = [decide(m, member.order_facts(facts, m.order, today), today, new_assertion_id())
+                     for m in matches if facts]
+        rendering = render(decisions, Configuration.from_request(request), hook.primary, settings.payer_name)
+    except CdsError as error:  # e.g. 412 or a strict-mode 400: recorded too, then answered
+        service.recorder.record(service_id, request, client, error.status, _ms_since(started))
+        raise
+    answer = to_wire(rendering.response)
+    service.recorder.record(service_id, request, client, 200, _ms_since(started), rendering, (body, answer))
+    return answer
 
 
-    def member_facts(self, request: HookRequest, required: Iterable[str] = (),
-                     client: CdsClient | None = None) -> MemberFacts:
-        """The member's facts for this call. `required`: prefetch keys a decision cannot be made without (412 when
-        they cannot be had). Strict CRD mode requires the coverage and answers 400 when it is not exactly one
-        Coverage of a payer this service serves."""
-        strict = self.settings.strict_crd
-        allowed = (*self.settings.fhir_servers, *client.fhir_servers) if client else None
-        data = member_data(request, self.fetcher, {*required, *(["coverage"] if strict else [])}, allowed)
-        facts = member_facts(data, self.plans)
-        problem = strict_coverage_problem(facts, self.settings.served_payers) if strict else None
-        if problem:
-            raise BadRequest(problem, "prefetch.coverage")
-        return facts
+def match_orders(orders: Sequence[Any], policies: Sequence[CompiledPolicy], request: HookRequest) -> list[PolicyMatch]:
+    """The orders a policy covers, each with its policy and how it matched."""
+    devices = _referable_devices(request, orders)
+    return [found for found in (match_order(order, policies, devices) for order in orders) if found]
 
 
-def configured_policies(settings: Settings) -> tuple[CompiledPolicy, ...]:
-    """The policies and their mandates as the settings configure them; PolicyError names a file that is unusable."""
-    return load_policies(settings.policy_dirs, settings.policy_url_template,
-                         child_age_limit=settings.mandate_child_age_limit,
-                         diagnoses_file=settings.mandate_diagnoses_file)
+def member_facts(service: Service, request: HookRequest, client: RegisteredClient | None) -> member.MemberFacts:
+    settings = service.settings
+    allowed = (*settings.fhir_servers, *client.fhir_servers) if client else None
+    return member.facts_for_call(request, service.fetcher, service.plans, service.today(), allowed,
+                                 settings.served_payers if settings.strict_crd else None)
 
 
-def _referable_devices(request: HookRequest, orders: tuple[DraftOrder, ...]) -> dict[str, dict]:
+def new_assertion_id() -> str:
+    """A decision's id. Time-ordered (UUIDv7, RFC 9562): new audit records go to the end of each index instead of a
+    random page of it, which halved what writing a record costs and keeps it flat as the tables grow."""
+    return str(uuid7())
+
+
+def load_service(settings: Settings, authenticator: Authenticator, recorder: Recorder) -> Service:
+    """The service as the settings configure it: the files they name are loaded here, once; a file that is unusable
+    stops start-up with SettingsError naming its variable."""
+    return Service(settings, load_configured_policies(settings), load_configured_plans(settings),
+                   FhirFetcher(settings), authenticator, recorder)
+
+
+def load_configured_policies(settings: Settings) -> tuple[CompiledPolicy, ...]:
+    try:
+        return load_policies(settings.policy_dirs, settings.policy_url_template,
+                             child_age_limit=settings.mandate_child_age_limit,
+                             diagnoses_file=settings.mandate_diagnoses_file)
+    except DiagnosesFileError as exc:
+        raise SettingsError(f"CDS_MANDATE_DIAGNOSES_FILE: {exc}") from None
+    except PolicyError as exc:
+        raise SettingsError(f"CDS_POLICY_DIRS: policy file not usable: {exc}") from None
+
+
+def load_configured_plans(settings: Settings) -> PlanDirectory | None:
+    if not settings.plan_directory:
+        return None
+    try:
+        return load_plan_directory(settings.plan_directory)
+    except PlanDirectoryError as exc:
+        raise SettingsError(f"CDS_PLAN_DIRECTORY={settings.plan_directory!r}: {exc}") from None
+
+
+def _referable_devices(request: HookRequest, orders: Sequence[Any]) -> dict[str, dict]:
     """Devices a DeviceRequest.codeReference may point to, looked for only when an order has one."""
     if not any("codeReference" in order.resource for order in orders):
         return {}
     return device_index([*(order.resource for order in request.draft_orders), *request.prefetch.values()])
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

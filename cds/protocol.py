@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from cds.errors import BadRequest, quote
-from cds.fhir import ID_PATTERN, REFERENCE_PATTERN, DraftOrder, parse_draft_order, prune_empty
+from cds.fhir import DraftOrder, parse_draft_order, prune_empty
+from cds.fhirjson import ID_PATTERN, REFERENCE_PATTERN
+from cds.validation import error_path
 from cds.web.body import json_type
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
@@ -341,6 +343,6 @@ def parse_feedback(body: dict[str, Any]) -> Feedback:
         return Feedback.model_validate(body)
     except ValidationError as exc:
         error = exc.errors()[0]
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        path = error_path(error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         raise BadRequest(f"Invalid feedback at {path or 'body'}: {message}.", path or None) from None

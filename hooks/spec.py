@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cds.fhir import DraftOrder
+from cds.policy.facts import Order
 from cds.protocol import HookRequest
 
 # What every coverage decision may need about the member; root-level context tokens only (CDS Hooks 2.0).
@@ -54,7 +54,7 @@ class Hook:
     description: str
     primary: bool  # CRD primary hooks must return coverage information for every judged order
     requires_selections: bool
-    judged_orders: Callable[[HookRequest], tuple[DraftOrder, ...]]
+    judged_orders: Callable[[HookRequest], tuple[Order, ...]]
 
     def discovery_entry(self) -> dict[str, Any]:
         return {

@@ -9,8 +9,6 @@ an app with other settings.
 from __future__ import annotations
 
 import copy
-import json
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,22 +17,13 @@ from urllib.parse import urlsplit
 import pytest
 from flask.testing import FlaskClient
 from werkzeug.datastructures import Headers
-from werkzeug.serving import make_server
 
 from cds.config import Settings
 from cds.record import Store
 from cds.web.app import create_app
 from tests import tokens
+from tests.helpers import load, serve_on_loopback
 from tests.postgres import new_database, postgres_server
-
-DATA = Path(__file__).parent / "data"
-EXAMPLES = Path(__file__).parent.parent / "fhir_examples"
-
-
-def load(name: str) -> dict:
-    """A request body from tests/data (reference requests) or fhir_examples/."""
-    path = DATA / name if (DATA / name).exists() else EXAMPLES / name
-    return json.loads(path.read_text())
 
 
 class SignedClient(FlaskClient):
@@ -114,17 +103,6 @@ def live_service(make_app) -> Iterator[str]:
     """The real app in demo mode without authentication, served over HTTP on a free loopback port (as a
     developer runs it); yields its base URL. Signed calls against a real server: tests/test_cli_keys.py."""
     yield from serve_on_loopback(make_app(demo=True, auth_disabled=True))
-
-
-def serve_on_loopback(app, port: int = 0) -> Iterator[str]:
-    """Serve `app` on loopback until the generator is closed; yields its base URL."""
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
 
 
 @pytest.fixture(scope="session")

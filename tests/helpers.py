@@ -1,14 +1,39 @@
 """Assertions, runners and server helpers shared by the tests."""
 
+import json
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import requests
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.serving import make_server
 
 from cds.tools.cli import main
+
+DATA = Path(__file__).parent / "data"
+EXAMPLES = Path(__file__).parent.parent / "fhir_examples"
+
+
+def load(name: str) -> dict:
+    """A request body from tests/data (reference requests) or fhir_examples/."""
+    path = DATA / name if (DATA / name).exists() else EXAMPLES / name
+    return json.loads(path.read_text())
+
+
+def serve_on_loopback(app, port: int = 0) -> Iterator[str]:
+    """Serve `app` on loopback until the generator is closed; yields its base URL."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+    server.server_close()
 
 
 def outcome(response) -> dict:
@@ -50,3 +75,17 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return 0.0
+
+
+def decide_order(order, facts, policies, devices=None, on=None):
+    """The engine's decision on one order as the pipeline makes it (match, the order's own facts, decide), or None
+    when no policy covers it."""
+    from datetime import date
+
+    from cds.member import order_facts
+    from cds.pipeline import new_assertion_id
+    from cds.policy import decide, match_order
+
+    found = match_order(order, policies, devices)
+    on = on or date.today()
+    return decide(found, order_facts(facts, order, on), on, new_assertion_id()) if found else None

@@ -27,3 +27,18 @@ def a_decision(call: HookCall, order: int = 0, policy_id: str = "DME101.045", ou
         reason="Infrared therapy devices are not medically necessary (policy DME101.045, CMS NCD 270.6).",
         decided_at=decided_at or call.time, card_uuid=str(uuid.uuid4()), suggestion_uuids=(str(uuid.uuid4()),),
         coverage_reference="Coverage/cov-1")
+
+
+def recorded_caller(app, hook_instance: str) -> tuple[str | None, str | None]:
+    """The client (iss, tenant) the store recorded for the latest hook call of that id, once the background writer has written it."""
+    from sqlalchemy import select
+
+    from cds.record.schema import hook_call
+
+    store = app.extensions["cds_store"]
+    store.flush()
+    with store.engine.connect() as connection:
+        row = connection.execute(select(hook_call.c.client_iss, hook_call.c.client_tenant)
+                                 .where(hook_call.c.hook_instance == hook_instance)
+                                 .order_by(hook_call.c.time.desc()).limit(1)).one()
+    return row.client_iss, row.client_tenant

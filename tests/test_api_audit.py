@@ -11,8 +11,7 @@ from sqlalchemy import select
 
 from cds.record.schema import hook_call
 from tests import tokens
-from tests.conftest import load
-from tests.helpers import run_cds
+from tests.helpers import load, run_cds
 
 SERVICE = "/cds-services/order-sign-crd"
 WHEN = "2026-11-26T10:15:30.123Z"

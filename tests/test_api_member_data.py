@@ -10,10 +10,10 @@ import pytest
 from werkzeug import Response
 
 from cds.config import Settings
+from cds.pipeline import member_facts
 from cds.protocol import parse_hook_request
 from cds.web.app import create_app
-from tests.conftest import DATA, load
-from tests.helpers import outcome
+from tests.helpers import DATA, load, outcome
 
 SERVICE = "/cds-services/order-sign-crd"
 BUDGET = 0.5
@@ -69,7 +69,7 @@ def serve_member(fhir_server):
 
 def facts_for(app, request_body):
     request = parse_hook_request(request_body, requires_selections=False, max_orders=200)
-    return app.extensions["cds"].member_facts(request)
+    return member_facts(app.extensions["cds"], request, None)
 
 
 def test_a_call_without_prefetch_fetches_member_data(app, fhir_server):

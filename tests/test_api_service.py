@@ -2,8 +2,7 @@
 
 import pytest
 
-from tests.conftest import load
-from tests.helpers import outcome
+from tests.helpers import load, outcome
 
 REFERENCE_REQUESTS = [
     "sandbox-order-sign-rx.json",

@@ -8,18 +8,22 @@ import time
 
 import pytest
 import time_machine
-from flask import g
 
 from cds import auth
 from cds.auth import RegistryError, load_registry
 from cds.config import SANDBOX_CLIENTS_FILE
 from tests import tokens
+from tests.records import recorded_caller
 from tests.tokens import BASE, EHR, OTHER_EC_KEY, RSA_KEY, SERVICE_PATH, bearer, mint
 
 FEEDBACK_PATH = f"{SERVICE_PATH}/feedback"
 BARE_401 = {"resourceType": "OperationOutcome",
             "issue": [{"severity": "error", "code": "login", "diagnostics": "Authentication failed."}]}
 FEEDBACK = {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}
+
+
+def authenticator(client) -> auth.Authenticator:
+    return client.application.extensions["cds_auth"]
 
 
 def call(client, token: str | None, body: dict, path: str = SERVICE_PATH):
@@ -42,10 +46,17 @@ def test_rs384_token_is_accepted_with_an_rsa_key_published_without_alg(client, o
     assert call(client, token, order_sign).status_code == 200
 
 
-def test_the_authenticated_client_is_available_to_the_pipeline(client, order_sign):
-    with client:
-        assert call(client, mint(), order_sign).status_code == 200
-        assert g.cds_client == auth.CdsClient(iss=EHR, tenant=None, fhir_servers=("https://fhir.ehr.test/r4",))
+def test_the_authenticated_client_is_what_the_pipeline_records(client, order_sign):
+    assert call(client, mint(), order_sign).status_code == 200
+    assert recorded_caller(client.application, order_sign["hookInstance"]) == (EHR, None)
+
+
+def test_the_authenticated_client_carries_its_registered_fhir_servers(app):
+    with app.test_request_context(SERVICE_PATH, method="POST", headers=bearer(mint())):
+        from flask import request
+
+        client = app.extensions["cds_auth"].authenticate(request)
+    assert client == auth.RegisteredClient(iss=EHR, tenant=None, fhir_servers=("https://fhir.ehr.test/r4",))
 
 
 def test_feedback_is_authenticated_for_its_own_url(client):
@@ -142,9 +153,8 @@ def test_the_same_jti_from_another_client_is_not_a_replay(make_app, tmp_path, or
 def test_tenant_is_checked_when_the_client_lists_tenants(make_app, tmp_path, order_sign):
     tenanted = {"iss": "https://multi.test", "jwks": tokens.EHR_JWKS, "tenants": ["north", "south"]}
     client = make_app(clients_file=str(tokens.write_registry(tmp_path, tenanted))).test_client()
-    with client:
-        assert call(client, mint(iss="https://multi.test", tenant="south"), order_sign).status_code == 200
-        assert g.cds_client.tenant == "south"
+    assert call(client, mint(iss="https://multi.test", tenant="south"), order_sign).status_code == 200
+    assert recorded_caller(client.application, order_sign["hookInstance"]) == ("https://multi.test", "south")
     assert_bare_401(call(client, mint(iss="https://multi.test", tenant="west"), order_sign))
     assert_bare_401(call(client, mint(iss="https://multi.test"), order_sign))
     assert call(client, mint(tenant="anything"), order_sign).status_code == 200  # EHR lists no tenants
@@ -207,8 +217,19 @@ def test_spec_example_token_passes_with_time_frozen_inside_its_lifetime(spec_cli
     # Its aud is /cds-services/some-service, which this server does not offer: past authentication comes 404.
     with spec_client, time_machine.travel(SPEC_ISSUED + 3600, tick=False):
         assert spec_client.post("/cds-services/some-service", json={}, headers=bearer(SPEC_TOKEN)).status_code == 404
-        assert g.cds_client.tenant == "2ddd6c3a-8e9a-44c6-a305-52111ad302a2"
         assert_bare_401(spec_client.post("/cds-services/some-service", json={}, headers=bearer(SPEC_TOKEN)))
+
+
+class NoReplays:
+    def seen_jti(self, iss: str, jti: str, expires_at: float) -> bool:
+        return False
+
+
+def test_spec_example_token_names_its_tenant(spec_client):
+    verifier = auth.Authenticator(spec_client.application.config["CDS_SETTINGS"], NoReplays())
+    with time_machine.travel(SPEC_ISSUED + 3600, tick=False):
+        authenticated = verifier.verify(SPEC_TOKEN, "/cds-services/some-service")
+    assert authenticated.tenant == "2ddd6c3a-8e9a-44c6-a305-52111ad302a2"
 
 
 @pytest.mark.parametrize("now", [SPEC_ISSUED - 3600, SPEC_EXPIRES + 3600, None], ids=["before", "after", "today"])
@@ -258,9 +279,8 @@ def test_auth_can_be_switched_off_in_demo_mode_for_loopback_callers_only(make_ap
     with caplog.at_level(logging.WARNING):
         client = make_app(demo=True, auth_disabled=True).test_client()
     assert "authentication is OFF" in caplog.text
-    with client:
-        assert call(client, None, order_sign).status_code == 200
-        assert g.cds_client is None
+    assert call(client, None, order_sign).status_code == 200
+    assert recorded_caller(client.application, order_sign["hookInstance"]) == (None, None)
     remote = client.post(SERVICE_PATH, json=order_sign, headers={"Authorization": ""},
                          environ_base={"REMOTE_ADDR": "192.0.2.7"})
     assert_bare_401(remote)

@@ -6,12 +6,12 @@ from datetime import date
 import pytest
 
 from cds.fhir import parse_draft_order
-from cds.member.facts import CoverageFacts, MemberFacts
-from cds.policy import Outcome, Unknown, decide, load_policies
+from cds.policy import Outcome, Unknown, load_policies
+from cds.policy.facts import CoverageFacts, MemberFacts
 from cds.protocol import MAX_SUMMARY, CdsResponse, to_wire
 from cds.render.cards import OVERRIDE_REASON_SYSTEM, card_for, card_type, select_cards, summary
-from cds.render.coverage import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
-from tests.conftest import load
+from cds.render.configuration import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
+from tests.helpers import decide_order, load
 
 PAYER = "Health Care Service Corporation"
 FACTS = MemberFacts(coverages=(CoverageFacts("Coverage/c1", payer="Blue Cross and Blue Shield of Oklahoma"),))
@@ -32,7 +32,7 @@ E0221 = {"coding": [{"system": "https://www.cms.gov/Medicare/Coding/HCPCSRelease
 
 
 def render(policies, concept=E0221, facts=FACTS, configuration=None, order_id="dr-1"):
-    decision = decide(order(concept, order_id), facts, policies, on=date(2026, 11, 26))
+    decision = decide_order(order(concept, order_id), facts, policies, on=date(2026, 11, 26))
     return decision, card_for(decision, configuration or Configuration(), PAYER)
 
 

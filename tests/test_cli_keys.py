@@ -11,8 +11,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.conftest import DATA, serve_on_loopback
-from tests.helpers import free_port, run_cds
+from tests.helpers import DATA, free_port, run_cds, serve_on_loopback
 
 ISSUER = "https://ehr.example.org"
 JKU = "https://ehr.example.org/.well-known/jwks.json"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from cds.tools.printer import COVERAGE_INFORMATION
-from tests.conftest import DATA, load
-from tests.helpers import run_cds
+from tests.helpers import DATA, load, run_cds
 
 REFERENCE_REQUESTS = sorted(path for path in DATA.glob("*.json") if "hook" in json.loads(path.read_text()))
 WIDE = {"COLUMNS": "200"}  # table rows on one line each, as in a wide terminal

@@ -6,19 +6,13 @@ from datetime import date
 import pytest
 
 from cds.fhir import parse_draft_order
-from cds.member.facts import CoverageFacts, MemberFacts
-from cds.policy import Outcome, decide, load_policies
+from cds.policy import Outcome, load_policies
+from cds.policy.facts import CoverageFacts, MemberFacts
 from cds.protocol import HookRequest
-from cds.render.coverage import (
-    COVERAGE_INFORMATION,
-    TOPIC_SYSTEM_2_2,
-    TOPIC_SYSTEM_TEMP,
-    Configuration,
-    coverage_action,
-    coverage_information,
-)
-from tests.conftest import load
+from cds.render.configuration import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
+from cds.render.coverage import COVERAGE_INFORMATION, coverage_action, coverage_information
 from tests.crd_profile import has_empty_element, problems_2_0_1, problems_2_2, problems_dual
+from tests.helpers import decide_order, load
 
 ORDER = {
     "resourceType": "DeviceRequest", "id": "dr-1", "status": "draft", "intent": "original-order",
@@ -32,7 +26,7 @@ FACTS = MemberFacts(coverages=(CoverageFacts("Coverage/cov-1", payer="Blue Cross
 
 @pytest.fixture(scope="module")
 def decision():
-    return decide(parse_draft_order(ORDER), FACTS, load_policies(), on=date(2026, 11, 26))
+    return decide_order(parse_draft_order(ORDER), FACTS, load_policies(), on=date(2026, 11, 26))
 
 
 def with_outcome(decision, outcome):
@@ -198,7 +192,7 @@ def test_discovery_offers_a_switch_for_every_card_type_emitted(client):
 
 
 def test_an_order_already_carrying_the_same_assertion_gets_no_new_action(client):
-    from tests.conftest import load
+    from tests.helpers import load
 
     body = load("e0221-home-device.json")
     first = client.post("/cds-services/order-sign-crd", json=body).get_json()

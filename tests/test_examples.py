@@ -5,9 +5,10 @@ import pytest
 import yaml
 from hypothesis import given
 
-from cds.render.coverage import COVERAGE_INFORMATION, TOPIC_SYSTEM_TEMP
-from tests.conftest import DATA, EXAMPLES, load
+from cds.render.configuration import TOPIC_SYSTEM_TEMP
+from cds.render.coverage import COVERAGE_INFORMATION
 from tests.crd_profile import has_empty_element, problems_dual, required_order_elements
+from tests.helpers import DATA, EXAMPLES, load
 from tests.test_fuzz import FUZZ, mutated, post
 
 EXPECTED = yaml.safe_load((EXAMPLES / "expected.yaml").read_text())

@@ -8,22 +8,25 @@ import pytest
 
 from cds.fhir import parse_draft_order
 from cds.member.facts import (
-    ICD10CM,
-    SNOMED,
-    CoverageFacts,
-    Diagnosis,
     MemberData,
     member_facts,
+    order_facts,
     service_date,
     strict_coverage_problem,
 )
 from cds.member.plans import load_plan_directory
-from tests.conftest import DATA, load
+from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis
+from tests.helpers import DATA, load
 
 MEMBER = load("us-core-member-il-child.json")
 PATIENT, COVERAGE, *CONDITIONS = (entry["resource"] for entry in MEMBER["entry"])
 DIRECTORY = load_plan_directory(Path(DATA) / "plan-directory.yaml")
 SOPT = "https://nahdo.org/sopt"
+TODAY = date(2026, 11, 26)
+
+
+def facts_of(member_data, directory=None, today=TODAY):
+    return member_facts(member_data, directory, today)
 
 
 def data(patient=PATIENT, coverages=(COVERAGE,), conditions=tuple(CONDITIONS), **kwargs) -> MemberData:
@@ -53,7 +56,7 @@ def order(**fields):
 
 
 def test_facts_from_us_core_patient_coverage_and_conditions():
-    facts = member_facts(data(), DIRECTORY)
+    facts = facts_of(data(), DIRECTORY)
     assert facts.birth_date == date(2016, 5, 14)
     assert facts.state == "IL"  # the ended Indiana address does not count
     assert facts.diagnoses == (
@@ -79,7 +82,7 @@ def test_facts_from_us_core_patient_coverage_and_conditions():
 
 
 def test_without_a_plan_directory_funding_and_situs_stay_unknown_and_are_reported():
-    facts = member_facts(data())
+    facts = facts_of(data())
     assert facts.coverage.line_of_business == "commercial" and facts.coverage.product == "PPO"
     assert facts.coverage.funding == "unknown"
     assert facts.coverage.situs_state is None
@@ -89,7 +92,7 @@ def test_without_a_plan_directory_funding_and_situs_stay_unknown_and_are_reporte
 
 
 def test_unavailable_data_passes_through():
-    facts = member_facts(MemberData(unavailable=("The patient's coverage could not be obtained: x.",),
+    facts = facts_of(MemberData(unavailable=("The patient's coverage could not be obtained: x.",),
                                     unavailable_keys=frozenset({"coverage"})))
     assert facts.unavailable_keys == {"coverage"}
     assert facts.unavailable == ("The patient's coverage could not be obtained: x.",)
@@ -107,19 +110,19 @@ def test_unavailable_data_passes_through():
     ({"authoredOn": "2026-05-13"}, 9),
 ])
 def test_age_on_the_orders_date_of_service(fields, age):
-    facts = member_facts(data()).for_order(order(**fields))
+    facts = order_facts(facts_of(data()), order(**fields), TODAY)
     assert facts.age == age
 
 
 def test_an_order_without_a_date_is_for_today():
     today = date(2030, 1, 1)
-    assert member_facts(data()).for_order(order(), today=today).service_date == today
+    assert order_facts(facts_of(data()), order(), today).service_date == today
     assert service_date(order()) is None
 
 
 def test_age_is_unknown_without_birth_date_or_before_birth():
-    assert member_facts(data(patient=None)).for_order(order(authoredOn="2026-01-01")).age is None
-    assert member_facts(data()).age_on(date(2010, 1, 1)) is None
+    assert order_facts(facts_of(data(patient=None)), order(authoredOn="2026-01-01"), TODAY).age is None
+    assert facts_of(data()).age_on(date(2010, 1, 1)) is None
 
 
 def test_order_reasons_come_first_with_their_source():
@@ -133,7 +136,7 @@ def test_order_reasons_come_first_with_their_source():
                          {"reference": "Condition/not-fetched"},
                          {"reference": "Observation/o1"}],
     )
-    facts = member_facts(data(), DIRECTORY).for_order(draft)
+    facts = order_facts(facts_of(data(), DIRECTORY), draft, TODAY)
     reasons = [d for d in facts.diagnoses if d.source.startswith("ServiceRequest/sr-1")]
     assert [(d.code, d.source) for d in reasons] == [
         ("Q93.51", "ServiceRequest/sr-1.reasonCode"),
@@ -150,7 +153,7 @@ def test_order_reasons_come_first_with_their_source():
 def test_sloppy_order_shapes_do_not_break_facts():
     draft = order(reasonCode={"text": "no codes"}, reasonReference="Condition/1", occurrenceTiming="soon",
                   contained=[1])
-    facts = member_facts(data()).for_order(draft, today=date(2026, 1, 1))
+    facts = order_facts(facts_of(data()), draft, date(2026, 1, 1))
     assert facts.service_date == date(2026, 1, 1)
 
 
@@ -158,7 +161,7 @@ def test_codings_with_members_of_the_wrong_type_do_not_break_facts():
     condition = {**CONDITIONS[0], "code": {"coding": [
         {"system": ["http://hl7.org/fhir/sid/icd-10-cm"], "code": "G80.1"}, {"system": {}, "code": "G80.1"},
         {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "G80.2", "display": ["not", "text"]}]}}
-    (diagnosis,) = member_facts(data(conditions=[condition])).diagnoses
+    (diagnosis,) = facts_of(data(conditions=[condition])).diagnoses
     assert (diagnosis.code, diagnosis.display) == ("G80.2", None)
 
 
@@ -184,13 +187,13 @@ def test_codings_with_members_of_the_wrong_type_do_not_break_facts():
     (None, "unknown", "unknown", "unknown"),
 ])
 def test_line_of_business_product_and_funding_from_coverage_type(type_, line, product, funding):
-    facts = member_facts(data(coverages=[coverage(type=type_, payor=[{"display": "Some Payer"}])]), DIRECTORY)
+    facts = facts_of(data(coverages=[coverage(type=type_, payor=[{"display": "Some Payer"}])]), DIRECTORY)
     assert (facts.coverage.line_of_business, facts.coverage.product, facts.coverage.funding) == (line, product, funding)
 
 
 def test_coverage_type_and_plan_directory_contradicting_each_other_leave_it_unknown():
     acme = coverage(type=sopt("612"), payor=[{"reference": "Organization/acme-payer"}])  # directory: medicare
-    facts = member_facts(data(coverages=[acme]), DIRECTORY)
+    facts = facts_of(data(coverages=[acme]), DIRECTORY)
     assert facts.coverage.line_of_business == "unknown"
     assert ("Coverage/cov-bcbsil-1: line of business is contradictory (Coverage.type 612 says commercial; the plan "
             "directory says medicare); treated as unknown.") in facts.unavailable
@@ -199,7 +202,7 @@ def test_coverage_type_and_plan_directory_contradicting_each_other_leave_it_unkn
 def test_contradicting_coverage_type_codes_leave_the_product_unknown():
     mixed = coverage(type={"coding": [{"system": SOPT, "code": "511"},
                                       {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PPO"}]})
-    facts = member_facts(data(coverages=[mixed]), DIRECTORY)
+    facts = facts_of(data(coverages=[mixed]), DIRECTORY)
     assert facts.coverage.product == "unknown"
     assert facts.coverage.line_of_business == "commercial"
     assert any("product is contradictory" in note for note in facts.unavailable)
@@ -215,21 +218,21 @@ def with_plan(group=None, plan=None, **changes):
 
 
 def test_the_most_specific_plan_entry_wins():
-    facts = member_facts(data(coverages=[with_plan("B41725", "HMO-SILVER")]), DIRECTORY).coverage
+    facts = facts_of(data(coverages=[with_plan("B41725", "HMO-SILVER")]), DIRECTORY).coverage
     assert (facts.product, facts.plan_start, facts.situs_state) == ("HMO", date(2025, 7, 1), "IL")
-    facts = member_facts(data(coverages=[with_plan("B41725", "PPO-BRONZE")]), DIRECTORY).coverage
+    facts = facts_of(data(coverages=[with_plan("B41725", "PPO-BRONZE")]), DIRECTORY).coverage
     assert (facts.product, facts.plan_start) == ("PPO", date(2025, 1, 1))
     assert facts.plan_name == "Northside Manufacturing PPO"
 
 
 def test_plan_entry_overrides_payer_defaults():
-    facts = member_facts(data(coverages=[with_plan("A10001")]), DIRECTORY).coverage
+    facts = facts_of(data(coverages=[with_plan("A10001")]), DIRECTORY).coverage
     assert (facts.funding, facts.situs_state, facts.line_of_business) == ("self-funded", "TX", "commercial")
 
 
 def test_payer_found_by_absolute_reference_plan_not_listed_is_reported():
     unlisted = with_plan("Z999", payor=[{"reference": "https://payer.example/fhir/Organization/bcbsil"}])
-    facts = member_facts(data(coverages=[unlisted]), DIRECTORY)
+    facts = facts_of(data(coverages=[unlisted]), DIRECTORY)
     assert facts.coverage.payer == "Blue Cross and Blue Shield of Illinois"  # from the directory
     assert facts.coverage.situs_state == "IL" and facts.coverage.funding == "unknown"
     assert facts.unavailable == ("Coverage/cov-bcbsil-1: product, funding unknown (the plan is not in the plan "
@@ -239,7 +242,7 @@ def test_payer_found_by_absolute_reference_plan_not_listed_is_reported():
 def test_payer_not_in_the_directory_is_reported():
     other = with_plan("B41725", payor=[{"identifier": {"system": "urn:oid:2.16.840.1.113883.6.300",
                                                        "value": "99999"}}])
-    facts = member_facts(data(coverages=[other]), DIRECTORY)
+    facts = facts_of(data(coverages=[other]), DIRECTORY)
     assert facts.coverage.situs_state is None
     assert "(the payer is not in the plan directory)" in facts.unavailable[0]
 
@@ -247,7 +250,7 @@ def test_payer_not_in_the_directory_is_reported():
 def test_crd_ig_example_coverage():
     body = load("crd-order-sign-servicerequests.json")
     coverages = [e["resource"] for e in body["prefetch"]["coverage"]["entry"]]
-    facts = member_facts(MemberData(patient=body["prefetch"]["patient"], coverages=tuple(coverages),
+    facts = facts_of(MemberData(patient=body["prefetch"]["patient"], coverages=tuple(coverages),
                                     patient_id=body["context"]["patientId"]), DIRECTORY)
     assert facts.state == "OK" and facts.birth_date == date(1987, 2, 20)
     assert facts.coverage.reference == "Coverage/COV1"
@@ -270,7 +273,7 @@ def test_crd_ig_example_coverage():
 ])
 def test_partial_birth_dates_leave_age_unknown(birth_date, expected, note):
     patient = {k: v for k, v in {**PATIENT, "birthDate": birth_date}.items() if v is not None}
-    facts = member_facts(data(patient=patient, coverages=()))
+    facts = facts_of(data(patient=patient, coverages=()))
     assert facts.birth_date == expected
     assert any(note in n for n in facts.unavailable) if note else facts.unavailable == ()
 
@@ -285,7 +288,7 @@ def test_partial_birth_dates_leave_age_unknown(birth_date, expected, note):
     ([], None, None),
 ])
 def test_state_of_residence(addresses, state, note):
-    facts = member_facts(data(patient={**PATIENT, "address": addresses}, coverages=()))
+    facts = facts_of(data(patient={**PATIENT, "address": addresses}, coverages=()))
     assert facts.state == state
     if note:
         assert any(note in n for n in facts.unavailable)
@@ -297,7 +300,7 @@ def test_resources_about_another_patient_are_left_out_and_reported():
     stranger = {**PATIENT, "id": "someone-else"}
     their_condition = {**CONDITIONS[0], "id": "c9", "subject": {"reference": "Patient/someone-else"}}
     their_coverage = coverage(id="cov9", beneficiary={"reference": "https://ehr.example.org/Patient/someone-else"})
-    facts = member_facts(data(patient=stranger, coverages=[their_coverage], conditions=[their_condition]))
+    facts = facts_of(data(patient=stranger, coverages=[their_coverage], conditions=[their_condition]))
     assert (facts.birth_date, facts.state, facts.diagnoses, facts.coverages) == (None, None, (), ())
     assert facts.unavailable == (
         "The Patient resource sent is not the patient of this call (context.patientId); not used.",
@@ -309,13 +312,13 @@ def test_resources_about_another_patient_are_left_out_and_reported():
 def test_refuted_and_inactive_conditions_are_no_diagnoses():
     refuted = {**CONDITIONS[0], "verificationStatus": {"coding": [{"code": "refuted"}]}}
     inactive = {**CONDITIONS[1], "clinicalStatus": {"coding": [{"code": "inactive"}]}}
-    assert member_facts(data(conditions=[refuted, inactive])).diagnoses == ()
+    assert facts_of(data(conditions=[refuted, inactive])).diagnoses == ()
 
 
 def test_several_coverages_primary_first_and_reported():
     secondary = coverage(id="cov-2", order=2)
     cancelled = coverage(id="cov-old", status="cancelled")
-    facts = member_facts(data(coverages=[secondary, cancelled, COVERAGE]), DIRECTORY)
+    facts = facts_of(data(coverages=[secondary, cancelled, COVERAGE]), DIRECTORY)
     assert [c.reference for c in facts.coverages] == ["Coverage/cov-bcbsil-1", "Coverage/cov-2"]
     assert facts.unavailable == (
         "Coverage/cov-old is not active (status cancelled); not used.",
@@ -328,9 +331,9 @@ def test_several_coverages_primary_first_and_reported():
 
 def test_strict_coverage_rules():
     served = ["urn:oid:2.16.840.1.113883.6.300|70670"]
-    assert strict_coverage_problem(member_facts(data()), served) is None
-    assert strict_coverage_problem(member_facts(data()), []) is None  # no payer check configured
-    assert "No active Coverage" in strict_coverage_problem(member_facts(data(coverages=())), served)
-    two = member_facts(data(coverages=[COVERAGE, coverage(id="b")]))
+    assert strict_coverage_problem(facts_of(data()), served) is None
+    assert strict_coverage_problem(facts_of(data()), []) is None  # no payer check configured
+    assert "No active Coverage" in strict_coverage_problem(facts_of(data(coverages=())), served)
+    two = facts_of(data(coverages=[COVERAGE, coverage(id="b")]))
     assert "2 active Coverages" in strict_coverage_problem(two, served)
-    assert "not one this service serves" in strict_coverage_problem(member_facts(data()), ["Organization/other"])
+    assert "not one this service serves" in strict_coverage_problem(facts_of(data()), ["Organization/other"])

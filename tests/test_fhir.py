@@ -1,7 +1,7 @@
 """Draft orders: normalised the way sloppy clients need, checked against R4 when the problems are read."""
 
 from cds.fhir import parse_draft_order, prune_empty
-from tests.conftest import load
+from tests.helpers import load
 
 
 def test_clean_order_has_no_problems_and_keeps_its_content():

@@ -11,7 +11,8 @@ import pytest
 from werkzeug import Response
 
 from cds.config import Settings
-from cds.member.fetch import Fetched, FetchError, FhirFetcher, fhir_server_refusal
+from cds.member.fetch import Fetched, FetchError, FhirFetcher
+from cds.urls import fhir_server_refusal
 
 BUDGET = 0.5
 MAX_BYTES = 64 * 1024

@@ -14,8 +14,7 @@ import requests
 import yaml
 
 from tests import tokens
-from tests.conftest import load
-from tests.helpers import free_port, metric_value
+from tests.helpers import free_port, load, metric_value
 from tests.image import (
     ROOT,
     clean_env,

@@ -7,12 +7,13 @@ import pytest
 import yaml
 
 from cds.config import Settings, SettingsError
+from cds.pipeline import load_configured_policies
 from cds.policy import PolicyError, load_policies
 from cds.policy.loader import BUILT_IN, MANDATES
 from cds.render.coverage import COVERAGE_INFORMATION
 from cds.web.app import create_app
-from tests.conftest import DATA, load
 from tests.crd_profile import problems_dual
+from tests.helpers import DATA, load
 
 IL = yaml.safe_load((BUILT_IN / MANDATES / "IL-PA-103-0458.yaml").read_text())
 DME = yaml.safe_load((BUILT_IN / "DME101.045.yaml").read_text())
@@ -72,7 +73,7 @@ def test_duplicate_mandate_id_names_both_files(tmp_path):
 
 def test_a_policy_naming_a_mandate_no_file_defines_stops_start_up(tmp_path):
     path = write(tmp_path / "policy.yaml", {**DME, "id": "TST902.001", "mandates": ["TX-NOPE-1"]})
-    with pytest.raises(PolicyError, match="mandates: no mandate file defines TX-NOPE-1") as error:
+    with pytest.raises(SettingsError, match=r"CDS_POLICY_DIRS: .*mandates: no mandate file defines TX-NOPE-1") as error:
         create_app(Settings(policy_dirs=(str(tmp_path),)))
     assert str(path) in str(error.value)
 
@@ -111,15 +112,15 @@ def test_child_age_limit_out_of_range_is_refused(value):
 def test_unusable_diagnoses_file_is_refused_at_start_up(tmp_path, content, message):
     path = write(tmp_path / "diagnoses.yaml", content)
     with pytest.raises(SettingsError, match="CDS_MANDATE_DIAGNOSES_FILE") as error:
-        Settings.from_env({"CDS_MANDATE_DIAGNOSES_FILE": str(path)})
+        load_configured_policies(Settings.from_env({"CDS_MANDATE_DIAGNOSES_FILE": str(path)}))
     assert str(path) in str(error.value) and message in str(error.value)
     with pytest.raises(SettingsError, match="cannot be read"):
-        Settings.from_env({"CDS_MANDATE_DIAGNOSES_FILE": str(tmp_path / "missing.yaml")})
+        load_configured_policies(Settings.from_env({"CDS_MANDATE_DIAGNOSES_FILE": str(tmp_path / "missing.yaml")}))
 
 
 def test_diagnoses_file_for_a_mandate_no_file_defines_stops_start_up(tmp_path):
     path = write(tmp_path / "diagnoses.yaml", {"IL-PA-999": [{"name": "palsy", "icd10cm": ["G80"]}]})
-    with pytest.raises(PolicyError, match="no mandate file defines IL-PA-999"):
+    with pytest.raises(SettingsError, match=r"CDS_MANDATE_DIAGNOSES_FILE: .*no mandate file defines IL-PA-999"):
         create_app(Settings(mandate_diagnoses_file=str(path)))
 
 

@@ -71,7 +71,7 @@ def test_metrics_can_be_switched_off(settings):
 
 
 def test_the_pipeline_counts_its_decisions_and_fallback_fetches(client):
-    from tests.conftest import load
+    from tests.helpers import load
 
     def count(text, name, **labels):
         return metric_value(text, name, **labels)

@@ -7,7 +7,8 @@ import pytest
 
 from cds.config import Settings, SettingsError
 from cds.member.plans import PlanDirectoryError, load_plan_directory
-from tests.conftest import DATA
+from cds.pipeline import load_configured_plans
+from tests.helpers import DATA
 
 IDS = frozenset({"urn:oid:2.16.840.1.113883.6.300|70670"})
 
@@ -36,15 +37,15 @@ def test_json_directory_loads(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("payers:\n  - name: X\n", "payers.0.identifiers: Field required"),
-    ("payers:\n  - identifiers: []\n", "payers.0.identifiers: List should have at least 1 item"),
-    ("payers:\n  - identifiers: [A]\n    funding: partly\n", "payers.0.funding"),
+    ("payers:\n  - name: X\n", "payers[0].identifiers: Field required"),
+    ("payers:\n  - identifiers: []\n", "payers[0].identifiers: List should have at least 1 item"),
+    ("payers:\n  - identifiers: [A]\n    funding: partly\n", "payers[0].funding"),
     ("payers:\n  - identifiers: [A]\n    situs_state: Narnia\n", "not a US state"),
     ("payers:\n  - identifiers: [A]\n    plans:\n      - group: 0012345\n", "quote identifiers"),
     ("payers:\n  - identifiers: [A]\n    plans:\n      - funding: self-funded\n", "needs a group or a plan"),
     ("payers:\n  - identifiers: [A]\n    plans:\n      - {group: G}\n      - {group: G}\n", "listed twice"),
     ("payers:\n  - identifiers: [A]\n  - identifiers: [B, A]\n", "'A' also names payers.0"),
-    ("payers:\n  - identifiers: [A]\n    color: blue\n", "payers.0.color: Extra inputs are not permitted"),
+    ("payers:\n  - identifiers: [A]\n    color: blue\n", "payers[0].color: Extra inputs are not permitted"),
     ("payers: [\n", "not valid YAML or JSON"),
     ("- just a list\n", "Input should be a valid dictionary"),
 ])
@@ -62,7 +63,7 @@ def test_missing_file_is_refused(tmp_path):
 def test_bad_directory_stops_start_up_naming_the_variable(tmp_path):
     path = write(tmp_path, "payers: [\n")
     with pytest.raises(SettingsError, match="CDS_PLAN_DIRECTORY"):
-        Settings.from_env({"CDS_PLAN_DIRECTORY": str(path)})
+        load_configured_plans(Settings.from_env({"CDS_PLAN_DIRECTORY": str(path)}))
 
 
 def test_the_readme_example_is_a_valid_directory(tmp_path):

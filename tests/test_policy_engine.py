@@ -5,9 +5,10 @@ from datetime import date
 import pytest
 
 from cds.fhir import parse_draft_order
-from cds.member.facts import CoverageFacts, MemberFacts
-from cds.policy import Outcome, decide, load_policies, match_order
+from cds.policy import Outcome, load_policies, match_order
+from cds.policy.facts import CoverageFacts, MemberFacts
 from cds.policy.orders import device_index
+from tests.helpers import decide_order
 
 HCPCS_URIS = [
     "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
@@ -215,7 +216,7 @@ def test_order_without_code_or_text_does_not_match(policies):
 def test_decision_carries_policy_match_outcome_and_references(policies):
     facts = MemberFacts(coverages=(CoverageFacts("Coverage/c1", payer="Blue Cross and Blue Shield of Texas"),),
                         unavailable=("Active conditions (the FHIR server did not answer)",))
-    decision = decide(device_request(coded(HCPCS_URIS[0], "E0221")), facts, policies, on=date(2026, 3, 1))
+    decision = decide_order(device_request(coded(HCPCS_URIS[0], "E0221")), facts, policies, on=date(2026, 3, 1))
     assert decision.policy_id == "DME101.045" and decision.policy_version == "2025-10-01"
     assert decision.outcome is Outcome.NOT_COVERED and decision.indicator == "warning"
     assert decision.verdict == "not covered: not medically necessary"
@@ -228,10 +229,10 @@ def test_decision_carries_policy_match_outcome_and_references(policies):
 
 def test_each_decision_has_its_own_assertion_id(policies):
     order = device_request(coded(HCPCS_URIS[0], "E0221"))
-    ids = {decide(order, MemberFacts(), policies).assertion_id for _ in range(3)}
+    ids = {decide_order(order, MemberFacts(), policies).assertion_id for _ in range(3)}
     assert len(ids) == 3 and all(len(i) == 36 for i in ids)
 
 
 def test_no_policy_no_decision(policies):
-    assert decide(device_request(coded(HCPCS_URIS[1], "E0431")), MemberFacts(), policies) is None
-    assert decide(device_request(coded(HCPCS_URIS[0], "E0221")), MemberFacts(), ()) is None
+    assert decide_order(device_request(coded(HCPCS_URIS[1], "E0431")), MemberFacts(), policies) is None
+    assert decide_order(device_request(coded(HCPCS_URIS[0], "E0221")), MemberFacts(), ()) is None

@@ -12,7 +12,7 @@ from cds.config import Settings, SettingsError
 from cds.policy import PolicyError, load_policies
 from cds.policy.loader import BUILT_IN
 from cds.web.app import create_app
-from tests.conftest import DATA, load
+from tests.helpers import DATA, load
 
 TEST_POLICIES = DATA / "policies"
 DME = yaml.safe_load((BUILT_IN / "DME101.045.yaml").read_text())
@@ -93,7 +93,7 @@ def test_missing_policy_directory_is_named(tmp_path):
 
 def test_bad_policy_stops_app_start_up(tmp_path):
     write(tmp_path, "bad.yaml", broken(**{"decision.reason": None}))
-    with pytest.raises(PolicyError, match=r"decision\.reason"):
+    with pytest.raises(SettingsError, match=r"CDS_POLICY_DIRS: .*decision\.reason"):
         create_app(Settings(policy_dirs=(str(tmp_path),)))
 
 

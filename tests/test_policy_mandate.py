@@ -7,10 +7,11 @@ from datetime import date
 import pytest
 
 from cds.fhir import parse_draft_order
-from cds.member.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
-from cds.policy import Outcome, decide, load_policies
+from cds.policy import Outcome, load_policies
 from cds.policy.diagnoses import DiagnosisGroups
+from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
 from cds.policy.model import DiagnosisGroup
+from tests.helpers import decide_order
 
 ON = date(2026, 3, 10)
 ACT = "Illinois Public Act 103-0458 (215 ILCS 5/356z.61 as cited by HCSC)"
@@ -38,7 +39,7 @@ def member(facts=CHILD, **coverage_changes):
 
 
 def decision(policies, facts=CHILD, **order_fields):
-    return decide(order(**order_fields), facts, policies, on=ON)
+    return decide_order(order(**order_fields), facts, policies, on=ON)
 
 
 def evaluation(policies, facts=CHILD, day=ON):
@@ -91,7 +92,7 @@ def test_each_condition_failing_alone_rules_the_exception_out_and_says_why(polic
     day = date(2025, 3, 10) if condition == "plan year" else ON
     failed = evaluation(policies, facts, day).having("failed")
     assert len(failed) == 1 and failed[0].text.startswith(text), failed
-    got = decide(order(authored=day.isoformat()), facts, policies, on=day)
+    got = decide_order(order(authored=day.isoformat()), facts, policies, on=day)
     assert (got.outcome, got.indicator) == (Outcome.NOT_COVERED, "warning")
     assert got.verdict == "not covered: not medically necessary"
     assert got.reason == policies[0].spec.decision.reason
@@ -213,24 +214,24 @@ def test_the_mandate_speaks_when_the_member_lives_or_the_plan_is_sitused_in_illi
 ])
 def test_age_counts_on_the_order_date_under_19(policies, authored, age, outcome):
     facts = dataclasses.replace(CHILD, birth_date=date(2007, 3, 10))
-    got = decide(order(authored=authored), facts, policies, on=date(2026, 1, 5))  # decided well before either
+    got = decide_order(order(authored=authored), facts, policies, on=date(2026, 1, 5))  # decided well before either
     assert got.outcome is outcome
     assert f"the patient is {age} on the order's date" in got.rationale[0]
 
 
 def test_the_date_of_service_beats_the_writing_date(policies):
     facts = dataclasses.replace(CHILD, birth_date=date(2007, 3, 10))
-    got = decide(order(authored="2026-03-01", occurrenceDateTime="2026-03-12"), facts, policies, on=ON)
+    got = decide_order(order(authored="2026-03-01", occurrenceDateTime="2026-03-12"), facts, policies, on=ON)
     assert got.outcome is Outcome.NOT_COVERED and "the patient is 19" in got.rationale[0]
 
 
 def test_the_child_age_limit_is_a_setting():
     under_18 = load_policies(child_age_limit=18)
     facts = dataclasses.replace(CHILD, birth_date=date(2008, 3, 9))  # 18 on the order's date
-    got = decide(order(), facts, under_18, on=ON)
+    got = decide_order(order(), facts, under_18, on=ON)
     assert got.outcome is Outcome.NOT_COVERED
     assert "the patient is 18 on the order's date, and the mandate reaches children under 18 only" in got.rationale[0]
-    assert decide(order(), facts, load_policies(child_age_limit=26), on=ON).outcome is Outcome.COVERED_WITH_PA
+    assert decide_order(order(), facts, load_policies(child_age_limit=26), on=ON).outcome is Outcome.COVERED_WITH_PA
 
 
 # ------------------------------------------------------------------------------------- Medicare and commercial

@@ -7,9 +7,9 @@ import pytest
 
 from cds.config import Settings
 from cds.member.fetch import FhirFetcher
-from cds.member.prefetch import DataUnavailable, member_data, render
+from cds.member.prefetch import DataUnavailable, fill_template, member_data
 from cds.protocol import parse_hook_request
-from tests.conftest import load
+from tests.helpers import load
 
 TOKEN = "eyJhbGciOi.secret-access-token"
 MEMBER = load("us-core-member-il-child.json")
@@ -195,9 +195,9 @@ def test_without_a_fetcher_nothing_is_fetched(fhir_server):
 
 def test_templates_render_root_level_context_tokens():
     request = hook_request(None, None)
-    assert render("Patient/{{context.patientId}}", request) == f"Patient/{PATIENT_ID}"
-    assert render("PractitionerRole?practitioner={{userPractitionerId}}", request) == \
+    assert fill_template("Patient/{{context.patientId}}", request) == f"Patient/{PATIENT_ID}"
+    assert fill_template("PractitionerRole?practitioner={{userPractitionerId}}", request) == \
         "PractitionerRole?practitioner=COREPRACTITIONER1"
-    assert render("{{context.userId}}", request) == "Practitioner/COREPRACTITIONER1"
-    assert render("Encounter/{{context.encounterId}}", request) is None  # no encounter in this call
-    assert render("RelatedPerson/{{userRelatedPersonId}}", request) is None
+    assert fill_template("{{context.userId}}", request) == "Practitioner/COREPRACTITIONER1"
+    assert fill_template("Encounter/{{context.encounterId}}", request) is None  # no encounter in this call
+    assert fill_template("RelatedPerson/{{userRelatedPersonId}}", request) is None

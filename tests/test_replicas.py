@@ -16,8 +16,7 @@ import requests
 
 from cds.record import Store
 from tests import tokens
-from tests.conftest import load
-from tests.helpers import free_port, run_cds
+from tests.helpers import free_port, load, run_cds
 from tests.image import image_servers
 from tests.postgres import new_database
 from tests.test_api_audit import assertion_ids

@@ -11,24 +11,22 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any, Literal
+from typing import Any
 
-from cds.fhir import DraftOrder
-from cds.member.plans import KnownFunding, KnownLineOfBusiness, KnownProduct, PlanDirectory, PlanFacts
+from cds.fhirjson import as_dict as _dict
+from cds.fhirjson import as_list as _list
+from cds.fhirjson import fhir_date as _date
+from cds.fhirjson import relative_reference as _relative
+from cds.member.plans import PlanDirectory, PlanFacts
+from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts, Order
 from cds.states import state_code
 
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-SNOMED = "http://snomed.info/sct"
 SOPT = "https://nahdo.org/sopt"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 DIAGNOSIS_SYSTEMS = {ICD10CM: ICD10CM, "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
                      SNOMED: SNOMED, "urn:oid:2.16.840.1.113883.6.96": SNOMED}
 SOPT_SYSTEMS = (SOPT, "urn:oid:2.16.840.1.113883.3.221.5")
-
-LineOfBusiness = Literal[KnownLineOfBusiness, "unknown"]
-Product = Literal[KnownProduct, "unknown"]
-Funding = Literal[KnownFunding, "unknown"]
 
 # Source of Payment Typology (US Core Coverage.type). The first digit is the line of business: Medicare Advantage
 # (11x) is Medicare, Blue Cross/Blue Shield (6) is commercial; 7 is managed care that cannot tell public from private.
@@ -43,90 +41,7 @@ _ACT_PRODUCT = {"HMO": "HMO", "PPO": "PPO", "POS": "POS"}
 
 _ACTIVE_CLINICAL = (None, "active", "recurrence", "relapse")
 _NOT_A_DIAGNOSIS = ("refuted", "entered-in-error")
-_RELATIVE_REFERENCE = re.compile(r"([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _ICD10_WITHOUT_DOT = re.compile(r"([A-Z][0-9][0-9A-Z])([0-9A-Z]{1,4})")
-_FIELD_LABELS = {"line_of_business": "line of business", "product": "product", "funding": "funding",
-                 "situs_state": "plan situs state", "plan_start": "plan start"}
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    system: str  # ICD10CM or SNOMED, whatever URI it arrived under
-    code: str  # ICD-10-CM codes upper case with their dot (E11.42)
-    display: str | None
-    source: str  # where it came from, e.g. "Condition/123" or "ServiceRequest/1.reasonCode"
-
-
-@dataclass(frozen=True)
-class CoverageFacts:
-    reference: str | None  # "Coverage/id" as the client knows it; the coverage-information points here
-    payer: str | None = None  # the payer's name as the Coverage or the plan directory gives it
-    line_of_business: LineOfBusiness = "unknown"
-    product: Product = "unknown"
-    funding: Funding = "unknown"
-    situs_state: str | None = None  # state whose law governs the plan (USPS code)
-    plan_start: date | None = None  # plan year start (plan directory), else the Coverage's period start
-    # Every way Coverage.payor names the payer: identifier system|value and value, Organization/id, display.
-    payer_identifiers: tuple[str, ...] = ()
-    group: str | None = None  # Coverage.class group value
-    plan: str | None = None  # Coverage.class plan value
-    plan_name: str | None = None
-    unknown_why: str | None = None  # why plan facts are unknown, e.g. "the plan is not in the plan directory"
-
-    @property
-    def unknown(self) -> tuple[str, ...]:
-        """Names of the plan facts that could not be determined."""
-        return tuple(name for name in _FIELD_LABELS if getattr(self, name) in (None, "unknown"))
-
-    @property
-    def unknown_note(self) -> str | None:
-        """The note in `MemberFacts.unavailable` that lists this coverage's unknown plan facts."""
-        if not self.unknown:
-            return None
-        unknown = ", ".join(_FIELD_LABELS[name] for name in self.unknown)
-        why = f" ({self.unknown_why})" if self.unknown_why else ""
-        return f"{self.reference or 'The coverage'}: {unknown} unknown{why}."
-
-
-@dataclass(frozen=True)
-class MemberFacts:
-    """Everything known about the member for one hook call. Per-order facts come from `for_order`."""
-
-    birth_date: date | None = None
-    state: str | None = None  # state of residence (USPS code), from the current home address
-    diagnoses: tuple[Diagnosis, ...] = ()
-    coverages: tuple[CoverageFacts, ...] = ()  # the primary coverage first
-    unavailable: tuple[str, ...] = ()  # data that could not be had, in words a clinician can act on
-    unavailable_keys: frozenset[str] = frozenset()  # prefetch keys whose data could not be obtained at all
-    service_date: date | None = None  # set by for_order: the order's date of service
-    condition_diagnoses: Mapping[str, tuple[Diagnosis, ...]] = field(default_factory=dict, repr=False)
-
-    @property
-    def coverage(self) -> CoverageFacts | None:
-        """The coverage a decision is made under: the primary one (CRD clients send only that one)."""
-        return self.coverages[0] if self.coverages else None
-
-    @property
-    def age(self) -> int | None:
-        """Age in whole years on the order's date of service (after `for_order`)."""
-        return self.age_on(self.service_date) if self.service_date else None
-
-    def age_on(self, day: date) -> int | None:
-        if self.birth_date is None or day < self.birth_date:
-            return None
-        before_birthday = (day.month, day.day) < (self.birth_date.month, self.birth_date.day)
-        return day.year - self.birth_date.year - before_birthday
-
-    def for_order(self, order: DraftOrder, today: date | None = None) -> MemberFacts:
-        """These facts for one order: its date of service (today when it names none) and its reasons
-        (reasonCode, reasonReference to a contained or known Condition) first among the diagnoses."""
-        reasons, notes = _order_reasons(order, self.condition_diagnoses)
-        return replace(
-            self,
-            service_date=service_date(order) or today or date.today(),
-            diagnoses=tuple(dict.fromkeys((*reasons, *self.diagnoses))),
-            unavailable=self.unavailable + notes,
-        )
 
 
 @dataclass(frozen=True)
@@ -141,18 +56,31 @@ class MemberData:
     patient_id: str | None = None  # context.patientId: resources about anyone else are not used
 
 
-def member_facts(data: MemberData, directory: PlanDirectory | None = None) -> MemberFacts:
+def member_facts(data: MemberData, directory: PlanDirectory | None, today: date) -> MemberFacts:
+    """The member's facts for one call on `today` (which home address is current)."""
     notes: list[str] = []
     patient = _patient(data, notes)
     conditions = _condition_diagnoses(data, notes)
     return MemberFacts(
         birth_date=_birth_date(patient, notes),
-        state=_home_state(patient, notes),
+        state=_home_state(patient, today, notes),
         diagnoses=tuple(dict.fromkeys(d for diagnoses in conditions.values() for d in diagnoses)),
         coverages=_coverages(data, directory, notes),
         unavailable=(*data.unavailable, *notes),
         unavailable_keys=data.unavailable_keys,
         condition_diagnoses=conditions,
+    )
+
+
+def order_facts(facts: MemberFacts, order: Order, today: date) -> MemberFacts:
+    """The member's facts for one order: its date of service (`today` when it names none) and its reasons
+    (reasonCode, reasonReference to a contained or known Condition) first among the diagnoses."""
+    reasons, notes = _order_reasons(order, facts.condition_diagnoses)
+    return replace(
+        facts,
+        service_date=service_date(order) or today,
+        diagnoses=tuple(dict.fromkeys((*reasons, *facts.diagnoses))),
+        unavailable=facts.unavailable + notes,
     )
 
 
@@ -168,7 +96,7 @@ def strict_coverage_problem(facts: MemberFacts, served_payers: Iterable[str]) ->
     return None
 
 
-def service_date(order: DraftOrder) -> date | None:
+def service_date(order: Order) -> date | None:
     """When the ordered service happens, as the order says: occurrence, else validity or writing date, else
     authoredOn (domain.md §5: age counts on the date of service)."""
     r = order.resource
@@ -208,10 +136,11 @@ def _birth_date(patient: dict[str, Any], notes: list[str]) -> date | None:
     return day
 
 
-def _home_state(patient: dict[str, Any], notes: list[str]) -> str | None:
+def _home_state(patient: dict[str, Any], today: date, notes: list[str]) -> str | None:
     current = [
         a for a in _list(patient.get("address"))
-        if isinstance(a, dict) and a.get("state") and a.get("use") in (None, "home") and not _ended(a.get("period"))
+        if isinstance(a, dict) and a.get("state") and a.get("use") in (None, "home")
+        and not _ended(a.get("period"), today)
     ]
     states = {state_code(str(a["state"])) for a in current}
     if None in states:
@@ -223,9 +152,9 @@ def _home_state(patient: dict[str, Any], notes: list[str]) -> str | None:
     return states.pop() if states else None
 
 
-def _ended(period: Any) -> bool:
+def _ended(period: Any, today: date) -> bool:
     end = _date(_dict(period).get("end"))
-    return end is not None and end < date.today()
+    return end is not None and end < today
 
 
 # ---------------------------------------------------------------------------------------------- conditions
@@ -246,7 +175,7 @@ def _condition_diagnoses(data: MemberData, notes: list[str]) -> dict[str, tuple[
     return found
 
 
-def _order_reasons(order: DraftOrder, known: Mapping[str, tuple[Diagnosis, ...]]) -> tuple[tuple[Diagnosis, ...],
+def _order_reasons(order: Order, known: Mapping[str, tuple[Diagnosis, ...]]) -> tuple[tuple[Diagnosis, ...],
                                                                                              tuple[str, ...]]:
     resource = order.resource
     name = order.reference or order.resource_type
@@ -409,27 +338,7 @@ def _class_name(coverage: dict[str, Any], kind: str) -> str | None:
     return next((n for n in names if isinstance(n, str)), None)
 
 
-# ----------------------------------------------------------------------------------------- JSON and FHIR helpers
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    """An array element as a list, tolerating the single object some clients send instead."""
-    if isinstance(value, list):
-        return value
-    return [value] if isinstance(value, dict) else []
-
-
-def _date(value: Any) -> date | None:
-    if not isinstance(value, str) or len(value) < 10:
-        return None
-    try:
-        return date.fromisoformat(value[:10])
-    except ValueError:
-        return None
+# ----------------------------------------------------------------------------------------------- helpers
 
 
 def _status(concept: Any) -> str | None:
@@ -439,12 +348,6 @@ def _status(concept: Any) -> str | None:
         if isinstance(code, str):
             return code
     return None
-
-
-def _relative(reference: str) -> str | None:
-    """`Type/id` from a relative or absolute reference; None for contained or urn references."""
-    match = _RELATIVE_REFERENCE.search(reference)
-    return f"{match[1]}/{match[2]}" if match and not reference.startswith(("#", "urn:")) else None
 
 
 def _about_patient(subject: Any, patient_id: str | None) -> bool:

@@ -6,16 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cds.policy.facts import KnownFunding, KnownLineOfBusiness, KnownProduct
 from cds.states import state_code
-
-KnownLineOfBusiness = Literal["commercial", "medicare", "medicaid", "other"]
-KnownProduct = Literal["PPO", "HMO", "POS", "EPO", "other"]
-KnownFunding = Literal["fully-insured", "self-funded"]
+from cds.validation import error_path
 
 
 class PlanDirectoryError(ValueError):
@@ -125,7 +122,7 @@ def load_plan_directory(path: str | Path) -> PlanDirectory:
         parsed = _DirectoryFile.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "the file"
+        where = error_path(error["loc"]) or "the file"
         hint = " (quote identifiers so YAML reads them as text)" if error["type"] == "string_type" else ""
         raise PlanDirectoryError(f"{where}: {error['msg']}{hint}") from None
     seen: dict[str, int] = {}

@@ -58,7 +58,7 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
             if next_link(value):
                 wanted[key] = value
             continue
-        path = render(PREFETCH[key], request)
+        path = fill_template(PREFETCH[key], request)
         if path is None:
             unavailable[key] = "it was not prefetched and its query cannot be built from this call's context"
         else:
@@ -97,7 +97,7 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
     )
 
 
-def render(template: str, request: HookRequest) -> str | None:
+def fill_template(template: str, request: HookRequest) -> str | None:
     """The template with its tokens filled from this call's context; None when a token has no value here."""
     kind, _, user = request.user_id.partition("/")
     values = {"context.patientId": request.patient_id, "context.userId": request.user_id,

@@ -20,13 +20,6 @@ _SYSTEMS = {
     "http://bluebutton.cms.gov/resources/codesystem/hcpcs": HCPCS,
 }
 
-# The canonical URI of each normalised system, for output.
-CANONICAL = {
-    CPT: "http://www.ama-assn.org/go/cpt",
-    HCPCS: "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
-}
-
-
 def code_system(uri: object) -> str | None:
     """CPT, HCPCS, "" for a coding without a system, or None for any other system."""
     if uri is None or (isinstance(uri, str) and not uri.strip()):

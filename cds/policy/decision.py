@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
-from uuid_utils.compat import uuid7
-
-from cds.fhir import DraftOrder
-from cds.member.facts import CoverageFacts
+from cds.policy.facts import CoverageFacts, Order
 from cds.policy.model import PolicyCode, Reference
 
 if TYPE_CHECKING:
@@ -59,7 +56,7 @@ class Unknown:
 
 @dataclass(frozen=True)
 class Decision:
-    order: DraftOrder
+    order: Order
     policy: CompiledPolicy
     match: Match
     outcome: Outcome
@@ -68,13 +65,12 @@ class Decision:
     reason: str  # the coverage-information reason text, citing the policy (and its basis)
     coverage: CoverageFacts | None  # the coverage decided under; None: no coverage-information can be given
     decided_on: date
+    # One id per decision, minted by the caller: the coverage-assertion-id on the order, and the key of its
+    # audit record.
+    assertion_id: str
     rationale: tuple[str, ...] = ()  # further Markdown paragraphs for the card (indication, exception, ...)
     unknowns: tuple[Unknown, ...] = ()
     references: tuple[Reference, ...] = ()
-    # One id per decision: the coverage-assertion-id on the order, and the key of its audit record. Ids the
-    # service mints are time-ordered (UUIDv7, RFC 9562): new records go to the end of each index instead of
-    # a random page of it, which halved what writing a record costs and keeps it flat as the tables grow.
-    assertion_id: str = field(default_factory=lambda: str(uuid7()))
 
     @property
     def policy_id(self) -> str:

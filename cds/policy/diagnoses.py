@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cds.member.facts import ICD10CM, Diagnosis
+from cds.policy.facts import ICD10CM, Diagnosis
 from cds.policy.model import DiagnosisGroup
 
 MAX_DISPLAY = 160  # a diagnosis' display is the EHR's free text: bound what a card repeats of it

@@ -19,11 +19,10 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
-from cds.fhir import DraftOrder
-from cds.member.facts import MemberFacts
 from cds.policy.codes import code_in, terms_pattern
 from cds.policy.decision import Decision, Match, Outcome, Unknown
 from cds.policy.diagnoses import DiagnosisGroups
+from cds.policy.facts import MemberFacts, Order
 from cds.policy.mandate import CompiledMandate, Evaluation, Finding
 from cds.policy.model import Policy, PolicyCode
 from cds.policy.orders import OrderContent, read_order
@@ -94,13 +93,13 @@ def compile_policy(spec: Policy, link: str | None = None, mandates: Sequence[Com
 
 @dataclass(frozen=True)
 class PolicyMatch:
-    order: DraftOrder
+    order: Order
     policy: CompiledPolicy
     match: Match
 
 
 def match_order(
-    order: DraftOrder, policies: Sequence[CompiledPolicy], devices: Mapping[str, dict[str, Any]] | None = None
+    order: Order, policies: Sequence[CompiledPolicy], devices: Mapping[str, dict[str, Any]] | None = None
 ) -> PolicyMatch | None:
     """The policy an order falls under: a code match in any policy beats a text match in any other."""
     applicable = [policy for policy in policies if policy.applies_to(order.resource_type)]
@@ -115,9 +114,10 @@ def match_order(
     return None
 
 
-def judge(found: PolicyMatch, facts: MemberFacts, on: date) -> Decision:
-    """The coverage position on a matched order for this member, decided on `on`. `facts` are the order's own
-    (`MemberFacts.for_order`): its date of service counts for age and plan dates, its reasons come first."""
+def decide(found: PolicyMatch, facts: MemberFacts, on: date, assertion_id: str) -> Decision:
+    """The coverage position on a matched order for this member, decided on `on`, under the id `assertion_id`.
+    `facts` are the order's own (`member.order_facts`): its date of service counts for age and plan dates, its
+    reasons come first."""
     spec = found.policy.spec
     day = facts.service_date or on
     verdict, reason, rationale = _basis(found.policy, facts)
@@ -133,6 +133,7 @@ def judge(found: PolicyMatch, facts: MemberFacts, on: date) -> Decision:
         reason=reason,
         coverage=facts.coverage,
         decided_on=on,
+        assertion_id=assertion_id,
         rationale=rationale + tuple(_ruled_out(e) for e in evaluations if e.status == "failed"),
         # Unknown plan facts matter only where a mandate needs them, and then its findings say so.
         unknowns=tuple(Unknown(note) for note in facts.unavailable if note not in coverage_notes),
@@ -228,15 +229,3 @@ def _bullets(findings: Sequence[Finding]) -> str:
 def _listed(words: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" and {words[-1]}"
 
-
-def decide(
-    order: DraftOrder,
-    facts: MemberFacts,
-    policies: Sequence[CompiledPolicy],
-    devices: Mapping[str, dict[str, Any]] | None = None,
-    on: date | None = None,
-) -> Decision | None:
-    """The decision on one order, or None when no policy covers it (then the service says nothing about it)."""
-    found = match_order(order, policies, devices)
-    on = on or date.today()
-    return judge(found, facts.for_order(order, on), on) if found else None

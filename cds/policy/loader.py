@@ -14,6 +14,7 @@ from cds.policy.diagnoses import DiagnosisGroups
 from cds.policy.engine import CompiledPolicy, compile_policy
 from cds.policy.mandate import DEFAULT_CHILD_AGE_LIMIT, CompiledMandate
 from cds.policy.model import DiagnosisGroup, Mandate, Policy
+from cds.validation import error_path
 
 BUILT_IN = Path(__file__).resolve().parent.parent / "policies"
 MANDATES = "mandates"  # the subdirectory of a policy directory that holds mandate files
@@ -25,6 +26,10 @@ Model = TypeVar("Model", bound=BaseModel)
 
 class PolicyError(ValueError):
     """A policy or mandate file the service cannot use; the message names the file and the field."""
+
+
+class DiagnosesFileError(PolicyError):
+    """The file of qualifying diagnoses replacing the mandates' own cannot be used."""
 
 
 def load_policies(extra_dirs: Iterable[str | Path] = (), url_template: str = "", *,
@@ -66,10 +71,10 @@ def load_mandates(directories: Iterable[Path], child_age_limit: int = DEFAULT_CH
     overrides = read_diagnoses_overrides(diagnoses_file) if diagnoses_file else {}
     unknown = sorted(set(overrides) - set(specs))
     if unknown:
-        raise PolicyError(f"{diagnoses_file}: no mandate file defines {', '.join(unknown)}")
+        raise DiagnosesFileError(f"{diagnoses_file}: no mandate file defines {', '.join(unknown)}")
     unnamed = sorted(name for name in overrides if not specs[name][1].diagnoses_label)
     if unnamed:
-        raise PolicyError(f"{diagnoses_file}: the mandate files of {', '.join(unnamed)} have no diagnoses_label "
+        raise DiagnosesFileError(f"{diagnoses_file}: the mandate files of {', '.join(unnamed)} have no diagnoses_label "
                           "to say in words what the qualifying diagnoses are")
     return {
         name: CompiledMandate(
@@ -84,7 +89,10 @@ def load_mandates(directories: Iterable[Path], child_age_limit: int = DEFAULT_CH
 
 def read_diagnoses_overrides(path: str | Path) -> Mapping[str, list[DiagnosisGroup]]:
     """A file of qualifying diagnosis groups by mandate id (CDS_MANDATE_DIAGNOSES_FILE)."""
-    return _validated(Path(path), _load_yaml(Path(path)), _OVERRIDES.validate_python)
+    try:
+        return _validated(Path(path), _load_yaml(Path(path)), _OVERRIDES.validate_python)
+    except PolicyError as exc:
+        raise DiagnosesFileError(str(exc)) from None
 
 
 def policy_url(spec: Policy, template: str) -> str:
@@ -122,9 +130,6 @@ def _validated(path: Path, data: Any, validate: Callable[[Any], Any]) -> Any:
     try:
         return validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{_field(error['loc'])}: {error['msg']}" for error in exc.errors()[:5])
+        problems = "; ".join(f"{error_path(error['loc']) or 'file'}: {error['msg']}" for error in exc.errors()[:5])
         raise PolicyError(f"{path}: {problems}") from None
 
-
-def _field(location: tuple) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".") or "file"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
-from cds.member.facts import ICD10CM, CoverageFacts, MemberFacts
 from cds.policy.diagnoses import DiagnosisGroups
+from cds.policy.facts import ICD10CM, CoverageFacts, MemberFacts
 from cds.policy.model import Mandate
 from cds.states import state_name
 

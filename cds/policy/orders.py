@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cds.fhir import DraftOrder
+from cds.fhirjson import as_list as _list
+from cds.fhirjson import relative_reference
 from cds.policy.codes import code_system, normalise_code
+from cds.policy.facts import Order
 
 BILLING_OPTIONS = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-billing-options"
 # The element that names what is ordered, by resource type.
@@ -18,7 +19,6 @@ CODE_ELEMENT = {
     "MedicationRequest": "medicationCodeableConcept",
     "CommunicationRequest": "category",
 }
-_DEVICE_REFERENCE = re.compile(r"(?:^|/)Device/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 MAX_TEXT = 500  # bound the text searched per element: order text is free text
 
 
@@ -57,15 +57,20 @@ def device_index(resources: Iterable[Any]) -> dict[str, dict[str, Any]]:
     return index
 
 
+def code_element(resource_type: str) -> str:
+    """The element of an order of this type that names what is ordered."""
+    return CODE_ELEMENT.get(resource_type, "code")
+
+
 def _is_device(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "Device" and isinstance(value.get("id"), str)
 
 
-def read_order(order: DraftOrder, devices: Mapping[str, dict[str, Any]]) -> OrderContent:
+def read_order(order: Order, devices: Mapping[str, dict[str, Any]]) -> OrderContent:
     resource = order.resource
     codings: list[Coded] = []
     texts: list[Described] = []
-    element = CODE_ELEMENT.get(order.resource_type, "code")
+    element = code_element(order.resource_type)
     _read_concept(resource.get(element), f"{order.resource_type}.{element}", codings, texts)
     reference = resource.get("codeReference") if order.resource_type == "DeviceRequest" else None
     if isinstance(reference, dict):
@@ -87,8 +92,8 @@ def _resolve_device(reference: Any, order: dict[str, Any], devices: Mapping[str,
         return next((c for c in _list(order.get("contained"))
                      if isinstance(c, dict) and c.get("resourceType") == "Device" and c.get("id") == reference[1:]),
                     None)
-    found = _DEVICE_REFERENCE.search(reference)
-    return devices.get(f"Device/{found.group(1)}") if found else None
+    target = relative_reference(reference)
+    return devices.get(target) if target and target.startswith("Device/") else None
 
 
 def _read_concept(concept: Any, where: str, codings: list[Coded], texts: list[Described]) -> None:
@@ -119,8 +124,3 @@ def _read_text(value: Any, where: str, texts: list[Described]) -> None:
     if isinstance(value, str) and value.strip():
         texts.append(Described(" ".join(value.split())[:MAX_TEXT], where))
 
-
-def _list(value: Any) -> list[Any]:
-    if isinstance(value, list):
-        return value
-    return [] if value is None else [value]

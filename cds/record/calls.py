@@ -1,4 +1,4 @@
-"""The record step: what one hook call leaves in the audit store, and the decisions it counts.
+"""What one hook call leaves in the audit store: the call and its decisions, as records.
 
 Minimum necessary data: references and codes of the orders, the decisions and the uuids of what was said;
 the request and response bodies only when payload capture is on (the store drops the access token).
@@ -10,22 +10,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from cds import metrics
+from cds.policy.facts import Order
+from cds.policy.orders import code_element
 from cds.protocol import CdsResponse, HookRequest
-from cds.record import DecisionRecord, HookCall, JudgedOrder
+from cds.record.records import DecisionRecord, HookCall, JudgedOrder
 from cds.render.coverage import COVERED_CODE
 
 if TYPE_CHECKING:
-    from cds.auth import CdsClient
-    from cds.pipeline import Rendered
-
-_CODE_ELEMENTS = ("code", "codeCodeableConcept", "medicationCodeableConcept", "productCodeableConcept")
+    from cds.auth import RegisteredClient
+    from cds.render import Rendered
 
 
 def call_records(
     service_id: str,
     request: HookRequest,
-    client: CdsClient | None,
+    client: RegisteredClient | None,
     status: int,
     latency_ms: float,
     rendered: Sequence[Rendered] = (),
@@ -35,7 +34,7 @@ def call_records(
     """The call and its decisions as records; `payloads` (request, response JSON) only with capture on."""
     now = datetime.now(UTC)
     sent_cards = {card.uuid for card in response.cards} if response else set()
-    codes = {id(order): order_codes(order.resource) for order in request.draft_orders}
+    codes = {id(order): order_codes(order) for order in request.draft_orders}
     call = HookCall(
         time=now,
         service_id=service_id,
@@ -58,7 +57,7 @@ def call_records(
             coverage_assertion_id=decision.assertion_id,
             hook_instance=request.hook_instance,
             order_reference=decision.order.reference,
-            order_codes=codes.get(id(decision.order)) or order_codes(decision.order.resource),
+            order_codes=codes.get(id(decision.order)) or order_codes(decision.order),
             policy_id=decision.policy_id,
             policy_version=decision.policy_version,
             outcome=COVERED_CODE[decision.outcome],
@@ -68,18 +67,15 @@ def call_records(
             suggestion_uuids=tuple(s.uuid for s in card.suggestions) if sent else (),
             coverage_reference=decision.coverage.reference if decision.coverage else None,
         ))
-        metrics.decision(decision.policy_id, COVERED_CODE[decision.outcome])
     return call, decisions
 
 
-def order_codes(resource: dict[str, Any]) -> tuple[str, ...]:
-    """The order's codes as FHIR tokens (`system|code`), from whichever code element its type has."""
-    tokens = []
-    for element in _CODE_ELEMENTS:
-        concept = resource.get(element)
-        codings = concept.get("coding") if isinstance(concept, dict) else None
-        for coding in codings if isinstance(codings, list) else ():
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                system = coding.get("system") if isinstance(coding.get("system"), str) else ""
-                tokens.append(f"{system}|{coding['code']}")
-    return tuple(tokens)
+def order_codes(order: Order) -> tuple[str, ...]:
+    """The order's codes as FHIR tokens (`system|code`), from the element that names what its type orders."""
+    concept = order.resource.get(code_element(order.resource_type))
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    return tuple(
+        f"{coding['system'] if isinstance(coding.get('system'), str) else ''}|{coding['code']}"
+        for coding in (codings if isinstance(codings, list) else ())
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str)
+    )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 
 from cds.fhir import DraftOrder
+from cds.policy.facts import Order
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class DepartureLog:
         self._next_check: dict[str | None, float] = {}  # by client iss (None: unauthenticated demo calls)
         self._lock = threading.Lock()
 
-    def check(self, orders: Iterable[DraftOrder], client: str | None) -> None:
+    def check(self, orders: Iterable[Order], client: str | None) -> None:
         if self.interval:
             now = time.monotonic()
             with self._lock:
@@ -34,6 +35,6 @@ class DepartureLog:
                     return
                 self._next_check[client] = now + self.interval
         for order in orders:
-            if order.problems:
+            if isinstance(order, DraftOrder) and order.problems:
                 log.warning("%s departs from FHIR R4 (%s); its coverage information echoes it as sent",
                             order.reference or order.resource_type, "; ".join(order.problems))

@@ -14,6 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from cds.config import parse_database_url
@@ -137,3 +138,10 @@ def migrate(url: str) -> None:
         log.info("audit store schema at revision %s (was %s)", head_revision(), current or "empty")
     finally:
         engine.dispose()
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """The driver's error kind and first line: never the statement or its parameters."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first_line = (str(cause).strip().splitlines() or [""])[0][:200]
+    return f"{type(cause).__name__}: {first_line}"

@@ -25,7 +25,7 @@ from uuid_utils.compat import uuid7
 
 from cds.config import Settings
 from cds.errors import CdsError, quote
-from cds.record.engine import create_replay_table, make_engine, migrate, replay_url
+from cds.record.engine import create_replay_table, describe_database_error, make_engine, migrate, replay_url
 from cds.record.records import DecisionRecord, FeedbackRecord, HookCall
 from cds.record.schema import decision, feedback, hook_call, seen_jti
 from cds.record.writer import BackgroundWriter
@@ -418,7 +418,7 @@ class Store:
                         raise
         except Exception as exc:
             _count_failure(operation, failures)
-            reason = _describe(exc)
+            reason = describe_database_error(exc)
             log.error("audit store: %s failed: %s", operation, reason)
             raise StoreUnavailable(reason) from exc
         raise AssertionError("unreachable")
@@ -476,10 +476,3 @@ def _without_secrets(request: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _as_datetime(value: datetime | float) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-
-
-def _describe(exc: BaseException) -> str:
-    """The error's kind and first line: never the statement's parameters (hidden by the engine too)."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    first_line = (str(cause).strip().splitlines() or [""])[0][:200]
-    return f"{type(cause).__name__}: {first_line}"

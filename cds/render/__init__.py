@@ -1,0 +1,40 @@
+"""The render step: decisions -> the CDS Hooks answer (cards a clinician reads, CRD coverage-information actions),
+as the client's configuration asks for them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cds.policy import Decision
+from cds.protocol import Action, Card, CdsResponse
+from cds.render.cards import card_for, select_cards
+from cds.render.configuration import Configuration
+from cds.render.coverage import coverage_action
+
+__all__ = ["Configuration", "Rendered", "Rendering", "render"]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One decision and what was made of it: the unit an audit record keeps."""
+
+    decision: Decision
+    card: Card
+    action: Action | None
+
+
+@dataclass(frozen=True)
+class Rendering:
+    response: CdsResponse  # what the client gets
+    rendered: tuple[Rendered, ...]  # every decision, with its card whether or not the card was sent
+
+
+def render(decisions: Sequence[Decision], configuration: Configuration, primary: bool, payer_name: str) -> Rendering:
+    """The answer to a call: a card per decision, and on request the coverage-information of each (`primary`: the
+    hook is a CRD primary hook, whose assertions may ask for documentation)."""
+    rendered = tuple(Rendered(d, card_for(d, configuration, payer_name), coverage_action(d, primary))
+                     for d in decisions)
+    actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
+    cards = select_cards([r.card for r in rendered], configuration)
+    return Rendering(CdsResponse(cards=cards, system_actions=actions), rendered)

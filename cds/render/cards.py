@@ -6,7 +6,7 @@ from uuid_utils.compat import uuid7
 
 from cds.policy.decision import Decision, Outcome
 from cds.protocol import MAX_SUMMARY, Action, Card, Coding, Link, Source, Suggestion
-from cds.render.coverage import Configuration
+from cds.render.configuration import Configuration
 
 OVERRIDE_REASON_SYSTEM = "urn:cds-coverage:override-reason"
 OVERRIDE_REASONS = (

@@ -1,4 +1,4 @@
-"""Da Vinci CRD: the client's configuration, and Decision -> coverage-information system action.
+"""Decision -> the Da Vinci CRD coverage-information system action that stores the assertion on the order.
 
 The extension is built to be valid under CRD 2.0.1 (what Inferno validates) and 2.2 at once (crd.md §1.3):
 `pa-needed` only when not `not-covered`, `info-needed` exactly when something is `conditional`, a text-only
@@ -7,18 +7,13 @@ The extension is built to be valid under CRD 2.0.1 (what Inferno validates) and 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
-from cds.fhir import REFERENCE_PATTERN
+from cds.fhirjson import REFERENCE_PATTERN
 from cds.policy.decision import Decision, Outcome
-from cds.protocol import Action, HookRequest
+from cds.protocol import Action
 
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
-TOPIC_SYSTEM_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"  # card types in CRD 2.0.1 and 2.1
-TOPIC_SYSTEM_2_2 = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
-_VERSION = re.compile(r"(\d+)\.(\d+)")
 
 # Per outcome: the coded parts of the assertion, in the extension's element order.
 _CODES: dict[Outcome, tuple[tuple[str, str], ...]] = {
@@ -36,36 +31,6 @@ _PHRASE = {
     Outcome.COVERED_WITH_PA: "covered with prior authorization",
     Outcome.CONDITIONAL: "coverage depends on information not in the request",
 }
-
-
-@dataclass(frozen=True)
-class Configuration:
-    """The client's `davinci-crd.configuration` and `requestedVersion`; values of the wrong type are ignored."""
-
-    coverage_info: bool = True
-    max_cards: int | None = None
-    card_types_off: frozenset[str] = frozenset()
-    requested_version: tuple[int, int] | None = None
-
-    @classmethod
-    def from_request(cls, request: HookRequest) -> Configuration:
-        options = request.configuration
-        max_cards = options.get("max-cards")
-        version = _VERSION.fullmatch(request.requested_version or "")
-        return cls(
-            coverage_info=options.get("coverage-info") is not False,
-            max_cards=max_cards if isinstance(max_cards, int) and not isinstance(max_cards, bool)
-            and max_cards >= 0 else None,
-            card_types_off=frozenset(code for code, value in options.items() if value is False),
-            requested_version=(int(version[1]), int(version[2])) if version else None,
-        )
-
-    def shows(self, card_type: str) -> bool:
-        return card_type not in self.card_types_off
-
-    @property
-    def topic_system(self) -> str:
-        return TOPIC_SYSTEM_2_2 if self.requested_version and self.requested_version >= (2, 2) else TOPIC_SYSTEM_TEMP
 
 
 def coverage_information(decision: Decision, primary: bool = True) -> dict[str, Any] | None:

@@ -17,16 +17,15 @@ from rich.text import Text
 
 from cds.auth import load_registry
 from cds.config import Settings, SettingsError
-from cds.fhir import ID_PATTERN
-from cds.member.fetch import is_loopback
-from cds.pipeline import configured_policies
-from cds.policy import PolicyError
+from cds.fhirjson import ID_PATTERN
+from cds.pipeline import load_configured_plans, load_configured_policies
 from cds.protocol import USER_ID_PATTERN
 from cds.tools.audit import audit
 from cds.tools.client import CallFailed, CdsClient, FhirClient, split_service_url
 from cds.tools.order_request import Coding, build_order_request
 from cds.tools.printer import console, print_answer, print_failure, print_services
 from cds.tools.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk, write_private_jwk
+from cds.urls import is_loopback
 from cds.web.serving import gunicorn_options
 
 T = TypeVar("T")
@@ -72,10 +71,11 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     settings = replace(settings, **overrides)
     if settings.demo and not is_loopback(settings.host):
         raise click.UsageError(f"demo mode binds to loopback only; --host {settings.host} is not loopback")
-    try:  # fail here, with the file and field named, rather than in every worker
-        configured_policies(settings)
-    except PolicyError as exc:
-        raise click.ClickException(f"policy file not usable: {exc}") from None
+    try:  # fail here, with the variable, file and field named, rather than in every worker
+        load_configured_policies(settings)
+        load_configured_plans(settings)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     os.environ.setdefault("SERVER_SOFTWARE", "cds")
     click.echo(f"CDS service on http://{settings.host}:{settings.port}/cds-services", err=True)
     GunicornServer(settings).run()

@@ -16,9 +16,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from cds.render.coverage import COVERAGE_INFORMATION
 from cds.tools.client import CallFailed
 
-COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 INDICATOR_STYLES = {"critical": "bold white on red", "warning": "bold black on yellow", "info": "bold cyan"}
 COVERED = {"covered": ("covered", "green"), "not-covered": ("not covered", "bold red"),
            "conditional": ("coverage conditional", "yellow"), "indeterminate": ("coverage indeterminate", "yellow")}

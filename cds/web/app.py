@@ -7,13 +7,14 @@ import logging
 
 from flask import Flask
 
-from cds.auth import register_auth
+from cds.auth import Authenticator
 from cds.config import Settings
 from cds.console.views import register_console
 from cds.errors import register_error_handlers
 from cds.fhir import load_order_models
-from cds.pipeline import CoverageService
-from cds.record import Store
+from cds.pipeline import load_service
+from cds.record import Recorder, Store
+from cds.record.departures import DepartureLog
 from cds.web.cors import register_cors
 from cds.web.ops import add_readiness_check, register_ops
 from cds.web.readiness import StoreProbe, policies_loaded
@@ -26,13 +27,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(CDS_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes)
-    app.extensions["cds"] = CoverageService(settings)
-    app.extensions["cds_store"] = Store.from_settings(settings).start()
+    store = Store.from_settings(settings)
+    recorder = Recorder(store, DepartureLog(settings.r4_check_interval_ms), settings.audit_capture_payloads)
+    service = load_service(settings, Authenticator(settings, store), recorder)
+    store.start()
+    app.extensions.update(cds=service, cds_store=store, cds_auth=service.authenticator)
     register_ops(app, settings)
-    add_readiness_check(app, policies_loaded(app.extensions["cds"]))
-    add_readiness_check(app, StoreProbe(app.extensions["cds_store"]))
+    add_readiness_check(app, policies_loaded(service))
+    add_readiness_check(app, StoreProbe(store))
     register_cors(app, settings.cors_origins)
-    register_auth(app, settings)
     register_error_handlers(app)
     app.register_blueprint(bp)
     register_console(app, settings)

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from cds import metrics
 from cds.config import Settings
 from cds.web.routes import json_response
-from hooks import HOOKS
+from hooks import SERVICE_IDS
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cds.access")
@@ -32,7 +32,6 @@ def register_ops(app: Flask, settings: Settings) -> None:
         registry = metrics.exposition_registry()
         app.add_url_rule("/metrics", "metrics",
                          lambda: Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST))
-    service_ids = frozenset(hook.service_id for hook in HOOKS)
 
     @app.before_request
     def _start_clock() -> None:
@@ -44,7 +43,7 @@ def register_ops(app: Flask, settings: Settings) -> None:
         endpoint = (request.endpoint or "unmatched").rsplit(".", 1)[-1]
         service_id = (request.view_args or {}).get("service_id")
         # Only known ids become label values: a client must not be able to mint new time series.
-        service = service_id if service_id in service_ids else "unknown" if service_id else ""
+        service = service_id if service_id in SERVICE_IDS else "unknown" if service_id else ""
         status = response.status_code
         metrics.request(endpoint, service, status, seconds)
         level = logging.WARNING if status >= 500 else logging.DEBUG if endpoint in _PROBES else logging.INFO

@@ -6,18 +6,17 @@ import threading
 import time
 from concurrent.futures import Future
 
-from sqlalchemy.exc import DBAPIError
-
 from cds.config import parse_database_url
-from cds.pipeline import CoverageService
+from cds.pipeline import Service
 from cds.record import Store
+from cds.record.engine import describe_database_error
 from cds.web.ops import ReadinessCheck
 
 # An orchestrator's readiness probe typically gives up after one second: answer before it does.
 STORE_PROBE_TIMEOUT_S = 1.0
 
 
-def policies_loaded(service: CoverageService) -> ReadinessCheck:
+def policies_loaded(service: Service) -> ReadinessCheck:
     """Ready when at least one policy is loaded; the detail names each with its version."""
 
     def check() -> tuple[str, bool, str]:
@@ -71,6 +70,5 @@ class StoreProbe:
 
     def _describe(self, exc: BaseException) -> str:
         """The driver's error kind and first line (never the statement), with the URL's password masked."""
-        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        detail = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}"
+        detail = describe_database_error(exc)
         return detail.replace(self._password, "***") if self._password else detail
