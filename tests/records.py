@@ -30,7 +30,7 @@ def a_decision(call: HookCall, order: int = 0, policy_id: str = "DME101.045", ou
 
 
 def recorded_caller(app, hook_instance: str) -> tuple[str | None, str | None]:
-    """The client (iss, tenant) the store recorded for the latest hook call of that id, once the background writer has written it."""
+    """The client (iss, tenant) recorded for the latest hook call with this id, once the writer has written it."""
     from sqlalchemy import select
 
     from cds.record.schema import hook_call
