@@ -23,7 +23,7 @@ TINY = ["--requests", "50", "--connections", "2", "--processes", "2", "--warmup"
 def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
     output = tmp_path / "latest.json"
     result = subprocess.run([sys.executable, "-m", "bench", *TINY, "--output", str(output)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     report = json.loads(output.read_text())
 
