@@ -17,8 +17,7 @@ from cds.console.key import DEMO_KEY_FILE, console_signer
 from cds.console.orders import build_request
 from cds.record.store import PolicyStats
 from tests import tokens
-from tests.conftest import EXAMPLES
-from tests.helpers import run_cds
+from tests.helpers import EXAMPLES, run_cds
 
 ADMIN_TOKEN = "an-admin-credential-of-some-length"
 SERVICE = "/cds-services/order-sign-crd"

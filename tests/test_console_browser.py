@@ -16,7 +16,7 @@ from pytest_httpserver import HTTPServer
 
 from cds.record import Store
 from tests.browser import ROOT, demo_service, launch
-from tests.conftest import DATA, serve_on_loopback
+from tests.helpers import DATA, serve_on_loopback
 
 ADMIN_TOKEN = "console-admin-credential-for-tests"
 E0221_SUMMARY = "Infrared heating pad system (E0221) not covered: not medically necessary, policy DME101.045"
