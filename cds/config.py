@@ -89,6 +89,7 @@ class Settings:
     """Every setting of the service. Each field `x` is read from `CDS_X`; see the README."""
 
     demo: bool = False
+    demo_allow_remote: bool = False  # demo mode beyond loopback, e.g. in a container: said explicitly, or refused
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
@@ -154,6 +155,9 @@ class Settings:
                 cors_origins=settings.cors_origins or ("*",),
                 clients_file=settings.clients_file or SANDBOX_CLIENTS_FILE,
             )
+            problem = settings.demo_host_problem()
+            if problem:
+                raise SettingsError(problem)
         if settings.log_format not in LOG_FORMATS:
             raise SettingsError(f"CDS_LOG_FORMAT={settings.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         if settings.max_json_depth < 8:
@@ -206,19 +210,31 @@ class Settings:
         """The audit store's SQLAlchemy URL: CDS_DATABASE_URL, else a SQLite file in CDS_DATA_DIR."""
         return self.database_url or f"sqlite:///{os.path.abspath(os.path.join(self.data_dir, 'cds.sqlite3'))}"
 
+    def demo_host_problem(self) -> str | None:
+        """Why demo mode may not listen on this host: beyond loopback only when CDS_DEMO_ALLOW_REMOTE says so."""
+        if not self.demo or is_loopback(self.host) or self.demo_allow_remote:
+            return None
+        return (f"demo mode listens on loopback only, not on {self.host}: it trusts the public CDS Hooks sandbox "
+                "key, whose private key is public, so anyone who reaches the port can sign calls it accepts. "
+                "Set CDS_DEMO_ALLOW_REMOTE=true to listen there anyway (e.g. in a container whose port is "
+                "published on 127.0.0.1 only)")
+
     def demo_relaxations(self) -> list[str]:
         """What demo mode relaxes, said at start-up so nobody runs it by mistake."""
         if not self.demo:
             return []
+        loopback = is_loopback(self.host)
         relaxations = [
-            "bound to loopback only",
+            "bound to loopback only" if loopback else
+            f"listening on {self.host}, beyond loopback (CDS_DEMO_ALLOW_REMOTE): whoever reaches the port is served",
             "CORS allows any origin" if "*" in self.cors_origins else "CORS origins as configured",
             "member data may be fetched over http and from any FHIR server on loopback",
         ]
         if self.auth_off:
             relaxations.append("authentication is OFF (CDS_AUTH_DISABLED): any loopback caller is served")
         elif self.clients_file == SANDBOX_CLIENTS_FILE:
-            relaxations.append("trusts the public CDS Hooks sandbox key, whose private key is public")
+            relaxations.append("trusts the public CDS Hooks sandbox key, whose private key is public"
+                               + ("" if loopback else ": anyone who reaches the port can sign calls it accepts"))
         relaxations.append("the console at /console is open"
                            + (" with the admin credential" if self.console_admin_token else " to any loopback caller")
                            + f" and signs its calls with its own key, trusted as {self.console_iss}")

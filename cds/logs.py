@@ -88,5 +88,8 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
             "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+            # Alembic announces each of its autogenerate plugins at INFO whenever migrations load; the store's
+            # own messages say what the migrations did.
+            "alembic.runtime.plugins": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }

@@ -1,7 +1,8 @@
 """The container image's start command and configuration, read from docker/Dockerfile and run outside Docker.
 
-CI has no Docker engine, so tests run the Dockerfile's CMD and HEALTHCHECK from the repository root, as the image
-does from /app, with the image's ENV and this virtualenv's programs.
+Tests run the Dockerfile's CMD and HEALTHCHECK from the repository root, as the image does from /app, with the
+image's ENV and this virtualenv's programs: quick, and beside any test that needs replicas of the service.
+tests/test_container.py builds and runs the image itself on a Docker engine.
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ def clean_env() -> dict[str, str]:
 def image_servers(*servers: tuple[dict[str, str], Path]) -> Iterator[list[str]]:
     """The image's CMD serving on loopback, once per (settings, log): the image's ENV with `settings` (CDS_PORT
     among them), stderr written to `log`. All start at once, as replicas rolled out together do; yields their base
-    URLs once each answers /health, then stops them all with SIGTERM, as `docker stop` does."""
+    URLs once each answers /health, then stops them all with SIGTERM, as `docker stop` does. The image's own
+    directories (its data volume, its metrics in /dev/shm) become ones of each server's beside its log, unless
+    `settings` name others."""
     processes, urls = [], []
     try:
         for settings, log in servers:
-            env = clean_env() | image_env() | {"CDS_HOST": "127.0.0.1"} | settings
+            own = {"CDS_DATA_DIR": str(log.with_suffix(".data")),
+                   "PROMETHEUS_MULTIPROC_DIR": str(log.with_suffix(".metrics"))}
+            env = clean_env() | image_env() | {"CDS_HOST": "127.0.0.1"} | own | settings
             with log.open("w") as stderr:
                 processes.append(subprocess.Popen(here(image_cmd()), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                                   stderr=stderr))

@@ -84,11 +84,24 @@ def test_authentication_settings():
 @pytest.mark.parametrize(("env", "off"), [
     ({"CDS_DEMO": "1", "CDS_AUTH_DISABLED": "1"}, True),
     ({"CDS_AUTH_DISABLED": "1"}, False),  # not demo mode
-    ({"CDS_DEMO": "1", "CDS_AUTH_DISABLED": "1", "CDS_HOST": "0.0.0.0"}, False),  # not loopback
+    ({"CDS_DEMO": "1", "CDS_AUTH_DISABLED": "1", "CDS_HOST": "0.0.0.0", "CDS_DEMO_ALLOW_REMOTE": "1"}, False),
     ({"CDS_DEMO": "1"}, False),
 ])
 def test_authentication_is_off_only_in_demo_mode_on_loopback_when_asked(env, off):
     assert Settings.from_env(env).auth_off is off
+
+
+def test_demo_mode_beyond_loopback_is_refused_unless_asked_for_and_then_says_what_it_exposes():
+    with pytest.raises(SettingsError, match="CDS_DEMO_ALLOW_REMOTE=true") as refused:
+        Settings.from_env({"CDS_DEMO": "1", "CDS_HOST": "0.0.0.0"})
+    assert "private key is public" in str(refused.value)
+    exposed = Settings.from_env({"CDS_DEMO": "1", "CDS_HOST": "0.0.0.0", "CDS_DEMO_ALLOW_REMOTE": "true"})
+    relaxations = exposed.demo_relaxations()
+    assert not [line for line in relaxations if "loopback only" in line]
+    assert "listening on 0.0.0.0, beyond loopback" in relaxations[0]
+    assert "anyone who reaches the port can sign calls it accepts" in relaxations[-1]
+    assert "bound to loopback only" in Settings.from_env({"CDS_DEMO": "1"}).demo_relaxations()
+    assert Settings.from_env({"CDS_HOST": "0.0.0.0"}).demo_relaxations() == []  # not demo mode: nothing relaxed
 
 
 def test_store_settings():

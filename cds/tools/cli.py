@@ -25,7 +25,6 @@ from cds.tools.client import CallFailed, CdsClient, FhirClient, split_service_ur
 from cds.tools.order_request import Coding, build_order_request
 from cds.tools.printer import console, print_answer, print_failure, print_services
 from cds.tools.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk, write_private_jwk
-from cds.urls import is_loopback
 from cds.web.serving import gunicorn_options
 
 T = TypeVar("T")
@@ -69,8 +68,9 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         raise click.UsageError(str(exc)) from None
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = replace(settings, **overrides)
-    if settings.demo and not is_loopback(settings.host):
-        raise click.UsageError(f"demo mode binds to loopback only; --host {settings.host} is not loopback")
+    problem = settings.demo_host_problem()
+    if problem:
+        raise click.UsageError(problem)
     try:  # fail here, with the variable, file and field named, rather than in every worker
         load_configured_policies(settings)
         load_configured_plans(settings)
