@@ -1,9 +1,11 @@
 """The container image built from docker/Dockerfile, unchanged, and run on a private Docker engine.
 
 Its base, python:3.11-slim, is made here without a registry (scripts/image-base: Debian bookworm by
-debootstrap, Debian's Python 3.11). The image runs with its defaults alone, and as in production: read-only root
-file system, a clients file of the test EHR's key readable by the image's user, signed calls over loopback
-(the host's network), a graceful stop with a call in hand. Skipped only where no Docker engine can start.
+debootstrap, Debian's Python 3.11). The image runs with its defaults alone, and with the `docker run` commands
+of docs/operating.md: in production (read-only root file system, a clients file of the test EHR's key readable
+by the image's user, a PostgreSQL store, signed calls over loopback, a graceful stop with a call in hand) and
+in demo mode. The private engine has no bridge network, so a documented `-p` becomes the host's network
+(listening on loopback) or none. Skipped only where no Docker engine can start.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -27,12 +30,15 @@ from tests.conftest import load
 from tests.dockerd import Engine, NoEngine, private_engine
 from tests.helpers import free_port
 from tests.image import ROOT
+from tests.postgres import new_database
 
 TAG = "cds-coverage:test"
 RUNTIME_UID = 10001
 # What the image build may take from nothing (its base made, every dependency downloaded), and a container's start.
 BUILD_SECONDS = 900
 START_SECONDS = 40
+DOCS = ROOT / "docs" / "operating.md"
+OPTIONS_WITH_VALUES = frozenset({"--name", "-p", "-e", "-v", "--stop-timeout"})
 
 
 @pytest.fixture(scope="module")
@@ -145,20 +151,51 @@ def defaults(engine: Engine, image: str) -> Iterator[Container]:
 
 
 @pytest.fixture(scope="module")
-def production(engine: Engine, image: str, tmp_path_factory) -> Iterator[tuple[Container, str]]:
-    """Read-only root file system, the test EHR's clients file mounted read-only, listening on the host's
-    loopback; the container and its base URL."""
+def production(engine: Engine, image: str, postgres_url: str, tmp_path_factory) -> Iterator[tuple[Container, str]]:
+    """docs/operating.md's production command with this test's values: the test EHR's clients file (root's,
+    readable by the image's group, as the docs say), a database of the test PostgreSQL, the host's network on
+    loopback for -p; the container and its base URL."""
     registry = tokens.write_registry(tmp_path_factory.mktemp("registry"))
-    os.chown(registry, 0, RUNTIME_UID)  # root's file, readable by the image's group, as docs/operating.md says
+    os.chown(registry, 0, RUNTIME_UID)
     registry.chmod(0o640)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with _run(engine, "--network", "host", "--read-only", "--env", "CDS_HOST=127.0.0.1",
-                          "--env", f"CDS_PORT={port}", "--env", f"CDS_PUBLIC_BASE_URL={tokens.BASE}",
-                          "--env", "CDS_CLIENTS_FILE=/run/secrets/cds-clients",
-                          "--volume", f"{registry}:/run/secrets/cds-clients:ro", image) as container:
-        container.wait_healthy()
-        yield container, url
+    with new_database(postgres_url) as database:
+        options = documented_run("cds", ["--network", "host", "-e", "CDS_HOST=127.0.0.1", "-e", f"CDS_PORT={port}"],
+                                 env={"CDS_PUBLIC_BASE_URL": tokens.BASE, "CDS_DATABASE_URL": database},
+                                 mounts={"/run/secrets/cds-clients": str(registry)})
+        with _run(engine, *options, image) as container:
+            container.wait_healthy()
+            yield container, f"http://127.0.0.1:{port}"
+
+
+def documented_run(name: str, publish: list[str], env: dict[str, str] | None = None,
+                   mounts: dict[str, str] | None = None) -> list[str]:
+    """The options of docs/operating.md's `docker run` of container `name`, for this engine: its -p replaced by
+    `publish`, each `-e NAME=...` named in `env` given that value, each `-v ...:TARGET` named in `mounts` that
+    source. Container names, --rm and -d are Container's own."""
+    env, mounts = env or {}, mounts or {}
+    text = DOCS.read_text().replace("\\\n", " ")
+    [line] = [line for line in text.splitlines() if line.startswith("docker run") and f" --name {name} " in line]
+    words = shlex.split(line)[2:]
+    assert words.pop() == "cds-coverage"
+    options, used = [], set()
+    while words:
+        option = words.pop(0)
+        value = words.pop(0) if option in OPTIONS_WITH_VALUES else None
+        if option in ("--name", "--rm", "-d"):
+            continue
+        if option == "-p":
+            options += publish
+            continue
+        if option == "-e" and value.split("=", 1)[0] in env:
+            used.add(key := value.split("=", 1)[0])
+            value = f"{key}={env[key]}"
+        if option == "-v" and value.split(":")[1] in mounts:
+            used.add(target := value.split(":")[1])
+            value = ":".join([mounts[target], *value.split(":")[1:]])
+        options += [option] if value is None else [option, value]
+    assert used == env.keys() | mounts.keys(), f"docs/operating.md's {name!r} command lacks {env.keys() - used}"
+    return options
 
 
 def test_build_context_holds_only_what_the_image_needs(engine, base):
@@ -183,6 +220,7 @@ def test_image_runs_with_its_defaults_alone(defaults):
     assert [(check["name"], check["ok"]) for check in json.loads(body)["checks"]] == [("policies", True),
                                                                                     ("store", True)]
     assert defaults.exec("python", "-m", "cds.tools.healthcheck", "--ready").returncode == 0
+    assert defaults.post_inside(tokens.SERVICE_PATH, load("e0221-home-device.json")) == 401  # no client trusted
     assert defaults.runtime_ids() == (RUNTIME_UID, RUNTIME_UID)
     # The SQLite store lives in the image's volume, owned by the runtime user.
     assert defaults.exec("test", "-O", "/var/lib/cds/cds.sqlite3").returncode == 0
@@ -193,10 +231,11 @@ def test_image_runs_with_its_defaults_alone(defaults):
     assert defaults.stop() == 0
 
 
-def test_production_like_run_serves_signed_calls_from_a_read_only_root(production):
+def test_production_run_serves_signed_calls_from_a_read_only_root_with_a_postgresql_store(production):
     container, url = production
     ready = requests.get(f"{url}/ready", timeout=5)
     assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"][1]["detail"].startswith("postgresql answered")
     assert container.inspect("{{.HostConfig.ReadonlyRootfs}}") == "true"
     assert container.runtime_ids() == (RUNTIME_UID, RUNTIME_UID)
     answered = _order_sign(url, tokens.mint())
@@ -215,7 +254,8 @@ def test_docker_stop_finishes_the_call_in_hand_and_exits_0(production):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as call:
         call.sendall(head.encode() + body[:200])
         time.sleep(0.5)  # a worker thread has the call in hand, waiting for the rest of its body
-        stopping = subprocess.Popen(container.engine.argv("stop", "--time", "15", container.name),
+        # The documented --stop-timeout (15 s), not docker stop's default of 10 s, bounds the stop.
+        stopping = subprocess.Popen(container.engine.argv("stop", container.name),
                                     env=container.engine.env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_log(container, "Handling signal: term")  # gunicorn's master has it, and passes it on
@@ -226,6 +266,7 @@ def test_docker_stop_finishes_the_call_in_hand_and_exits_0(production):
         answer = json.loads(response.read())
     assert stopping.wait(timeout=30) == 0
     assert response.status == 200 and answer["cards"]
+    assert container.inspect("{{.Config.StopTimeout}}") == "15"
     assert container.inspect("{{.State.Status}} {{.State.ExitCode}}") == "exited 0"
 
 
@@ -248,9 +289,10 @@ def test_demo_mode_refuses_to_listen_beyond_loopback_unless_told(engine, image):
         assert "private key is public" in logs and "CDS_DEMO_ALLOW_REMOTE=true" in logs
 
 
-def test_demo_mode_told_to_listen_beyond_loopback_says_so_and_keeps_authentication(engine, image):
-    with _run(engine, "--network", "none", "--env", "CDS_DEMO=true", "--env",
-                          "CDS_DEMO_ALLOW_REMOTE=true", "--env", "CDS_AUTH_DISABLED=true", image) as container:
+def test_documented_demo_run_says_it_listens_beyond_loopback_and_keeps_authentication(engine, image):
+    # CDS_AUTH_DISABLED added: it must have no effect on a service listening beyond loopback.
+    options = documented_run("cds-demo", ["--network", "none"])
+    with _run(engine, *options, "-e", "CDS_AUTH_DISABLED=true", image) as container:
         container.wait_healthy()
         warnings = [json.loads(line)["message"] for line in container.logs().splitlines() if "demo mode" in line]
         assert any("listening on 0.0.0.0, beyond loopback" in line for line in warnings), warnings

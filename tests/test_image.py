@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -88,6 +89,9 @@ def test_healthcheck_command_passes_while_serving_and_fails_when_nothing_answers
     command = here(image_healthcheck())
     alive = subprocess.run(command, env={**env, "CDS_PORT": str(server.port)}, capture_output=True, timeout=20)
     assert alive.returncode == 0, alive.stderr
+    ready = subprocess.run([*command, "--ready"], env={**env, "CDS_PORT": str(server.port)}, capture_output=True,
+                           timeout=20)
+    assert ready.returncode == 0, ready.stderr
     dead = subprocess.run(command, env={**env, "CDS_PORT": str(free_port())}, capture_output=True, timeout=20)
     assert dead.returncode == 1
 
@@ -147,7 +151,26 @@ def test_compose_runs_replicas_behind_tls_with_postgres_and_documents_every_sett
     assert app["deploy"]["replicas"] >= 2 and app["build"]["dockerfile"] == "docker/Dockerfile"
     assert app["environment"]["CDS_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert "healthcheck" in db and "healthcheck" in proxy  # app: the image's HEALTHCHECK
-    assert proxy["ports"][0].endswith(":443") and "listen 443 ssl" in (ROOT / "docker" / "nginx.conf").read_text()
-    readme = (ROOT / "README.md").read_text()
-    undocumented = [name for name in app["environment"] if f"`{name}`" not in readme]
+    nginx = (ROOT / "docker" / "nginx.conf").read_text()
+    assert proxy["ports"][0].endswith(":443") and "listen 443 ssl" in nginx
+    docs = (ROOT / "README.md").read_text() + (ROOT / "docs" / "operating.md").read_text()
+    undocumented = [name for name in app["environment"] if f"`{name}`" not in docs]
     assert undocumented == []
+
+
+def test_compose_routes_on_readiness_checks_the_database_itself_and_redirects_to_the_published_port():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    app, proxy, db = (compose["services"][name] for name in ("app", "proxy", "db"))
+    assert app["healthcheck"]["test"] == ["CMD", *image_healthcheck(), "--ready"]
+    assert proxy["depends_on"]["app"]["condition"] == "service_healthy"
+    [check] = db["healthcheck"]["test"][1:]
+    assert "psql -h 127.0.0.1 -U cds -d cds" in check  # over TCP: the first-start server listens on a socket only
+    # nginx.conf is a template the nginx image fills in: only CDS_* variables, written over its nginx.conf.
+    assert "./nginx.conf:/etc/nginx/templates/nginx.conf.template:ro" in proxy["volumes"]
+    assert proxy["environment"]["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+    assert proxy["environment"]["NGINX_ENVSUBST_FILTER"] == "^CDS_"
+    assert proxy["environment"]["CDS_HTTPS_PORT"] == "${CDS_HTTPS_PORT:-443}"
+    assert proxy["ports"][0] == "${CDS_HTTPS_PORT:-443}:443"
+    nginx = (ROOT / "docker" / "nginx.conf").read_text()
+    assert "return 301 https://$host:${CDS_HTTPS_PORT}$request_uri;" in nginx
+    assert set(re.findall(r"\$\{(\w+)\}", nginx)) == {"CDS_HTTPS_PORT"}
