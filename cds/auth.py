@@ -108,7 +108,11 @@ class RemoteJwks:
 
     def _refresh(self) -> None:
         with self._lock:  # one fetch per process at a time; threads that waited use its result
-            if time.monotonic() - self._fetched_at < JWKS_MIN_REFETCH_SECONDS:
+            since = time.monotonic() - self._fetched_at
+            if since < JWKS_MIN_REFETCH_SECONDS:
+                log.warning("JWK Set %s not fetched again: it was fetched %.0f s ago, and the next fetch is allowed "
+                            "in %.0f s (a kid it lacks, such as a rotated key, is found only then)", self.url, since,
+                            JWKS_MIN_REFETCH_SECONDS - since)
                 return
             self._fetched_at = time.monotonic()
             try:

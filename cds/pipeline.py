@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -18,6 +18,7 @@ from cds import member
 from cds.auth import Authenticator, RegisteredClient
 from cds.config import Settings, SettingsError
 from cds.errors import CdsError
+from cds.hook_instances import HookInstances
 from cds.member.fetch import FhirFetcher
 from cds.member.plans import PlanDirectory, PlanDirectoryError, load_plan_directory
 from cds.policy import CompiledPolicy, PolicyError, PolicyMatch, decide, load_policies, match_order
@@ -37,6 +38,7 @@ class Service:
     authenticator: Authenticator
     recorder: Recorder
     today: Callable[[], date] = date.today
+    hook_instances: HookInstances = field(default_factory=HookInstances)
 
 
 def answer_hook_call(service: Service, service_id: str, http: Request,
@@ -49,6 +51,7 @@ def answer_hook_call(service: Service, service_id: str, http: Request,
     body = read_body()
     hook = hooks.hook_for(service_id, body)
     request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
+    service.hook_instances.note(client.iss if client else "(unauthenticated)", request.hook_instance)
     try:
         orders = hook.judged_orders(request)
         matches = match_orders(orders, service.policies, request)
@@ -56,7 +59,8 @@ def answer_hook_call(service: Service, service_id: str, http: Request,
         today = service.today()
         decisions = [decide(m, member.order_facts(facts, m.order, today), today, new_assertion_id())
                      for m in matches if facts]
-        rendering = render(decisions, Configuration.from_request(request), hook.primary, settings.payer_name)
+        rendering = render(decisions, Configuration.from_request(request), hook.primary, settings.payer_name,
+                           facts.coverage_gap if facts else None)
     except CdsError as error:  # e.g. 412 or a strict-mode 400: recorded too, then answered
         service.recorder.record(service_id, request, client, error.status, _ms_since(started))
         raise

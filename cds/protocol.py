@@ -26,7 +26,7 @@ MAX_SUMMARY = 139  # the spec says "<140 characters"
 
 @dataclass(frozen=True)
 class FhirAuthorization:
-    access_token: str = field(repr=False)
+    access_token: str | None = field(repr=False)  # None: sent empty or blank, which is no token (an open server)
     token_type: str
     scope: str
     subject: str
@@ -102,6 +102,8 @@ def _missing_or_invalid(value: Any) -> str:
 def _expected(path: str, what: str, value: Any) -> str:
     if value is None:
         return f"{path} is required and must be {what}."
+    if isinstance(value, str) and not value.strip():
+        return f"{path} must be {what}, not an empty or blank string."
     return f"{path} must be {what}, not {json_type(value)}."
 
 
@@ -154,8 +156,15 @@ def _fhir_authorization(value: Any) -> FhirAuthorization | None:
         raise BadRequest(_expected("fhirAuthorization", "an object", value), "fhirAuthorization")
     fields = {
         name: _string(value, name, f"fhirAuthorization.{name}", max_length=16384)
-        for name in ("access_token", "token_type", "scope", "subject")
+        for name in ("token_type", "scope", "subject")
     }
+    token = value.get("access_token")
+    if not isinstance(token, str):  # an empty or blank token is no token: what clients of open servers send
+        raise BadRequest(_expected("fhirAuthorization.access_token", "a string", token),
+                         "fhirAuthorization.access_token", _missing_or_invalid(token))
+    if len(token) > 16384:
+        raise BadRequest("fhirAuthorization.access_token is longer than 16384 characters.",
+                         "fhirAuthorization.access_token")
     if fields["token_type"].lower() != "bearer":
         raise BadRequest("fhirAuthorization.token_type must be Bearer.", "fhirAuthorization.token_type")
     expires_in = value.get("expires_in")  # tolerated when missing, as some clients omit it
@@ -163,7 +172,8 @@ def _fhir_authorization(value: Any) -> FhirAuthorization | None:
         raise BadRequest("fhirAuthorization.expires_in must be a number of seconds.", "fhirAuthorization.expires_in")
     patient = value.get("patient")
     return FhirAuthorization(
-        **fields, expires_in=expires_in, patient=patient if isinstance(patient, str) else None
+        access_token=token.strip() or None, **fields, expires_in=expires_in,
+        patient=patient if isinstance(patient, str) else None,
     )
 
 

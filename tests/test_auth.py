@@ -349,11 +349,17 @@ def test_an_unknown_kid_refetches_the_jwks_once(url_client, httpserver, order_si
     assert jwks_fetches(httpserver) == 3
 
 
-def test_unknown_kids_cannot_make_the_service_hammer_a_jwks_url(url_client, httpserver, order_sign):
+def test_unknown_kids_cannot_make_the_service_hammer_a_jwks_url(url_client, httpserver, order_sign, caplog):
     assert call(url_client, url_token(httpserver), order_sign).status_code == 200
-    for index in range(5):
-        assert_bare_401(call(url_client, url_token(httpserver, kid=f"made-up-{index}"), order_sign))
+    with caplog.at_level(logging.WARNING, logger="cds.auth"):
+        for index in range(5):
+            assert_bare_401(call(url_client, url_token(httpserver, kid=f"made-up-{index}"), order_sign))
     assert jwks_fetches(httpserver) == 1  # no refetch within JWKS_MIN_REFETCH_SECONDS of the last one
+    throttled = [r.getMessage() for r in caplog.records if "not fetched again" in r.getMessage()]
+    assert len(throttled) == 5
+    assert httpserver.url_for("/jwks.json") in throttled[0] and "next fetch is allowed in" in throttled[0]
+    waits = [float(m.split("allowed in ")[1].split(" s")[0]) for m in throttled]
+    assert all(0 < wait <= auth.JWKS_MIN_REFETCH_SECONDS for wait in waits)
 
 
 def test_a_jku_that_is_not_listed_is_never_fetched(url_client, httpserver, order_sign):

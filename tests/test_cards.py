@@ -109,7 +109,7 @@ def test_source_label_falls_back_to_the_configured_payer_name(policies):
     assert card.source.label == PAYER
     _, card = render(policies, facts=MemberFacts())
     assert card.source.label == PAYER
-    assert "No coverage for this patient came with the request" in card.detail
+    assert "No coverage of this patient could be used, so this states the medical policy" in card.detail
 
 
 def test_unknowns_are_listed(policies):

@@ -201,3 +201,31 @@ def test_templates_render_root_level_context_tokens():
     assert fill_template("{{context.userId}}", request) == "Practitioner/COREPRACTITIONER1"
     assert fill_template("Encounter/{{context.encounterId}}", request) is None  # no encounter in this call
     assert fill_template("RelatedPerson/{{userRelatedPersonId}}", request) is None
+
+
+def test_data_under_other_keys_is_recognised_by_content_before_anything_is_fetched(fetcher, fhir_server):
+    other_patient = {**PATIENT, "id": "someone-else"}
+    prefetch = {"orders": searchset(other_patient, PATIENT), "coverageBundle": searchset(COVERAGE),
+                "conditionList": {"resourceType": "Bundle", "type": "collection",
+                                  "entry": [{"resource": c} for c in CONDITIONS]}}
+    data = member_data(hook_request(fhir_server.url_for("/fhir"), prefetch), fetcher)
+    assert data.patient == PATIENT  # the call's patient, not the other one the Bundle holds
+    assert data.coverages == (COVERAGE,)
+    assert data.conditions == tuple(CONDITIONS)
+    assert data.unavailable == () and fhir_server.log == []
+
+
+def test_our_own_key_wins_and_only_what_is_nowhere_in_the_prefetch_is_fetched(fetcher, fhir_server):
+    serve_member(fhir_server)
+    prefetch = {"coverage": None, "coverageBundle": searchset(COVERAGE), "patientBundle": PATIENT}
+    data = member_data(hook_request(fhir_server.url_for("/fhir"), prefetch), fetcher)
+    assert data.coverages == () and data.patient == PATIENT  # `null` under our key: the client has none
+    assert paths(fhir_server) == ["/fhir/Condition"]
+
+
+def test_a_recognised_bundle_with_further_pages_is_noted_as_possibly_incomplete(fetcher):
+    prefetch = {"coverageBundle": searchset(COVERAGE, next_url="https://ehr.example.org/fhir?page=2")}
+    data = member_data(hook_request(None, {"patient": PATIENT, "conditions": None, **prefetch}), fetcher)
+    assert data.coverages == (COVERAGE,)
+    assert data.unavailable == ("The patient's coverage may be incomplete: only the first page of results was "
+                                "prefetched.",)

@@ -18,7 +18,7 @@ from cds.fhirjson import as_list as _list
 from cds.fhirjson import fhir_date as _date
 from cds.fhirjson import relative_reference as _relative
 from cds.member.plans import PlanDirectory, PlanFacts
-from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts, Order
+from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, CoverageGap, Diagnosis, MemberFacts, Order
 from cds.states import state_code
 
 SOPT = "https://nahdo.org/sopt"
@@ -54,6 +54,7 @@ class MemberData:
     unavailable: tuple[str, ...] = field(default_factory=tuple)
     unavailable_keys: frozenset[str] = frozenset()
     patient_id: str | None = None  # context.patientId: resources about anyone else are not used
+    gaps: Mapping[str, str] = field(default_factory=dict)  # per unavailable key, why (prefetch.Gap)
 
 
 def member_facts(data: MemberData, directory: PlanDirectory | None, today: date) -> MemberFacts:
@@ -61,11 +62,13 @@ def member_facts(data: MemberData, directory: PlanDirectory | None, today: date)
     notes: list[str] = []
     patient = _patient(data, notes)
     conditions = _condition_diagnoses(data, notes)
+    coverages = _coverages(data, directory, notes)
     return MemberFacts(
         birth_date=_birth_date(patient, notes),
         state=_home_state(patient, today, notes),
         diagnoses=tuple(dict.fromkeys(d for diagnoses in conditions.values() for d in diagnoses)),
-        coverages=_coverages(data, directory, notes),
+        coverages=coverages,
+        coverage_gap=None if coverages else coverage_gap(data),
         unavailable=(*data.unavailable, *notes),
         unavailable_keys=data.unavailable_keys,
         condition_diagnoses=conditions,
@@ -82,6 +85,26 @@ def order_facts(facts: MemberFacts, order: Order, today: date) -> MemberFacts:
         diagnoses=tuple(dict.fromkeys((*reasons, *facts.diagnoses))),
         unavailable=facts.unavailable + notes,
     )
+
+
+def coverage_gap(data: MemberData) -> CoverageGap:
+    """Why no Coverage of the member can be used, in CRD's terms (resp-43/44/45) and in words."""
+    gap = data.gaps.get("coverage")
+    if gap == "not-sent":
+        return CoverageGap("coverage-not-found", "No coverage for this patient came with the request, and the "
+                           "request names no FHIR server to fetch it from")
+    if gap == "not-allowed":
+        return CoverageGap("technical", "The patient's coverage did not come with the request and was not fetched, "
+                           "as this service may not fetch from the request's FHIR server")
+    if gap == "failed":
+        return CoverageGap("technical", "The patient's coverage did not come with the request and could not be "
+                           "fetched from the EHR's FHIR server")
+    if data.gaps.get("patient") == "not-found":
+        return CoverageGap("no-member-found", "The patient could not be found on the EHR's FHIR server, nor any "
+                           "coverage for them")
+    if data.coverages:
+        return CoverageGap("no-active-coverage", "No coverage sent or found for this patient is active and theirs")
+    return CoverageGap("coverage-not-found", "No active coverage was found for this patient")
 
 
 def strict_coverage_problem(facts: MemberFacts, served_payers: Iterable[str]) -> str | None:

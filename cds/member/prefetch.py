@@ -1,9 +1,11 @@
 """Member data for a hook call: the prefetch as sent, completed from the EHR's FHIR server (CDS Hooks 2.0 §4).
 
 Per key: a present, non-null resource or Bundle is used (and a paginated Bundle's further pages read); `null`
-means the client has no such data; a missing key, an OperationOutcome or a resource of the wrong type is
-fetched from fhirServer by rendering the discovery template. What cannot be had is reported, and only data the
-caller says it requires turns into a 412.
+means the client has no such data. Data under a key of the client's own (`coverageBundle`: clients that never
+read discovery) is recognised by its content, a resource of the type or a Bundle holding some, before anything is
+fetched. What is still missing (a missing key, an OperationOutcome, a resource of the wrong type) is fetched from
+fhirServer by rendering the discovery template. What cannot be had is reported with why (`Gap`), and only data
+the caller says it requires turns into a 412.
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from cds.errors import CdsError
+from cds.errors import quote as quoted
 from cds.member.facts import MemberData
 from cds.member.fetch import FetchError, FhirFetcher, next_link
 from cds.protocol import HookRequest
 from hooks.spec import PREFETCH
 
 log = logging.getLogger(__name__)
+
+# Why data could not be had: not sent and nowhere to fetch it from; not fetched because the FHIR server is not
+# allowed; the FHIR server has no such resource (HTTP 404/410); fetching failed (down, refusing, too slow).
+Gap = Literal["not-sent", "not-allowed", "not-found", "failed"]
 
 RESOURCE_TYPES = {"patient": "Patient", "coverage": "Coverage", "conditions": "Condition"}
 LABELS = {"patient": "The patient's record", "coverage": "The patient's coverage",
@@ -48,7 +55,9 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
     values: dict[str, Any] = {}
     wanted: dict[str, str | dict[str, Any]] = {}  # a path to fetch, or a Bundle whose further pages to read
     unavailable: dict[str, str] = {}
+    gaps: dict[str, Gap] = {}
     notes: list[str] = []
+    recognised, paged = recognised_by_content(request)
     for key, resource_type in RESOURCE_TYPES.items():
         value = request.prefetch.get(key)
         if key in request.prefetch and value is None:
@@ -58,9 +67,15 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
             if next_link(value):
                 wanted[key] = value
             continue
+        if key in recognised:
+            values[key] = recognised[key]
+            if key in paged:
+                notes.append(f"{LABELS[key]} may be incomplete: only the first page of results was prefetched.")
+            continue
         path = fill_template(PREFETCH[key], request)
         if path is None:
             unavailable[key] = "it was not prefetched and its query cannot be built from this call's context"
+            gaps[key] = "not-sent"
         else:
             wanted[key] = path
 
@@ -70,8 +85,11 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
                 notes.append(f"{LABELS[key]} may be incomplete: only the first page of results was prefetched.")
             else:
                 unavailable[key] = "it was not prefetched and the request names no fhirServer to fetch it from"
+                gaps[key] = "not-sent"
     elif wanted:
         token = request.fhir_authorization.access_token if request.fhir_authorization else None
+        if request.fhir_authorization and token is None:
+            log.info("fhirAuthorization.access_token is empty: fetching member data without Authorization")
         for key, result in fetcher.fetch_all(request.fhir_server, token, wanted, allowed=allowed).items():
             if isinstance(result, FetchError):
                 log.info("member data %s not fetched: %s", key, result)
@@ -79,6 +97,7 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
                     notes.append(f"{LABELS[key]} may be incomplete: further pages could not be read ({result}).")
                 else:
                     unavailable[key] = f"it was not prefetched, and {result}"
+                    gaps[key] = _gap(result)
                 continue
             values[key] = result.resource
             if result.incomplete:
@@ -94,7 +113,41 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
         unavailable=(*(f"{LABELS[key]} could not be obtained: {why}." for key, why in unavailable.items()), *notes),
         unavailable_keys=frozenset(unavailable),
         patient_id=request.patient_id,
+        gaps=gaps,
     )
+
+
+def recognised_by_content(request: HookRequest) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """Member data sent under keys other than ours, by our key: every resource of the key's type found in the
+    values of the other keys (a resource, or a Bundle's entries), gathered in one collection Bundle; and the keys
+    whose data came in a Bundle with further pages, which are not read. A Patient other than the call's is left
+    out."""
+    foreign = {name: value for name, value in request.prefetch.items()
+               if name not in RESOURCE_TYPES and isinstance(value, dict)}
+    found: dict[str, dict[str, Any]] = {}
+    paged: set[str] = set()
+    for key, resource_type in RESOURCE_TYPES.items():
+        resources: dict[Any, dict[str, Any]] = {}
+        sources = []
+        for name, value in foreign.items():
+            matches = [r for r in _resources(value, resource_type)
+                       if resource_type != "Patient" or r.get("id") in (None, request.patient_id)]
+            if matches:
+                sources.append(name)
+                resources.update(((r.get("id") or id(r)), r) for r in matches)
+                if next_link(value):
+                    paged.add(key)
+        if resources:
+            log.info("prefetch %s recognised by content as %s", ", ".join(quoted(n, 64) for n in sources), key)
+            found[key] = {"resourceType": "Bundle", "type": "collection",
+                          "entry": [{"resource": r} for r in resources.values()]}
+    return found, paged
+
+
+def _gap(error: FetchError) -> Gap:
+    if error.reason == "refused":
+        return "not-allowed"
+    return "not-found" if error.reason in ("http-404", "http-410") else "failed"
 
 
 def fill_template(template: str, request: HookRequest) -> str | None:

@@ -78,6 +78,15 @@ class CoverageFacts:
 
 
 @dataclass(frozen=True)
+class CoverageGap:
+    """Why no Coverage of the member could be used: a CRD coverage-assertion reason (`technical`,
+    `no-member-found`, `coverage-not-found`, `no-active-coverage`) and a sentence a clinician can read."""
+
+    reason: Literal["technical", "no-member-found", "coverage-not-found", "no-active-coverage"]
+    text: str
+
+
+@dataclass(frozen=True)
 class MemberFacts:
     """Everything known about the member for one hook call; per order (`member.order_facts`), also the order's date
     of service and, first among the diagnoses, its reasons."""
@@ -90,6 +99,7 @@ class MemberFacts:
     unavailable_keys: frozenset[str] = frozenset()  # prefetch keys whose data could not be obtained at all
     service_date: date | None = None  # the order's date of service, once the facts are an order's
     condition_diagnoses: Mapping[str, tuple[Diagnosis, ...]] = field(default_factory=dict, repr=False)
+    coverage_gap: CoverageGap | None = None  # why `coverages` is empty
 
     @property
     def coverage(self) -> CoverageFacts | None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cds.policy import Decision
+from cds.policy.facts import CoverageGap
 from cds.protocol import Action, Card, CdsResponse
 from cds.render.cards import card_for, select_cards
 from cds.render.configuration import Configuration
@@ -30,10 +31,12 @@ class Rendering:
     rendered: tuple[Rendered, ...]  # every decision, with its card whether or not the card was sent
 
 
-def render(decisions: Sequence[Decision], configuration: Configuration, primary: bool, payer_name: str) -> Rendering:
+def render(decisions: Sequence[Decision], configuration: Configuration, primary: bool, payer_name: str,
+           gap: CoverageGap | None = None) -> Rendering:
     """The answer to a call: a card per decision, and on request the coverage-information of each (`primary`: the
-    hook is a CRD primary hook, whose assertions may ask for documentation)."""
-    rendered = tuple(Rendered(d, card_for(d, configuration, payer_name), coverage_action(d, primary))
+    hook is a CRD primary hook, whose assertions may ask for documentation; `gap`: why no coverage of the member
+    could be used, when none could)."""
+    rendered = tuple(Rendered(d, card_for(d, configuration, payer_name, gap), coverage_action(d, primary))
                      for d in decisions)
     actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
     cards = select_cards([r.card for r in rendered], configuration)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid_utils.compat import uuid7
 
 from cds.policy.decision import Decision, Outcome
+from cds.policy.facts import CoverageGap
 from cds.protocol import MAX_SUMMARY, Action, Card, Coding, Link, Source, Suggestion
 from cds.render.configuration import Configuration
 
@@ -28,7 +29,8 @@ def card_type(decision: Decision) -> str:
     return "off-guideline" if decision.outcome is Outcome.NOT_COVERED else "coverage-info"
 
 
-def card_for(decision: Decision, configuration: Configuration, payer_name: str) -> Card:
+def card_for(decision: Decision, configuration: Configuration, payer_name: str,
+             gap: CoverageGap | None = None) -> Card:
     policy = decision.policy.spec
     reference = decision.order.reference
     topic = card_type(decision)
@@ -42,7 +44,7 @@ def card_for(decision: Decision, configuration: Configuration, payer_name: str) 
         uuid=str(uuid7()),
         summary=summary(decision),
         indicator=decision.indicator,
-        detail=detail(decision),
+        detail=detail(decision, gap),
         source=Source(
             label=_payer(decision) or payer_name,
             url=decision.policy.link,
@@ -73,7 +75,8 @@ def summary(decision: Decision) -> str:
     return item + tail
 
 
-def detail(decision: Decision) -> str:
+def detail(decision: Decision, gap: CoverageGap | None = None) -> str:
+    """The card's Markdown detail; `gap`: why no coverage of the member could be used, if none was."""
     policy = decision.policy.spec
     paragraphs = [
         f'**Medical policy {policy.id} "{policy.title}"**, {policy.publisher}, effective '
@@ -90,8 +93,8 @@ def detail(decision: Decision) -> str:
         paragraphs.append(f"**{heading}:**\n" + "\n".join(
             f"- {u.what}" + (f": {u.how_to_resolve}" if u.how_to_resolve else "") for u in decision.unknowns))
     if decision.coverage is None:
-        paragraphs.append("No coverage for this patient came with the request, so this states the medical policy "
-                          "without checking the member's benefits.")
+        why = gap.text if gap else "No coverage of this patient could be used"
+        paragraphs.append(f"{why}, so this states the medical policy without checking the member's benefits.")
     paragraphs.append(f"**The benefit plan governs:** {policy.plan_governs}")
     return "\n\n".join(paragraphs)
 
