@@ -62,7 +62,7 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 20) -> r
     while time.monotonic() < deadline:
         assert process.poll() is None, f"server exited with {process.returncode}"
         try:
-            return requests.get(url, timeout=1)
+            return requests.get(url, timeout=5)  # long enough that a loaded machine's first answer is not retried
         except (requests.ConnectionError, requests.Timeout):  # not listening yet, or no worker booted yet
             time.sleep(0.1)
     raise AssertionError(f"{url} did not come up")
