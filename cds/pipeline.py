@@ -27,6 +27,7 @@ from cds.policy.orders import device_index
 from cds.protocol import HookRequest, parse_hook_request, to_wire
 from cds.record import Recorder
 from cds.render import Configuration, render
+from hooks.spec import check_requested_version
 
 
 @dataclass
@@ -53,6 +54,7 @@ def answer_hook_call(service: Service, service_id: str, http: Request,
     request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
     service.hook_instances.note(client.iss if client else "(unauthenticated)", request.hook_instance)
     try:
+        check_requested_version(request.requested_version)
         orders = hook.judged_orders(request)
         matches = match_orders(orders, service.policies, request)
         facts = member_facts(service, request, client) if matches else None  # fetched only when a policy applies

@@ -58,8 +58,10 @@ class HookRequest:
 
     @property
     def requested_version(self) -> str | None:
+        """`davinci-crd.requestedVersion` as sent; a value that is not a string as text (2.2 sent as a number is
+        "2.2"), so that it is checked rather than ignored."""
         value = self.extension.get("davinci-crd.requestedVersion")
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) or value is None else str(value)
 
 
 def parse_hook_request(body: dict[str, Any], requires_selections: bool, max_orders: int) -> HookRequest:

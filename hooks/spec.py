@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cds.errors import CdsError, quote
 from cds.policy.facts import Order
 from cds.protocol import HookRequest
 
@@ -16,7 +17,13 @@ PREFETCH = {
     "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
 }
 
+# The Da Vinci CRD versions each service declares (davinci-crd.version, CRD 2.2 dev-1/dev-2). 2.0 is served too, and
+# is what a call without davinci-crd.requestedVersion gets (answers valid under 2.0.1 and 2.2 alike), but it is not
+# declared: the extension's invariant crdver-1 (^[1-9]\d*\.[1-9]\d*$) rejects a .0 minor, and 2.0 clients, which
+# predate the extension, never read it.
 CRD_VERSIONS = ["2.1", "2.2"]
+SERVED_CRD_VERSIONS = ("2.0", *CRD_VERSIONS)  # what davinci-crd.requestedVersion may name
+CDS_HOOKS_VERSION = "STU2"  # discovery `version` (CDS Hooks 3.0): 2.0 in full, plus the 3.0 parts CRD 2.2 uses
 
 CONFIGURATION_OPTIONS = [
     {
@@ -62,9 +69,19 @@ class Hook:
             "id": self.service_id,
             "title": self.title,
             "description": self.description,
+            "version": CDS_HOOKS_VERSION,
             "prefetch": PREFETCH,
             "extension": {
                 "davinci-crd.version": CRD_VERSIONS,
                 "davinci-crd.configuration-options": CONFIGURATION_OPTIONS,
             },
         }
+
+
+def check_requested_version(version: str | None) -> None:
+    """422 (CRD hook-13: valid CDS Hooks, against CRD's own rules) for a davinci-crd.requestedVersion this service
+    does not implement; None (not sent) is fine, and gets the behaviour valid under every version."""
+    if version is not None and version not in SERVED_CRD_VERSIONS:
+        raise CdsError(422, f"davinci-crd.requestedVersion {quote(version)} is not a Da Vinci CRD version this "
+                       f"service implements ({', '.join(SERVED_CRD_VERSIONS)}).", "not-supported",
+                       "extension.davinci-crd.requestedVersion")

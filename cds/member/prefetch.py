@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 from urllib.parse import quote
 
+from cds.auth import scope_reads
 from cds.errors import CdsError
 from cds.errors import quote as quoted
 from cds.member.facts import MemberData
@@ -96,7 +97,7 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
                 if key in values:
                     notes.append(f"{LABELS[key]} may be incomplete: further pages could not be read ({result}).")
                 else:
-                    unavailable[key] = f"it was not prefetched, and {result}"
+                    unavailable[key] = f"it was not prefetched, and {result}{_scope_note(request, key, result)}"
                     gaps[key] = _gap(result)
                 continue
             values[key] = result.resource
@@ -142,6 +143,16 @@ def recognised_by_content(request: HookRequest) -> tuple[dict[str, dict[str, Any
             found[key] = {"resourceType": "Bundle", "type": "collection",
                           "entry": [{"resource": r} for r in resources.values()]}
     return found, paged
+
+
+def _scope_note(request: HookRequest, key: str, error: FetchError) -> str:
+    """Why a refused fetch was refused, when the token's scope says it: it grants no read of the resource type."""
+    authorization = request.fhir_authorization
+    if error.reason not in ("http-401", "http-403") or not (authorization and authorization.access_token):
+        return ""
+    if scope_reads(authorization.scope, RESOURCE_TYPES[key]):
+        return ""
+    return f"; its scope (fhirAuthorization.scope) grants no read of {RESOURCE_TYPES[key]}"
 
 
 def _gap(error: FetchError) -> Gap:

@@ -36,7 +36,8 @@ def render(decisions: Sequence[Decision], configuration: Configuration, primary:
     """The answer to a call: a card per decision, and on request the coverage-information of each (`primary`: the
     hook is a CRD primary hook, whose assertions may ask for documentation; `gap`: why no coverage of the member
     could be used, when none could)."""
-    rendered = tuple(Rendered(d, card_for(d, configuration, payer_name, gap), coverage_action(d, primary))
+    rendered = tuple(Rendered(d, card_for(d, configuration, payer_name, gap),
+                              coverage_action(d, primary, gap, configuration.requested_version))
                      for d in decisions)
     actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
     cards = select_cards([r.card for r in rendered], configuration)

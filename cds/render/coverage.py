@@ -3,6 +3,13 @@
 The extension is built to be valid under CRD 2.0.1 (what Inferno validates) and 2.2 at once (crd.md §1.3):
 `pa-needed` only when not `not-covered`, `info-needed` exactly when something is `conditional`, a text-only
 `reason`, and none of the elements whose shape differs between the versions.
+
+When no Coverage of the member could be used, CRD 2.2 (resp-43/44/45) asks for an assertion all the same:
+`indeterminate` with reason `technical` when fetching it failed, else `not-covered` with `no-member-found`,
+`coverage-not-found` or `no-active-coverage`. Its `coverage` (1..1) points to the Coverage the order's own
+`insurance` names, the one Coverage reference the client's system has; without one, no assertion can be given
+(the profile: "If no coverage instance is available, the coverage-information extension cannot be returned").
+Those codes exist only from 2.2 on, so such assertions are sent only when davinci-crd.requestedVersion asks for 2.2.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ from typing import Any
 
 from cds.fhirjson import REFERENCE_PATTERN
 from cds.policy.decision import Decision, Outcome
+from cds.policy.facts import CoverageGap
 from cds.protocol import Action
 
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+REASON_SYSTEM = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
+GAP_ASSERTIONS_FROM = (2, 2)  # the first CRD version with `indeterminate` and the no-coverage reasons
 
 # Per outcome: the coded parts of the assertion, in the extension's element order.
 _CODES: dict[Outcome, tuple[tuple[str, str], ...]] = {
@@ -31,48 +41,92 @@ _PHRASE = {
     Outcome.COVERED_WITH_PA: "covered with prior authorization",
     Outcome.CONDITIONAL: "coverage depends on information not in the request",
 }
+_GAP_PHRASE = {
+    "technical": "coverage could not be determined, as the member's coverage could not be obtained",
+    "no-member-found": "not covered, as the patient could not be found",
+    "coverage-not-found": "not covered, as no coverage of the patient was found",
+    "no-active-coverage": "not covered, as the patient has no active coverage",
+}
 
 
-def coverage_information(decision: Decision, primary: bool = True) -> dict[str, Any] | None:
-    """The coverage-information extension for the decision; None without a Coverage to point to."""
-    if decision.coverage is None or not REFERENCE_PATTERN.fullmatch(decision.coverage.reference or ""):
+def coverage_information(decision: Decision, primary: bool = True, gap: CoverageGap | None = None,
+                         version: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """The coverage-information extension for the decision; None without a Coverage to point to. `gap`: why no
+    Coverage of the member could be used; `version`: the CRD version the client asked for."""
+    if decision.coverage is None:
+        return gap_information(decision, gap, version)
+    if not REFERENCE_PATTERN.fullmatch(decision.coverage.reference or ""):
         return None
-    parts: list[dict[str, Any]] = [{"url": "coverage", "valueReference": {"reference": decision.coverage.reference}}]
-    parts += [{"url": url, "valueCode": code} for url, code in _CODES[decision.outcome]
-              if primary or url not in _PRIMARY_ONLY]
+    codes = [(url, code) for url, code in _CODES[decision.outcome] if primary or url not in _PRIMARY_ONLY]
+    return _assertion(decision, decision.coverage.reference, codes, {"text": decision.reason})
+
+
+def gap_information(decision: Decision, gap: CoverageGap | None,
+                    version: tuple[int, int] | None) -> dict[str, Any] | None:
+    """CRD 2.2 resp-43/44/45: the assertion on an order decided without a Coverage of the member, pointing to the
+    Coverage the order's insurance names; None before 2.2, without a gap, or without such a reference."""
+    reference = order_insurance(decision.order.resource)
+    if gap is None or reference is None or version is None or version < GAP_ASSERTIONS_FROM:
+        return None
+    covered = "indeterminate" if gap.reason == "technical" else "not-covered"
+    reason = {"coding": [{"system": REASON_SYSTEM, "code": gap.reason}], "text": f"{gap.text}."}
+    return _assertion(decision, reference, [("covered", covered)], reason)
+
+
+def order_insurance(order: dict[str, Any]) -> str | None:
+    """The first `Coverage/id` the order's `insurance` names (CRD orders carry their coverage there), or None."""
+    insurance = order.get("insurance")
+    for item in insurance if isinstance(insurance, list) else []:
+        reference = item.get("reference") if isinstance(item, dict) else None
+        if isinstance(reference, str) and reference.startswith("Coverage/") and REFERENCE_PATTERN.fullmatch(reference):
+            return reference
+    return None
+
+
+def _assertion(decision: Decision, coverage: str, codes: list[tuple[str, str]],
+               reason: dict[str, Any]) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"url": "coverage", "valueReference": {"reference": coverage}}]
+    parts += [{"url": url, "valueCode": code} for url, code in codes]
     parts += [
-        {"url": "reason", "valueCodeableConcept": {"text": decision.reason}},
+        {"url": "reason", "valueCodeableConcept": reason},
         {"url": "date", "valueDate": decision.decided_on.isoformat()},
         {"url": "coverage-assertion-id", "valueString": decision.assertion_id},
     ]
     return {"url": COVERAGE_INFORMATION, "extension": parts}
 
 
-def coverage_action(decision: Decision, primary: bool = True) -> Action | None:
+def coverage_action(decision: Decision, primary: bool = True, gap: CoverageGap | None = None,
+                    version: tuple[int, int] | None = None) -> Action | None:
     """The system action that stores the assertion on the order: the whole order, with only the extension added.
 
     An earlier assertion for the same coverage is replaced; assertions for other coverages are kept. When the
     order already carries this very assertion (only its date and id would change), there is no action: CRD
     sends one only when something is new or changed (§resp-35).
     """
-    extension = coverage_information(decision, primary)
+    extension = coverage_information(decision, primary, gap, version)
     reference = decision.order.reference
     if extension is None or reference is None:  # nothing to point to, or an order the client cannot update
         return None
+    coverage = _coverage_of(extension)
     resource = decision.order.resource
-    earlier = [e for e in resource.get("extension") or [] if _same_assertion(e, decision.coverage.reference)]
+    earlier = [e for e in resource.get("extension") or [] if _same_assertion(e, coverage)]
     if any(_assertion_content(e) == _assertion_content(extension) for e in earlier):
         return None
-    kept = [e for e in resource.get("extension") or [] if not _same_assertion(e, decision.coverage.reference)]
+    kept = [e for e in resource.get("extension") or [] if not _same_assertion(e, coverage)]
     # A new top level with its own extension list; the rest is the order's, shared, as nothing changes it.
     resource = {**resource, "extension": [*kept, extension]}
     policy = decision.policy.spec
+    said = _PHRASE[decision.outcome] if decision.coverage else _GAP_PHRASE[gap.reason if gap else "technical"]
     return Action(
         type="update",
-        description=f"Record the payer's coverage information on {reference}: {_PHRASE[decision.outcome]} under "
+        description=f"Record the payer's coverage information on {reference}: {said} under "
         f"medical policy {policy.id} ({policy.title}).",
         resource=resource,
     )
+
+
+def _coverage_of(extension: dict[str, Any]) -> str:
+    return next(part["valueReference"]["reference"] for part in extension["extension"] if part["url"] == "coverage")
 
 
 def _assertion_content(extension: dict[str, Any]) -> list[Any]:

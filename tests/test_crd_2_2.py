@@ -1,0 +1,192 @@
+"""CRD 2.2.1 behaviours, over HTTP: versions declared and requested, coverage-information on every covered order of
+a primary hook, and the assertions made when no Coverage of the member can be used (resp-43/44/45), from 2.2 on."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from cds.auth import scope_reads
+from tests.crd_profile import problems_2_0_1, problems_2_2
+from tests.helpers import free_port, load, outcome
+
+COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+REASONS = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
+ORDER_COVERAGE = "Coverage/cov-bcbstx-1"  # what the generator's orders name in `insurance`
+
+
+def body(version: str | None = "2.2", name: str = "order-sign-devicerequest-e0221.json") -> dict:
+    request = copy.deepcopy(load(f"crd-request-generator/{name}"))
+    if version is not None:
+        request["extension"]["davinci-crd.requestedVersion"] = version
+    return request
+
+
+def without_coverage(request: dict) -> dict:
+    request["prefetch"].pop("coverageBundle")
+    return request
+
+
+def call(client, request: dict):
+    return client.post(f"/cds-services/{request['hook']}-crd", json=request)
+
+
+def answer(client, request: dict) -> dict:
+    response = call(client, request)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def assertions(answered: dict) -> list[dict]:
+    return [e for action in answered.get("systemActions", []) for e in action["resource"].get("extension", [])
+            if e["url"] == COVERAGE_INFORMATION]
+
+
+def parts(extension: dict) -> dict:
+    return {part["url"]: next(v for k, v in part.items() if k.startswith("value")) for part in extension["extension"]}
+
+
+def empty_search() -> dict:
+    return {"resourceType": "Bundle", "type": "searchset", "total": 0}
+
+
+def test_discovery_declares_the_crd_versions_implemented_per_hook(client):
+    for service in client.get("/cds-services").get_json()["services"]:
+        assert service["extension"]["davinci-crd.version"] == ["2.1", "2.2"]
+        assert service["version"] == "STU2"
+    for version in ("2.0", "2.1", "2.2", None):  # 2.0 is served, though its two-part form fails crdver-1
+        assert call(client, body(version)).status_code == 200
+
+
+@pytest.mark.parametrize("version", ["3.0", "2.2.1", "2", 2.3, {"v": "2.2"}])
+def test_a_requested_version_not_declared_is_422(client, version):
+    response = call(client, body(None) | {"extension": {"davinci-crd.requestedVersion": version}})
+    assert response.status_code == 422
+    issue = outcome(response)
+    assert issue["code"] == "not-supported"
+    assert issue["expression"] == ["extension.davinci-crd.requestedVersion"]
+    assert "implements (2.0, 2.1, 2.2)" in issue["diagnostics"]
+
+
+def test_a_technical_failure_is_indeterminate_technical_in_2_2(make_app):
+    client = make_app(demo=True, fetch_budget_seconds=0.5).test_client()
+    request = without_coverage(body("2.2"))
+    request["fhirServer"] = f"http://127.0.0.1:{free_port()}/fhir"  # the EHR's FHIR server is down
+    answered = answer(client, request)
+    [extension] = assertions(answered)
+    got = parts(extension)
+    assert got["coverage"] == {"reference": ORDER_COVERAGE}
+    assert got["covered"] == "indeterminate"
+    assert got["reason"]["coding"] == [{"system": REASONS, "code": "technical"}]
+    assert "could not be fetched from the EHR's FHIR server" in got["reason"]["text"]
+    assert problems_2_2(extension) == []
+    assert "coverage could not be determined" in answered["systemActions"][0]["description"]
+
+
+@pytest.mark.parametrize("version", [None, "2.0", "2.1"])
+def test_before_2_2_no_coverage_means_no_assertion_and_the_card_says_why(make_app, version):
+    client = make_app(demo=True, fetch_budget_seconds=0.5).test_client()
+    request = without_coverage(body(version))
+    request["fhirServer"] = f"http://127.0.0.1:{free_port()}/fhir"
+    answered = answer(client, request)
+    assert "systemActions" not in answered  # 2.0.1 and 2.1 have no indeterminate and no such reasons
+    assert "could not be fetched from the EHR's FHIR server" in answered["cards"][0]["detail"]
+
+
+def test_a_patient_the_ehr_does_not_know_is_not_covered_no_member_found(make_app, fhir_server):
+    request = body("2.2")
+    request["prefetch"] = {}
+    request["fhirServer"] = fhir_server.url_for("/fhir")
+    fhir_server.expect_request(f"/fhir/Patient/{request['context']['patientId']}").respond_with_json(
+        {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}, status=404)
+    fhir_server.expect_request("/fhir/Coverage").respond_with_json(empty_search())
+    fhir_server.expect_request("/fhir/Condition").respond_with_json(empty_search())
+    [extension] = assertions(answer(make_app(demo=True).test_client(), request))
+    got = parts(extension)
+    assert (got["covered"], got["reason"]["coding"][0]["code"]) == ("not-covered", "no-member-found")
+    assert problems_2_2(extension) == []
+
+
+def test_no_coverage_is_not_covered_coverage_not_found(make_app, fhir_server):
+    request = without_coverage(body("2.2"))
+    request["fhirServer"] = fhir_server.url_for("/fhir")
+    fhir_server.expect_request("/fhir/Coverage").respond_with_json(empty_search())
+    fhir_server.expect_request("/fhir/Condition").respond_with_json(empty_search())
+    [extension] = assertions(answer(make_app(demo=True).test_client(), request))
+    got = parts(extension)
+    assert (got["covered"], got["reason"]["coding"][0]["code"]) == ("not-covered", "coverage-not-found")
+    assert got["reason"]["text"] == "No active coverage was found for this patient."
+    assert "pa-needed" not in got and problems_2_2(extension) == []
+
+
+def test_no_active_coverage_is_not_covered_no_active_coverage(client):
+    request = body("2.2")
+    request["prefetch"]["coverageBundle"]["entry"][0]["resource"]["status"] = "cancelled"
+    answered = answer(client, request)
+    [extension] = assertions(answered)
+    got = parts(extension)
+    assert (got["covered"], got["reason"]["coding"][0]["code"]) == ("not-covered", "no-active-coverage")
+    assert problems_2_2(extension) == []
+    assert "Coverage/cov-bcbstx-1 is not active (status cancelled); not used." in answered["cards"][0]["detail"]
+
+
+def two_orders(request: dict) -> dict:
+    other = copy.deepcopy(load("crd-request-generator/order-sign-servicerequest-97026.json"))
+    request["context"]["draftOrders"]["entry"] += other["context"]["draftOrders"]["entry"]
+    return request
+
+
+@pytest.mark.parametrize("coverage", ["sent", "cannot be fetched"])
+def test_every_covered_order_on_a_primary_hook_gets_coverage_information(make_app, coverage):
+    client = make_app(demo=True, fetch_budget_seconds=0.5).test_client()
+    request = two_orders(body("2.2"))
+    request["fhirServer"] = f"http://127.0.0.1:{free_port()}/fhir"
+    if coverage != "sent":
+        without_coverage(request)
+    answered = answer(client, request)
+    orders = [entry["resource"] for entry in request["context"]["draftOrders"]["entry"]]
+    updated = [f"{a['resource']['resourceType']}/{a['resource']['id']}" for a in answered["systemActions"]]
+    assert updated == [f"{o['resourceType']}/{o['id']}" for o in orders]
+    for extension in assertions(answered):
+        assert parts(extension)["coverage"] == {"reference": ORDER_COVERAGE}
+        assert problems_2_2(extension) == []
+
+
+def test_assertions_for_different_coverages_have_distinct_ids(client):
+    request = body("2.2")
+    order = request["context"]["draftOrders"]["entry"][0]["resource"]
+    earlier = {"url": COVERAGE_INFORMATION, "extension": [
+        {"url": "coverage", "valueReference": {"reference": "Coverage/secondary-1"}},
+        {"url": "covered", "valueCode": "covered"}, {"url": "pa-needed", "valueCode": "no-auth"},
+        {"url": "date", "valueDate": "2026-11-01"}, {"url": "coverage-assertion-id", "valueString": "a-1"}]}
+    order["extension"] = [earlier]
+    found = assertions(answer(client, request))
+    assert [parts(e)["coverage"]["reference"] for e in found] == ["Coverage/secondary-1", ORDER_COVERAGE]
+    ids = [parts(e)["coverage-assertion-id"] for e in found]
+    assert len(set(ids)) == 2
+    assert all(problems_2_0_1(e) == [] for e in found)
+
+
+@pytest.mark.parametrize(("scope", "reads"), [
+    ("user/Coverage.read", True), ("patient/*.read", True), ("user/*.*", True), ("system/Coverage.rs", True),
+    ("user/Coverage.s", True), ("patient/Coverage.rs?status=active", True), ("user/*.cruds", True),
+    ("user/Coverage.write", False), ("user/Coverage.cud", False), ("user/Patient.rs user/Condition.read", False),
+    ("launch openid fhirUser", False), ("patient/coverage.read", False),
+])
+def test_smart_v1_and_v2_scopes_are_both_read(scope, reads):
+    assert scope_reads(scope, "Coverage") is reads
+
+
+@pytest.mark.parametrize(("scope", "says"), [("user/Patient.rs user/Condition.rs", True),
+                                             ("user/Patient.read user/Coverage.read", False),
+                                             ("patient/*.rs", False)])
+def test_a_refused_fetch_says_when_the_tokens_scope_grants_no_read(make_app, fhir_server, scope, says):
+    request = without_coverage(body("2.2"))
+    request["fhirServer"] = fhir_server.url_for("/fhir")
+    request["fhirAuthorization"] |= {"access_token": "token-for-the-ehr", "scope": scope}
+    fhir_server.expect_request("/fhir/Coverage").respond_with_data("", status=403)
+    fhir_server.expect_request("/fhir/Condition").respond_with_json(empty_search())
+    detail = answer(make_app(demo=True).test_client(), request)["cards"][0]["detail"]
+    assert "the FHIR server refused the access token (HTTP 403)" in detail
+    assert ("its scope (fhirAuthorization.scope) grants no read of Coverage" in detail) is says
