@@ -103,7 +103,7 @@ def coverage_gap(data: MemberData) -> CoverageGap:
         return CoverageGap("no-member-found", "The patient could not be found on the EHR's FHIR server, nor any "
                            "coverage for them")
     if data.coverages:
-        return CoverageGap("no-active-coverage", "No coverage sent or found for this patient is active and theirs")
+        return CoverageGap("no-active-coverage", "None of the coverages sent or found is an active one of this patient")
     return CoverageGap("coverage-not-found", "No active coverage was found for this patient")
 
 

@@ -116,7 +116,7 @@ def coverage_action(decision: Decision, primary: bool = True, gap: CoverageGap |
     # A new top level with its own extension list; the rest is the order's, shared, as nothing changes it.
     resource = {**resource, "extension": [*kept, extension]}
     policy = decision.policy.spec
-    said = _PHRASE[decision.outcome] if decision.coverage else _GAP_PHRASE[gap.reason if gap else "technical"]
+    said = _PHRASE[decision.outcome] if decision.coverage or gap is None else _GAP_PHRASE[gap.reason]
     return Action(
         type="update",
         description=f"Record the payer's coverage information on {reference}: {said} under "
