@@ -70,7 +70,7 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
                 notes.append(f"{LABELS[key]} may be incomplete: only the first page of results was prefetched.")
             else:
                 unavailable[key] = "it was not prefetched and the request names no fhirServer to fetch it from"
-    elif wanted:
+    elif wanted and fetcher and request.fhir_server:
         token = request.fhir_authorization.access_token if request.fhir_authorization else None
         for key, result in fetcher.fetch_all(request.fhir_server, token, wanted, allowed=allowed).items():
             if isinstance(result, FetchError):
@@ -105,7 +105,7 @@ def fill_template(template: str, request: HookRequest) -> str | None:
     tokens = TOKEN.findall(template)
     if any(values.get(token) is None for token in tokens):
         return None
-    return TOKEN.sub(lambda m: quote(values[m[1]], safe="/"), template)
+    return TOKEN.sub(lambda m: quote(values[m[1]] or "", safe="/"), template)
 
 
 def _resources(value: Any, resource_type: str) -> tuple[dict[str, Any], ...]:

@@ -57,13 +57,14 @@ def coverage_action(decision: Decision, primary: bool = True) -> Action | None:
     """
     extension = coverage_information(decision, primary)
     reference = decision.order.reference
-    if extension is None or reference is None:  # nothing to point to, or an order the client cannot update
-        return None
+    if extension is None or reference is None or decision.coverage is None:  # nothing to point to, or an order
+        return None  # the client cannot update
+    coverage = decision.coverage.reference
     resource = decision.order.resource
-    earlier = [e for e in resource.get("extension") or [] if _same_assertion(e, decision.coverage.reference)]
+    earlier = [e for e in resource.get("extension") or [] if _same_assertion(e, coverage)]
     if any(_assertion_content(e) == _assertion_content(extension) for e in earlier):
         return None
-    kept = [e for e in resource.get("extension") or [] if not _same_assertion(e, decision.coverage.reference)]
+    kept = [e for e in resource.get("extension") or [] if not _same_assertion(e, coverage)]
     # A new top level with its own extension list; the rest is the order's, shared, as nothing changes it.
     resource = {**resource, "extension": [*kept, extension]}
     policy = decision.policy.spec
@@ -77,8 +78,9 @@ def coverage_action(decision: Decision, primary: bool = True) -> Action | None:
 
 def _assertion_content(extension: dict[str, Any]) -> list[Any]:
     """What an assertion says, leaving out when it was said and its id."""
-    parts = extension.get("extension") if isinstance(extension.get("extension"), list) else []
-    said = [p for p in parts if isinstance(p, dict) and p.get("url") not in ("date", "coverage-assertion-id")]
+    parts = extension.get("extension")
+    said = [p for p in (parts if isinstance(parts, list) else [])
+            if isinstance(p, dict) and p.get("url") not in ("date", "coverage-assertion-id")]
     return sorted(said, key=repr)
 
 
