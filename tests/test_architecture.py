@@ -45,7 +45,7 @@ def test_no_module_imports_itself_through_others():
     def visit(name: str, trail: list[str]) -> None:
         for dependency in sorted(graph[name]):
             if dependency in trail:
-                cycles.append(trail[trail.index(dependency):] + [dependency])
+                cycles.append([*trail[trail.index(dependency):], dependency])
             elif dependency not in done:
                 visit(dependency, [*trail, dependency])
         done.add(name)
