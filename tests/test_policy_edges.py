@@ -6,12 +6,11 @@ from datetime import date
 
 import pytest
 
-from cds.fhir import parse_draft_order
 from cds.policy import Outcome, load_policies, match_order
 from cds.policy.engine import compile_policy
 from cds.policy.facts import ICD10CM, CoverageFacts, Diagnosis, MemberFacts
 from cds.policy.orders import read_order
-from tests.helpers import DATA, decide_order
+from tests.helpers import DATA, decide_order, device_request, service_request
 
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -27,19 +26,6 @@ def policies():
 def infrared(policies):
     (dme,) = [p for p in policies if p.id == "DME101.045"]
     return dme
-
-
-def device_request(concept=None, **extra):
-    resource = {"resourceType": "DeviceRequest", "id": "dr-1", "status": "draft", "intent": "original-order",
-                "subject": {"reference": "Patient/p1"}, **extra}
-    if concept is not None:
-        resource["codeCodeableConcept"] = concept
-    return parse_draft_order(resource)
-
-
-def service_request(concept):
-    return parse_draft_order({"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft",
-                              "intent": "original-order", "code": concept, "subject": {"reference": "Patient/p1"}})
 
 
 # ------------------------------------------------------------------------------------------------- codes
