@@ -31,9 +31,6 @@ from bench import scenarios
 from bench.ehr import BenchEhr
 from bench.load import percentile
 from cds.config import Settings
-from cds.member import order_facts
-from cds.pipeline import member_facts
-from cds.policy import decide, match_order
 from cds.protocol import parse_hook_request
 from cds.web.app import create_app
 from hooks import order_sign
@@ -135,6 +132,10 @@ def growth(caller: Caller, kind: str, sizes: tuple[int, ...], budget: float) -> 
 def engine_rate(app: Flask, budget: float) -> dict[str, Any]:
     """Decisions per second of the pure engine, cds.policy.decide, on the main scenario's order and the member facts
     the pipeline reads from its prefetch."""
+    from cds.member import order_facts  # imported here: `--compare` runs this module against older trees
+    from cds.pipeline import member_facts
+    from cds.policy import decide, match_order
+
     service = app.extensions["cds"]
     hook = order_sign.HOOK
     request = parse_hook_request(scenarios.order_sign(), hook.requires_selections, service.settings.max_draft_orders)

@@ -79,7 +79,8 @@ def register_error_handlers(app: Flask) -> None:
         code, message = _HTTP_MESSAGES.get(status, ("processing", error.description or error.name))
         if status == 413 and current_app.config.get("MAX_CONTENT_LENGTH"):
             message = f"{message[:-1]}: at most {current_app.config['MAX_CONTENT_LENGTH']} bytes."
-        headers = {"Allow": ", ".join(error.valid_methods)} if getattr(error, "valid_methods", None) else None
+        allowed = getattr(error, "valid_methods", None)
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
         return outcome_response(status, operation_outcome(message, code), headers)
 
     @app.errorhandler(Exception)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cds.fhirjson import ID_PATTERN
 from cds.policy.facts import Order
@@ -55,7 +55,7 @@ def load_order_models() -> None:
 
 
 @cache
-def model_class(resource_type: str) -> type | None:
+def model_class(resource_type: str) -> type[BaseModel] | None:
     try:
         return get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError, ImportError):
@@ -63,7 +63,7 @@ def model_class(resource_type: str) -> type | None:
 
 
 @cache
-def list_fields(model: type) -> frozenset[str]:
+def list_fields(model: type[BaseModel]) -> frozenset[str]:
     """JSON names of the model's top-level elements that are arrays (0..* in R4)."""
     names = set()
     for name, info in model.model_fields.items():
@@ -107,7 +107,7 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, dict | list | str) and not value)
 
 
-def validation_problems(model: type, resource: dict[str, Any]) -> tuple[str, ...]:
+def validation_problems(model: type[BaseModel], resource: dict[str, Any]) -> tuple[str, ...]:
     """Where the resource departs from R4, by element path. Never the values: they may be patient data."""
     try:
         model.model_validate(resource)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from flask import Request
 from uuid_utils.compat import uuid7
-from werkzeug import Request
 
 import hooks
 from cds import member

@@ -90,12 +90,15 @@ def client(app):
 
 @pytest.fixture
 def order_sign() -> dict:
-    return copy.deepcopy(load("sandbox-order-sign-rx.json"))
+    """An order-sign call whose order a policy covers (E0221, with patient and coverage prefetched): the service
+    decides, renders and records it."""
+    return copy.deepcopy(load("e0221-home-device.json"))
 
 
 @pytest.fixture
 def order_select() -> dict:
-    return copy.deepcopy(load("inferno-order-select.json"))
+    """An order-select call whose selected order a policy covers."""
+    return copy.deepcopy(load("order-select-selection-only.json"))
 
 
 @pytest.fixture

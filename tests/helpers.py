@@ -89,3 +89,22 @@ def decide_order(order, facts, policies, devices=None, on=None):
     found = match_order(order, policies, devices)
     on = on or date.today()
     return decide(found, order_facts(facts, order, on), on, new_assertion_id()) if found else None
+
+
+def device_request(concept=None, **extra):
+    """A draft DeviceRequest as an EHR sends it, ordering `concept` (a CodeableConcept) when given."""
+    from cds.fhir import parse_draft_order
+
+    resource = {"resourceType": "DeviceRequest", "id": "dr-1", "status": "draft", "intent": "original-order",
+                "subject": {"reference": "Patient/p1"}, **extra}
+    if concept is not None:
+        resource["codeCodeableConcept"] = concept
+    return parse_draft_order(resource)
+
+
+def service_request(concept):
+    """A draft ServiceRequest for `concept`."""
+    from cds.fhir import parse_draft_order
+
+    return parse_draft_order({"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft",
+                              "intent": "original-order", "code": concept, "subject": {"reference": "Patient/p1"}})

@@ -15,14 +15,45 @@ REFERENCE_REQUESTS = [
     "inferno-order-select.json",
 ]
 SERVICE = {"order-sign": "order-sign-crd", "order-select": "order-select-crd"}
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 
 
 @pytest.mark.parametrize("name", REFERENCE_REQUESTS)
-def test_reference_requests_are_answered(client, name):
+def test_reference_requests_with_no_order_a_policy_covers_get_no_card_and_no_action(client, name):
     body = load(name)
     response = client.post(f"/cds-services/{SERVICE[body['hook']]}", json=body)
     assert response.status_code == 200, response.get_json()
-    assert isinstance(response.get_json()["cards"], list)
+    assert response.get_json() == {"cards": []}
+
+
+@pytest.mark.parametrize("name", REFERENCE_REQUESTS)
+def test_reference_requests_get_a_card_for_an_e0221_order_among_theirs(client, name):
+    """The same real bodies, with one judged order turned into the E0221 device: one card for it, and on
+    order-sign with the client's Coverage prefetched, its coverage-information."""
+    body = load(name)
+    entries = body["context"]["draftOrders"]["entry"]
+    selected = body["context"].get("selections")
+    index = next((i for i, e in enumerate(entries) if not selected
+                  or f"{e['resource']['resourceType']}/{e['resource'].get('id')}" in selected), 0)
+    order = entries[index]["resource"]
+    entries[index]["resource"] = {**{k: order[k] for k in ("id", "subject") if k in order},
+                                  "resourceType": "DeviceRequest", "status": "draft", "intent": "original-order",
+                                  "codeCodeableConcept": {"coding": [{"system": HCPCS, "code": "E0221"}]}}
+    if selected:
+        body["context"]["selections"] = [f"DeviceRequest/{order['id']}"] if "id" in order else selected
+    response = client.post(f"/cds-services/{SERVICE[body['hook']]}", json=body)
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    (card,) = answer["cards"]
+    assert card["indicator"] == "warning" and "E0221" in card["summary"]
+    coverage = body.get("prefetch", {}).get("coverage") or {}
+    covered = coverage.get("resourceType") == "Coverage" or any(
+        entry.get("resource", {}).get("resourceType") == "Coverage" for entry in coverage.get("entry", []))
+    expects_action = body["hook"] == "order-sign" and covered and "id" in order
+    actions = answer.get("systemActions", [])
+    assert len(actions) == (1 if expects_action else 0), actions
+    if actions:
+        assert actions[0]["resource"]["id"] == order["id"]
 
 
 def test_fhir_json_content_type_with_charset_is_accepted(client, order_sign):
@@ -147,8 +178,11 @@ def test_order_select_needs_selections_found_in_draft_orders(client, order_selec
 
 
 def test_single_selection_as_string_is_tolerated(client, order_select):
-    order_select["context"]["selections"] = "NutritionOrder/pureeddiet-simple"
-    assert client.post("/cds-services/order-select-crd", json=order_select).status_code == 200
+    order_select["context"]["selections"] = "DeviceRequest/dr-e0221-6034"
+    response = client.post("/cds-services/order-select-crd", json=order_select)
+    assert response.status_code == 200
+    (card,) = response.get_json()["cards"]
+    assert card["extension"]["davinci-crd.associated-resource"] == [{"reference": "DeviceRequest/dr-e0221-6034"}]
 
 
 def test_too_many_draft_orders_is_400(client, order_sign):

@@ -44,7 +44,8 @@ def test_serve_runs_the_shared_gunicorn_configuration():
     process = subprocess.Popen([CDS, "serve", "--port", str(port), "--workers", "1"], stderr=subprocess.PIPE,
                                text=True, env={**env, "CDS_LOG_FORMAT": "json"})
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/cds-services", process)
+        wait_until_up(f"http://127.0.0.1:{port}/health", process)  # its retries would count as calls
+        assert requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=10).status_code == 200
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         process.send_signal(signal.SIGTERM)

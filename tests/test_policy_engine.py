@@ -8,7 +8,7 @@ from cds.fhir import parse_draft_order
 from cds.policy import Outcome, load_policies, match_order
 from cds.policy.facts import CoverageFacts, MemberFacts
 from cds.policy.orders import device_index
-from tests.helpers import decide_order
+from tests.helpers import decide_order, device_request, service_request
 
 HCPCS_URIS = [
     "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
@@ -24,19 +24,6 @@ SNOMED = "http://snomed.info/sct"
 @pytest.fixture(scope="module")
 def policies():
     return load_policies()
-
-
-def device_request(concept=None, **extra):
-    resource = {"resourceType": "DeviceRequest", "id": "dr-1", "status": "draft", "intent": "original-order",
-                "subject": {"reference": "Patient/p1"}, **extra}
-    if concept is not None:
-        resource["codeCodeableConcept"] = concept
-    return parse_draft_order(resource)
-
-
-def service_request(concept):
-    return parse_draft_order({"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft",
-                              "intent": "original-order", "code": concept, "subject": {"reference": "Patient/p1"}})
 
 
 def coded(system, code, display=None):

@@ -213,7 +213,7 @@ def _order_reasons(order: Order, known: Mapping[str, tuple[Diagnosis, ...]]) -> 
         source = f"{name}.reasonReference {target}"
         if target in contained and contained[target].get("resourceType") == "Condition":
             reasons.extend(_diagnoses(contained[target].get("code"), source))
-        elif (relative := _relative(target)) in known:
+        elif (relative := _relative(target)) is not None and relative in known:
             reasons.extend(replace(d, source=f"{name}.reasonReference {relative}") for d in known[relative])
         elif relative and relative.startswith("Condition/"):
             notes.append(f"{name} gives as its reason {relative}, which is not among the patient's active "
@@ -228,7 +228,7 @@ def _diagnoses(concepts: Any, source: str) -> tuple[Diagnosis, ...]:
             uri = coding.get("system") if isinstance(coding, dict) else None
             system = DIAGNOSIS_SYSTEMS.get(uri) if isinstance(uri, str) else None
             code = coding.get("code") if system else None
-            if isinstance(code, str) and code.strip():
+            if system and isinstance(code, str) and code.strip():
                 display = coding.get("display")
                 display = display if isinstance(display, str) else None
                 found.append(Diagnosis(system, _normal_code(system, code), display, source))
@@ -312,7 +312,7 @@ def _coverage_facts(coverage: dict[str, Any], directory: PlanDirectory | None, n
             "the payer is not in the plan directory" if match is None else
             "the plan is not in the plan directory" if not match.plan_listed else
             "neither the Coverage nor the plan directory says"))
-        notes.append(facts.unknown_note)
+        notes.append(facts.unknown_note or "")
     return facts
 
 

@@ -108,7 +108,7 @@ class FhirFetcher:
         allowed = tuple(self.allowed if allowed is None else allowed)
         refusal = fhir_server_refusal(fhir_server, allowed, self.demo)
         if refusal:
-            refused = {key: FetchError(refusal, "refused") for key in wanted}
+            refused: dict[str, Fetched | FetchError] = {key: FetchError(refusal, "refused") for key in wanted}
             _count(wanted, refused)
             return refused
         call = _Call(fhir_server, token, deadline, allowed, self.demo)
@@ -261,8 +261,8 @@ def _entries(bundle: dict[str, Any]) -> list[Any]:
 
 
 def next_link(bundle: dict[str, Any]) -> str | None:
-    links = bundle.get("link") if isinstance(bundle.get("link"), list) else []
-    for link in links:
+    links = bundle.get("link")
+    for link in links if isinstance(links, list) else []:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None

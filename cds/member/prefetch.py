@@ -87,7 +87,7 @@ def member_data(request: HookRequest, fetcher: FhirFetcher | None = None, requir
             else:
                 unavailable[key] = "it was not prefetched and the request names no fhirServer to fetch it from"
                 gaps[key] = "not-sent"
-    elif wanted:
+    elif wanted and fetcher and request.fhir_server:
         token = request.fhir_authorization.access_token if request.fhir_authorization else None
         if request.fhir_authorization and token is None:
             log.info("fhirAuthorization.access_token is empty: fetching member data without Authorization")
@@ -169,7 +169,7 @@ def fill_template(template: str, request: HookRequest) -> str | None:
     tokens = TOKEN.findall(template)
     if any(values.get(token) is None for token in tokens):
         return None
-    return TOKEN.sub(lambda m: quote(values[m[1]], safe="/"), template)
+    return TOKEN.sub(lambda m: quote(values[m[1]] or "", safe="/"), template)
 
 
 def _resources(value: Any, resource_type: str) -> tuple[dict[str, Any], ...]:

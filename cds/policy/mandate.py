@@ -6,6 +6,7 @@ A mandate concerns a member who lives in its state or whose plan is sitused ther
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
@@ -139,14 +140,14 @@ class CompiledMandate:
         if age is None:
             return Finding("unknown", "the patient's age on the order's date is not known (no full birth date)",
                            "the patient's age", "record the patient's birth date in the EHR")
-        if age < limit:
+        if limit is None or age < limit:
             return Finding("met", f"the patient is {age} on the order's date, a child under {limit}")
         return Finding("failed", f"the patient is {age} on the order's date, and the mandate reaches children "
                                  f"under {limit} only")
 
     def _diagnosis(self, facts: MemberFacts) -> Finding:
         label = self.spec.diagnoses_label
-        found = self.diagnoses.first(facts.diagnoses)
+        found = self.diagnoses.first(facts.diagnoses) if self.diagnoses else None
         if found:
             return Finding("met", f"{found.describe()} is a qualifying diagnosis ({found.group})")
         resolve = f"if the patient has a diagnosis with {label}, give it as the order's reason, coded in ICD-10-CM"
@@ -174,7 +175,7 @@ def _anniversary(day: date) -> date:
         return date(day.year + 1, 3, 1)
 
 
-def _either(words: list[str]) -> str:
+def _either(words: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" or {words[-1]}"
 
 

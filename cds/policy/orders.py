@@ -50,7 +50,7 @@ def device_index(resources: Iterable[Any]) -> dict[str, dict[str, Any]]:
             continue
         candidates = [resource]
         if resource.get("resourceType") == "Bundle" and isinstance(resource.get("entry"), list):
-            candidates = [e.get("resource") for e in resource["entry"] if isinstance(e, dict)]
+            candidates = [e.get("resource") for e in resource["entry"] if isinstance(e, dict)]  # type: ignore[misc]
         for device in candidates:
             if _is_device(device):
                 index.setdefault(f"Device/{device['id']}", device)

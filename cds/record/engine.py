@@ -47,7 +47,7 @@ def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, autocommit: bo
         return create_engine(parsed, pool_timeout=CONNECT_TIMEOUT_S,
                              connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, **options)
     if not parsed.query.get("uri"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, pool_timeout=BUSY_TIMEOUT_MS / 1000, **options)
     _configure_sqlite(engine, busy_timeout_ms, begin=not autocommit)
     return engine
@@ -60,7 +60,7 @@ def replay_url(url: str) -> str:
     parsed = parse_database_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
         return url
-    path = Path(parsed.database)
+    path = Path(parsed.database or "")
     return parsed.set(database=str(path.with_name(f"{path.stem}-replay{path.suffix}"))).render_as_string(
         hide_password=False)
 

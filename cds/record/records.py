@@ -68,12 +68,17 @@ class FeedbackRecord:
     override_comment: str | None = None
 
 
-class _FeedbackItem(Protocol):  # the shape of cds.protocol.FeedbackItem
-    card: str
-    outcome: str
-    outcome_timestamp: datetime
-    accepted_suggestions: list[Any]
-    override_reason: Any
+class _FeedbackItem(Protocol):  # the shape of cds.protocol.FeedbackItem, read only
+    @property
+    def card(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def outcome_timestamp(self) -> datetime: ...
+    @property
+    def accepted_suggestions(self) -> Any: ...
+    @property
+    def override_reason(self) -> Any: ...
 
 
 def feedback_records(items: Iterable[_FeedbackItem]) -> list[FeedbackRecord]:

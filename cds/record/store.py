@@ -330,7 +330,8 @@ class Store:
 
     def _record(self, batch: Sequence[Decided], failures: int | None = None) -> list[str]:
         """Record hook calls and their decisions in one transaction (two multi-row inserts)."""
-        call_rows, decision_rows = [], []
+        call_rows: list[dict[str, Any]] = []
+        decision_rows: list[dict[str, Any]] = []
         for call, decisions in batch:
             call_id = str(uuid7())
             call_rows.append({
@@ -469,7 +470,7 @@ def _utc_day(dialect: str) -> Any:
 def _without_secrets(request: dict[str, Any] | None) -> dict[str, Any] | None:
     """The request as captured: never the FHIR access token it carries."""
     authorization = (request or {}).get("fhirAuthorization")
-    if isinstance(authorization, dict) and "access_token" in authorization:
+    if request is not None and isinstance(authorization, dict) and "access_token" in authorization:
         return {**request, "fhirAuthorization": {**authorization, "access_token": "[not stored]"}}
     return request
 

@@ -51,7 +51,8 @@ class BackgroundWriter(Generic[T]):
         if self._running():
             self._queue.put(_STOP)
             self._hurry.set()
-            self._thread.join()
+            if self._thread is not None:
+                self._thread.join()
 
     def _running(self) -> bool:
         return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
@@ -80,7 +81,7 @@ class BackgroundWriter(Generic[T]):
                     break
             if any(item is _FLUSH for item in batch):
                 self._hurry.clear()  # everything queued before that flush is in this batch
-            items = [item for item in batch if item is not _FLUSH and item is not _STOP]
+            items: list[T] = [item for item in batch if item is not _FLUSH and item is not _STOP]  # type: ignore[misc]
             try:
                 if items:
                     self._write(items)

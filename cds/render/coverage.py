@@ -131,8 +131,9 @@ def _coverage_of(extension: dict[str, Any]) -> str:
 
 def _assertion_content(extension: dict[str, Any]) -> list[Any]:
     """What an assertion says, leaving out when it was said and its id."""
-    parts = extension.get("extension") if isinstance(extension.get("extension"), list) else []
-    said = [p for p in parts if isinstance(p, dict) and p.get("url") not in ("date", "coverage-assertion-id")]
+    parts = extension.get("extension")
+    said = [p for p in (parts if isinstance(parts, list) else [])
+            if isinstance(p, dict) and p.get("url") not in ("date", "coverage-assertion-id")]
     return sorted(said, key=repr)
 
 

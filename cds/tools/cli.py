@@ -61,12 +61,13 @@ def main() -> None:
 def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -> None:
     """Run the service under gunicorn."""
     try:
-        settings = Settings.from_env(**({"demo": True} if demo else {}))
+        settings = Settings.from_env(None, demo=True) if demo else Settings.from_env()
         if settings.clients_file:  # fail here, naming the problem, rather than in every worker
             load_registry(settings.clients_file, settings.jwt_algorithms)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
+                                 if v is not None}
     settings = replace(settings, **overrides)
     problem = settings.demo_host_problem()
     if problem:

@@ -16,6 +16,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from cds.fhirjson import as_dict
 from cds.render.coverage import COVERAGE_INFORMATION
 from cds.tools.client import CallFailed
 
@@ -46,7 +47,7 @@ class _PlainText:
 
 def console(stderr: bool = False) -> Console:
     file = sys.stderr if stderr else sys.stdout
-    return Console(file=file if file.isatty() else _PlainText(file), highlight=False, emoji=False)
+    return Console(file=file if file.isatty() else _PlainText(file), highlight=False, emoji=False)  # type: ignore[arg-type]
 
 
 def print_services(out: Console, services: list[dict[str, Any]]) -> None:
@@ -110,12 +111,12 @@ def print_line(out: Console, line: Text) -> None:
 
 
 def source_line(card: dict[str, Any]) -> str:
-    source = card.get("source") if isinstance(card.get("source"), dict) else {}
+    source = as_dict(card.get("source"))
     parts = [f"From {source.get('label') or 'an unnamed source'}"]
     if isinstance(source.get("topic"), dict):
         parts.append(coding_text(source["topic"]))
-    extension = card.get("extension") if isinstance(card.get("extension"), dict) else {}
-    orders = [ref.get("reference") for ref in extension.get("davinci-crd.associated-resource") or []
+    extension = as_dict(card.get("extension"))
+    orders = [str(ref["reference"]) for ref in extension.get("davinci-crd.associated-resource") or []
               if isinstance(ref, dict) and ref.get("reference")]
     if orders:
         parts.append("for " + ", ".join(orders))
@@ -129,7 +130,7 @@ def link_line(link: dict[str, Any]) -> str:
 
 def change_line(action: dict[str, Any]) -> str:
     """What a suggestion or system action does: `create DeviceRequest/1: description`."""
-    resource = action.get("resource") if isinstance(action.get("resource"), dict) else {}
+    resource = as_dict(action.get("resource"))
     target = action.get("resourceId") or "/".join(str(resource[k]) for k in ("resourceType", "id") if k in resource)
     description = action.get("description")
     return f"{action.get('type')} {target or 'a resource'}" + (f": {description}" if description else "")
@@ -141,7 +142,7 @@ def coding_text(coding: dict[str, Any]) -> str:
 
 def action_lines(action: dict[str, Any]) -> list[Text]:
     """A coverage-information line for each assertion on the order; other system actions as what they do."""
-    resource = action.get("resource") if isinstance(action.get("resource"), dict) else {}
+    resource = as_dict(action.get("resource"))
     assertions = [extension for extension in resource.get("extension") or []
                   if isinstance(extension, dict) and extension.get("url") == COVERAGE_INFORMATION]
     if not assertions:
@@ -202,6 +203,6 @@ def issue_line(issue: dict[str, Any]) -> str:
     """`error invalid at context.userId: …`, as an OperationOutcome issue reads."""
     expression = issue.get("expression")
     where = f" at {', '.join(map(str, expression))}" if isinstance(expression, list) and expression else ""
-    details = issue.get("details") if isinstance(issue.get("details"), dict) else {}
+    details = as_dict(issue.get("details"))
     text = issue.get("diagnostics") or details.get("text") or ""
     return f"{issue.get('severity', 'error')} {issue.get('code', '')}{where}: {text}".strip()
