@@ -55,10 +55,11 @@ def coverage_information(decision: Decision, primary: bool = True, gap: Coverage
     Coverage of the member could be used; `version`: the CRD version the client asked for."""
     if decision.coverage is None:
         return gap_information(decision, gap, version)
-    if not REFERENCE_PATTERN.fullmatch(decision.coverage.reference or ""):
+    coverage = decision.coverage.reference
+    if coverage is None or not REFERENCE_PATTERN.fullmatch(coverage):
         return None
     codes = [(url, code) for url, code in _CODES[decision.outcome] if primary or url not in _PRIMARY_ONLY]
-    return _assertion(decision, decision.coverage.reference, codes, {"text": decision.reason})
+    return _assertion(decision, coverage, codes, {"text": decision.reason})
 
 
 def gap_information(decision: Decision, gap: CoverageGap | None,
