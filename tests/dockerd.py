@@ -3,10 +3,15 @@
 Its own data root, exec root and socket in a temporary directory, its own (empty) daemon configuration, and no
 bridge network or iptables rules: containers run on the host's network (listening on loopback) or on none, so
 the engine changes nothing on the machine. Stopped, and its directory removed, on exit.
+
+Its images and layers are kept for the next run in $CDS_IMAGE_CACHE/engine (default /var/cache/cds-image, as
+scripts/image-base's), so a build whose pinned dependencies have not changed reuses their layer. One engine at a
+time uses that data root, under a lock; another running meanwhile gets a data root of its own, removed on exit.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 START_SECONDS = 60
+CACHE = Path(os.environ.get("CDS_IMAGE_CACHE", "/var/cache/cds-image"))
 
 
 class NoEngine(RuntimeError):
@@ -55,22 +61,47 @@ def private_engine() -> Iterator[Engine]:
     if not dockerd:
         raise NoEngine("dockerd is not installed (scripts/test installs Debian's docker.io)")
     root = Path(tempfile.mkdtemp(prefix="cds-dockerd-", dir="/tmp"))  # short: socket paths are limited
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "engine.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            data_root = CACHE / "engine"
+        except BlockingIOError:  # another engine has the kept data root now
+            data_root = root / "data"
+        try:
+            try:
+                engine, process = _start(dockerd, root, data_root)
+            except NoEngine:
+                if data_root == root / "data":
+                    raise
+                shutil.rmtree(data_root, ignore_errors=True)  # a kept data root this engine cannot use: anew
+                engine, process = _start(dockerd, root, data_root)
+            try:
+                yield engine
+            finally:
+                _stop(engine, process)
+                _unmount_under(data_root)
+        finally:
+            _unmount_under(root)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _start(dockerd: str, root: Path, data_root: Path) -> tuple[Engine, subprocess.Popen]:
     (root / "daemon.json").write_text("{}")
     engine = Engine(root / "docker.sock")
-    log = (root / "dockerd.log").open("w")
-    process = subprocess.Popen(
-        [dockerd, "--config-file", str(root / "daemon.json"), "--data-root", str(root / "data"),
-         "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"), "--host", f"unix://{engine.socket}",
-         "--bridge=none", "--iptables=false", "--ip-masq=false", "--log-level=warn"],
-        stdout=log, stderr=subprocess.STDOUT)
+    with (root / "dockerd.log").open("w") as log:
+        process = subprocess.Popen(
+            [dockerd, "--config-file", str(root / "daemon.json"), "--data-root", str(data_root),
+             "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"),
+             "--host", f"unix://{engine.socket}", "--bridge=none", "--iptables=false", "--ip-masq=false",
+             "--log-level=warn"],
+            stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until_up(engine, process, root / "dockerd.log")
-        yield engine
-    finally:
+    except NoEngine:
         _stop(engine, process)
-        log.close()
-        _unmount_under(root)
-        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return engine, process
 
 
 def _wait_until_up(engine: Engine, process: subprocess.Popen, log: Path) -> None:
@@ -89,6 +120,7 @@ def _stop(engine: Engine, process: subprocess.Popen) -> None:
         containers = engine.docker("ps", "-aq", check=False, timeout=20).stdout.split()
         if containers:
             engine.docker("rm", "-f", "-v", *containers, check=False, timeout=60)
+        engine.docker("image", "prune", "--force", check=False, timeout=120)  # images no tag names any more
         process.terminate()
         try:
             process.wait(timeout=30)
