@@ -39,11 +39,17 @@ def example_form() -> dict:
     ({"CDS_CONSOLE_ENABLED": "true"}, "CDS_CONSOLE_ADMIN_TOKEN"),
     ({"CDS_CONSOLE_ENABLED": "true", "CDS_CONSOLE_ADMIN_TOKEN": "short"}, "CDS_CONSOLE_ADMIN_TOKEN"),
     ({"CDS_CONSOLE_ENABLED": "maybe"}, "CDS_CONSOLE_ENABLED"),
-    ({"CDS_CONSOLE_KEY_FILE": "/no/such/key.json"}, "CDS_CONSOLE_KEY_FILE"),
 ])
 def test_console_settings_that_cannot_be_used_stop_start_up_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
+
+
+def test_a_console_key_file_that_cannot_sign_stops_start_up_naming_the_variable(make_app, tmp_path):
+    (tmp_path / "public.json").write_text('{"kty": "EC", "kid": "k"}')
+    for path in (tmp_path / "missing.json", tmp_path / "public.json"):
+        with pytest.raises(SettingsError, match="CDS_CONSOLE_KEY_FILE"):
+            make_app(demo=True, console_key_file=str(path))
 
 
 def test_console_settings_enabled_with_an_admin_credential():
