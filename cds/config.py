@@ -266,7 +266,5 @@ def _check_console(settings: Settings) -> None:
     if token and len(token) < CONSOLE_TOKEN_MIN_CHARS:
         raise SettingsError(f"CDS_CONSOLE_ADMIN_TOKEN must be at least {CONSOLE_TOKEN_MIN_CHARS} characters "
                             "(e.g. from `openssl rand -hex 24`)")
-    if settings.console_key_file and not os.path.isfile(settings.console_key_file):
-        raise SettingsError(f"CDS_CONSOLE_KEY_FILE={settings.console_key_file!r}: no such file")
     if not settings.console_iss:
         raise SettingsError("CDS_CONSOLE_ISS must not be empty")

@@ -61,9 +61,9 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 20) -> r
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, f"server exited with {process.returncode}"
-        try:
-            return requests.get(url, timeout=5)  # long enough that a loaded machine's first answer is not retried
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or no worker booted yet
+        try:  # a request taken while no worker has booted yet waits for one: asked once, answered once
+            return requests.get(url, timeout=(1, max(deadline - time.monotonic(), 1)))
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet
             time.sleep(0.1)
     raise AssertionError(f"{url} did not come up")
 

@@ -8,6 +8,7 @@ import json
 import stat
 
 import pytest
+import requests
 from werkzeug.datastructures import MultiDict
 
 from cds.config import Settings, SettingsError
@@ -17,7 +18,7 @@ from cds.console.key import DEMO_KEY_FILE, console_signer
 from cds.console.orders import build_request
 from cds.record.store import PolicyStats
 from tests import tokens
-from tests.helpers import EXAMPLES, run_cds
+from tests.helpers import EXAMPLES, free_port, run_cds, serve_on_loopback
 
 ADMIN_TOKEN = "an-admin-credential-of-some-length"
 SERVICE = "/cds-services/order-sign-crd"
@@ -38,11 +39,17 @@ def example_form() -> dict:
     ({"CDS_CONSOLE_ENABLED": "true"}, "CDS_CONSOLE_ADMIN_TOKEN"),
     ({"CDS_CONSOLE_ENABLED": "true", "CDS_CONSOLE_ADMIN_TOKEN": "short"}, "CDS_CONSOLE_ADMIN_TOKEN"),
     ({"CDS_CONSOLE_ENABLED": "maybe"}, "CDS_CONSOLE_ENABLED"),
-    ({"CDS_CONSOLE_KEY_FILE": "/no/such/key.json"}, "CDS_CONSOLE_KEY_FILE"),
 ])
 def test_console_settings_that_cannot_be_used_stop_start_up_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
+
+
+def test_a_console_key_file_that_cannot_sign_stops_start_up_naming_the_variable(make_app, tmp_path):
+    (tmp_path / "public.json").write_text('{"kty": "EC", "kid": "k"}')
+    for path in (tmp_path / "missing.json", tmp_path / "public.json"):
+        with pytest.raises(SettingsError, match="CDS_CONSOLE_KEY_FILE"):
+            make_app(demo=True, console_key_file=str(path))
 
 
 def test_console_settings_enabled_with_an_admin_credential():
@@ -242,3 +249,30 @@ def test_the_console_key_prints_as_the_public_key_set_to_register_elsewhere(make
     assert result.exit_code == 0
     [key] = json.loads(result.stdout)["keys"]
     assert key["kty"] == "EC" and key["alg"] == "ES384" and "d" not in key
+
+
+def test_outside_demo_the_console_signs_with_its_key_file_registered_like_any_ehr(make_app, tmp_path):
+    key_file = tmp_path / "console-key.json"
+    assert run_cds("keys", "new", "--out", key_file).exit_code == 0
+    jwks = json.loads(run_cds("keys", "public", key_file).stdout)
+    registry = tokens.write_registry(tmp_path, {"iss": "https://payer.example.org/console", "jwks": jwks})
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    served = serve_on_loopback(make_app(console_enabled=True, console_admin_token=ADMIN_TOKEN,
+                                        console_key_file=str(key_file), console_iss="https://payer.example.org/console",
+                                        clients_file=str(registry), public_base_url=(base,)), port)
+    assert next(served) == base
+    try:
+        answered = requests.post(f"{base}/console/api/send", json=example_form(), headers=basic(ADMIN_TOKEN),
+                                 timeout=15).json()
+    finally:
+        served.close()
+    assert (answered["answer"]["status"], answered["answer"]["signed"]) == (200, True)
+    assert [row["covered"] for row in answered["view"]["coverage"]] == ["not-covered"]
+
+
+def test_insights_say_when_the_store_cannot_be_read(make_app):
+    client = make_app(console_enabled=True, console_admin_token=ADMIN_TOKEN,
+                      database_url="postgresql+psycopg://cds@127.0.0.1:9/cds").test_client()
+    page = client.get("/console/insights", headers=basic(ADMIN_TOKEN))
+    assert page.status_code == 200 and b"The audit store could not be read" in page.data

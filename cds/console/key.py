@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cds.config import Settings
-from cds.tools.signing import Signer, new_private_jwk, public_jwks, read_private_jwk
+from cds.config import Settings, SettingsError
+from cds.tools.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk
 
 DEMO_KEY_FILE = "console-key.json"
 
@@ -33,14 +33,21 @@ def key_path(settings: Settings) -> Path | None:
 
 
 def console_signer(settings: Settings) -> Signer | None:
+    """What the console signs with; SettingsError, naming the variable, when the key file cannot sign."""
     path = key_path(settings)
-    return Signer.from_file(path, settings.console_iss) if path else None
+    try:
+        return Signer.from_file(path, settings.console_iss) if path else None
+    except KeyFileError as exc:
+        raise SettingsError(f"CDS_CONSOLE_KEY_FILE: {exc}") from None
 
 
 def demo_trusted_jwks(settings: Settings) -> dict[str, Any] | None:
     """The public key set demo mode trusts for the console's issuer; None outside demo mode."""
     path = key_path(settings) if settings.demo else None
-    return public_jwks(read_private_jwk(path)) if path else None
+    if path is None:
+        return None
+    console_signer(settings)  # a key that cannot sign stops start-up here, naming the variable
+    return public_jwks(read_private_jwk(path))
 
 
 def _create(path: Path) -> None:
