@@ -120,6 +120,9 @@ class Settings:
     clients_file: str = ""
     jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
     clock_skew_seconds: int = 60
+    # The longest a client token may live (exp - iat): the CRD request generator signs 24-hour tokens.
+    max_token_lifetime_seconds: int = 86400
+    jwks_proxy: str = ""  # a proxy for JWK Set fetches; none by default, whatever the environment says
     auth_discovery: bool = False
     auth_disabled: bool = False
     data_dir: str = "cds-data"
@@ -183,6 +186,10 @@ class Settings:
             if alg not in ASYMMETRIC_ALGORITHMS:
                 raise SettingsError(f"CDS_JWT_ALGORITHMS: {alg!r} is not allowed; CDS Hooks forbids 'none' and "
                                     f"symmetric algorithms. Choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}")
+        if settings.max_token_lifetime_seconds < 60:
+            raise SettingsError("CDS_MAX_TOKEN_LIFETIME_SECONDS must be at least 60")
+        if settings.jwks_proxy and not settings.jwks_proxy.startswith(("http://", "https://")):
+            raise SettingsError(f"CDS_JWKS_PROXY={settings.jwks_proxy!r}: expected an http(s) proxy URL")
         if settings.database_url:
             parse_database_url(settings.database_url)
         _check_console(settings)
