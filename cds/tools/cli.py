@@ -79,6 +79,8 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         raise click.ClickException(str(exc)) from None
     os.environ.setdefault("SERVER_SOFTWARE", "cds")
     click.echo(f"CDS service on http://{settings.host}:{settings.port}/cds-services", err=True)
+    if settings.metrics_bind:
+        click.echo(f"Metrics on http://{settings.metrics_bind}/metrics (operators only)", err=True)
     GunicornServer(settings).run()
 
 

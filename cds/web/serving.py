@@ -44,7 +44,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     ignored there, and by `cds serve` alike)."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     options: dict[str, Any] = {
-        "bind": f"{host}:{settings.port}",
+        # The service, and the operator listener for /metrics when CDS_METRICS_BIND names one (cds.web.ops).
+        "bind": [f"{host}:{settings.port}", *([settings.metrics_bind] if settings.metrics_bind else [])],
         "workers": settings.workers,
         "threads": settings.threads,
         "worker_class": f"{__name__}.{RequestReadingWorker.__qualname__}",
