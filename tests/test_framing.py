@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cds.web.framing import REFUSABLE, WAITING, WHOLE, RequestFraming
+from cds.web.framing import READ_AHEAD, REFUSABLE, WAITING, WHOLE, RequestFraming
 
 HEAD = b"POST /cds-services/x HTTP/1.1\r\nHost: cds\r\nContent-Type: application/json\r\n"
 BODY = b'{"hook": "order-sign", "context": {"draftOrders": {}}}'
@@ -47,12 +47,26 @@ def test_bytes_after_the_request_do_not_change_where_it_ends():
     HEAD + b"Transfer-Encoding: gzip\r\n\r\n",
     HEAD + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
     HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
-    HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"ffff\r\n" + b" " * 1100,
+    HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"fffff\r\n" + b" " * (1024 + READ_AHEAD + 1),
     b"GET /" + b"a" * 70000,
 ], ids=["over-the-body-limit", "bad-length", "repeated-length", "unknown-coding", "both-framings", "bad-size",
         "chunk-over-the-body-limit", "head-over-its-limit"])
 def test_malformed_or_oversized_requests_are_handed_on_to_be_refused(request_bytes):
     assert RequestFraming(max_head=65536, max_body=1024).feed(request_bytes) == REFUSABLE
+
+
+def test_a_chunked_body_is_handed_on_only_once_what_the_reader_needs_to_refuse_it_is_in():
+    """The app reads a byte past the limit, the server's reader a piece of up to 1 KiB more: both must be in."""
+    head = HEAD + b"Transfer-Encoding: chunked\r\n\r\nfffff\r\n"
+    assert RequestFraming(65536, 1024).feed(head + b" " * (1024 + READ_AHEAD)) == WAITING
+    assert RequestFraming(65536, 1024).feed(head + b" " * (1024 + READ_AHEAD + 1)) == REFUSABLE
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"chunked"])
+def test_a_body_is_framed_by_its_last_transfer_coding(coding):
+    request = HEAD + b"Transfer-Encoding: " + coding + b"\r\n\r\n" + chunked(BODY, 10)
+    assert states(request)[-1] == WHOLE
+    assert not any(state.complete for state in states(request)[:-1])
 
 
 def test_a_client_expecting_100_continue_is_seen_as_waiting_for_it():

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from flask import Request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds.errors import BadRequest, CdsError, quote
 
@@ -41,11 +41,19 @@ def read_json_object(request: Request, max_depth: int) -> dict[str, Any]:
 
 def _read_body(request: Request) -> bytes:
     """The raw body. Over MAX_CONTENT_LENGTH: 413, from Werkzeug when Content-Length says so; a chunked body
-    has none, and Werkzeug would cut it at the limit, so one byte past the limit is read to know."""
+    has none, and Werkzeug would cut it at the limit, so one byte past the limit is read to know. A body that
+    stops arriving: 408 once the server's read timeout passes."""
     limit = request.max_content_length
-    if request.content_length is not None or limit is None or "wsgi.input_terminated" not in request.environ:
-        return request.get_data(cache=False)
-    raw = request.environ["wsgi.input"].read(limit + 1)
+    try:
+        if request.content_length is not None or limit is None or "wsgi.input_terminated" not in request.environ:
+            return request.get_data(cache=False)
+        raw = request.environ["wsgi.input"].read(limit + 1)
+    except HTTPException:
+        raise
+    except OSError:
+        raise CdsError(408, "The request body did not arrive in time.", "timeout") from None
+    except Exception as exc:  # the server's parser refused the body's framing (a malformed chunk, say)
+        raise BadRequest(f"Request body could not be read: {quote(exc, 120)}.", code="structure") from None
     if len(raw) > limit:
         raise RequestEntityTooLarge()  # answered as Werkzeug's own 413
     return raw

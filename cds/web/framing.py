@@ -8,6 +8,10 @@ import re
 from dataclasses import dataclass
 
 HEAD_END = b"\r\n\r\n"
+# Past the body limit, this much more is read before a chunked body is handed on: the app reads one byte past
+# the limit to know it is over, and the server's body reader reads ahead in pieces of up to 1 KiB.
+READ_AHEAD = 64 * 1024
+_HEX = re.compile(rb"[0-9a-fA-F]{1,16}")
 _FRAMING_FIELD = re.compile(rb"\r\n(content-length|transfer-encoding|expect)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 
 
@@ -66,7 +70,9 @@ class RequestFraming:
             fields[name] = match[2].strip()
         self._expects = fields.get(b"expect", b"").lower() == b"100-continue"
         if b"transfer-encoding" in fields:
-            if fields[b"transfer-encoding"].lower() != b"chunked" or b"content-length" in fields:
+            # Framed by its last coding, which must be chunked (RFC 9112 6.1); the parser refuses the rest.
+            if fields[b"transfer-encoding"].lower().rsplit(b",", 1)[-1].strip() != b"chunked" \
+                    or b"content-length" in fields:
                 return REFUSABLE
             self._chunked = True
             return None
@@ -82,20 +88,20 @@ class RequestFraming:
             line_end = buffer.find(b"\r\n", self._chunk_at)
             if line_end < 0:
                 return REFUSABLE if len(buffer) - self._chunk_at > self.max_head else self._waiting()
-            try:
-                size = int(bytes(buffer[self._chunk_at:line_end]).split(b";", 1)[0].strip(), 16)
-            except ValueError:
+            size_text = bytes(buffer[self._chunk_at:line_end]).split(b";", 1)[0].strip(b" \t")
+            if not _HEX.fullmatch(size_text):
                 return REFUSABLE
+            size = int(size_text, 16)
             if size == 0:
                 if buffer.startswith(b"\r\n", line_end + 2) or buffer.find(HEAD_END, line_end) >= 0:
                     return WHOLE
                 return REFUSABLE if len(buffer) - line_end > self.max_head else WAITING
             if line_end + 2 + size + 2 > len(buffer):  # this chunk is still arriving
-                if self._received + len(buffer) - line_end - 2 > self.max_body:
+                if self._received + len(buffer) - line_end - 2 > self.max_body + READ_AHEAD:
                     return REFUSABLE  # the app refuses it as too large from what is here
                 return self._waiting()
             self._received += size
-            if self._received > self.max_body:
+            if self._received > self.max_body + READ_AHEAD:
                 return REFUSABLE
             self._chunk_at = line_end + 2 + size + 2
 

@@ -8,6 +8,8 @@ import contextlib
 import os
 import selectors
 import shutil
+import socket
+import struct
 import sys
 import tempfile
 import time
@@ -37,6 +39,7 @@ ACCEPT_DELAY_STEPS = 10
 # connection is closed with 408; a thread takes it only once it is all there.
 REQUEST_READ_TIMEOUT_SECONDS = 5
 READ_CHUNK = 256 * 1024
+READ_TIMEOUT_OPTION = struct.pack("ll", REQUEST_READ_TIMEOUT_SECONDS, 0)  # struct timeval for SO_RCVTIMEO
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -113,6 +116,10 @@ class RequestReadingWorker(SpreadingThreadWorker):
     def enqueue_req(self, conn: TConn) -> None:
         """Every way a request reaches a thread (a new connection, a kept-alive one with data, bytes read ahead
         behind the last request) comes here: wait in the event loop until the request is whole."""
+        if not conn.initialized:
+            # A bound on every read a thread makes, should one ever find the request short of what it needs
+            # (one the parser refuses without reading all of it, for example).
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, READ_TIMEOUT_OPTION)
         pending = bytearray(conn.parser.unreader.take_buffered() if conn.parser else b"")
         conn.cds_pending, conn.cds_whole, conn.cds_continued = pending, False, False
         conn.cds_framing = RequestFraming(self.max_head, self.max_body_bytes)
@@ -179,6 +186,11 @@ class RequestReadingWorker(SpreadingThreadWorker):
         conn.cds_pending = bytearray()
         conn.data_ready = True
         return super().handle(conn)
+
+    def handle_request(self, req: Any, conn: TConn) -> Any:
+        if conn.cds_continued:  # the client was told to go on from the event loop: once is enough
+            req._expected_100_continue = False
+        return super().handle_request(req, conn)
 
     def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
         # A request refused before all of it came: what follows on the connection is not worth waiting for.
