@@ -24,7 +24,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from cds.config import Settings
 from cds.logs import logging_config
-from cds.web.framing import RequestFraming
+from cds.web.framing import WAITING, Framing, RequestFraming
 
 # Below the CRD 5-second response budget: a stuck worker is replaced before the EHR gives up.
 WORKER_TIMEOUT_SECONDS = 4
@@ -124,43 +124,49 @@ class RequestReadingWorker(SpreadingThreadWorker):
         conn.cds_pending, conn.cds_whole, conn.cds_continued = pending, False, False
         conn.cds_framing = RequestFraming(self.max_head, self.max_body_bytes)
         conn.cds_deadline = time.monotonic() + REQUEST_READ_TIMEOUT_SECONDS
-        if pending and self._arrived(conn):
-            return
         conn.sock.setblocking(False)
-        self.reading.append((conn.cds_deadline, conn))
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
+        state: Framing | None = conn.cds_framing.feed(pending) if pending else WAITING
+        if state and not state.complete:  # on a kept-alive connection the request is usually here already
+            state = self._receive(conn)
+        if not self._settle(conn, state):
+            self.reading.append((conn.cds_deadline, conn))
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
 
     def _on_request_bytes(self, conn: TConn, sock: Any) -> None:
-        try:
-            data = sock.recv(READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the client went away
-            self._stop_reading(conn)
-            self._drop(conn)
-            return
-        conn.cds_pending += data
-        if self._arrived(conn):
-            self._stop_reading(conn)
+        state = self._receive(conn)
+        if state is None or state.complete:
+            self.poller.unregister(sock)
+            self.reading.remove((conn.cds_deadline, conn))
+        self._settle(conn, state)
 
-    def _arrived(self, conn: TConn) -> bool:
-        """Hand the connection to a thread if its request is all there (or as much as will be read)."""
-        state = conn.cds_framing.feed(conn.cds_pending)
+    def _receive(self, conn: TConn) -> Framing | None:
+        """The request's framing once what has come is read; None when the client went away."""
+        try:
+            data = conn.sock.recv(READ_CHUNK)
+        except BlockingIOError:
+            return WAITING
+        except OSError:
+            return None
+        if not data:
+            return None
+        conn.cds_pending += data
+        return conn.cds_framing.feed(conn.cds_pending)
+
+    def _settle(self, conn: TConn, state: Framing | None) -> bool:
+        """Act on the framing: hand the connection to a thread once its request is in, or close it when the
+        client went away (True); else tell a client waiting for it to go on (False: more is to come)."""
+        if state is None:
+            self._drop(conn)
+            return True
+        if state.complete:
+            conn.cds_whole = state.whole
+            self.tpool.submit(self.handle, conn).add_done_callback(
+                lambda future: self.method_queue.defer(self.finish_request, conn, future))
+            return True
         if state.expects_continue and not conn.cds_continued:
             conn.cds_continued = True
             _send_quietly(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
-        if not state.complete:
-            return False
-        conn.cds_whole = state.whole
-        self.tpool.submit(self.handle, conn).add_done_callback(
-            lambda future: self.method_queue.defer(self.finish_request, conn, future))
-        return True
-
-    def _stop_reading(self, conn: TConn) -> None:
-        self.poller.unregister(conn.sock)
-        self.reading.remove((conn.cds_deadline, conn))
+        return False
 
     def _drop(self, conn: TConn, answer: bytes = b"") -> None:
         if answer:
