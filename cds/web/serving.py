@@ -188,7 +188,7 @@ class RequestReadingWorker(SpreadingThreadWorker):
         if not conn.initialized:
             conn.sock.setblocking(True)
             conn.init()
-        conn.parser.unreader.unread(bytes(conn.cds_pending))
+        conn.parser.unreader.unread(conn.cds_pending)
         conn.cds_pending = bytearray()
         conn.data_ready = True
         return super().handle(conn)
