@@ -22,7 +22,7 @@ from cds.auth import RegistryError, load_registry
 from cds.jwks import JWKS_MAX_BYTES, JWKS_TIMEOUT_SECONDS, JwksFetcher
 from cds.member.fetch import FetchError
 from tests import tokens
-from tests.conftest import serve_on_loopback
+from tests.helpers import serve_on_loopback
 from tests.tokens import OTHER_EC_KEY, SERVICE_PATH, bearer, mint
 
 ISS = "https://hostile-ehr.test"
@@ -155,7 +155,8 @@ def test_forged_tokens_with_made_up_kids_hold_one_thread_at_most(make_app, tmp_p
     monkeypatch.setattr(auth, "JWKS_MIN_REFETCH_SECONDS", 0)  # else only the first could even try
     server = hostile()
     app = client_with_jwks_url(make_app, tmp_path, server.url("/drip.json"))
-    base = next(serve_on_loopback_app := serve_on_loopback(app))
+    serving = serve_on_loopback(app)
+    base = next(serving)
 
     def call(index: int) -> tuple[int, float]:
         started = time.monotonic()
@@ -167,7 +168,7 @@ def test_forged_tokens_with_made_up_kids_hold_one_thread_at_most(make_app, tmp_p
         with ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(call, range(6)))
     finally:
-        serve_on_loopback_app.close()
+        serving.close()
     assert [status for status, _ in answers] == [401] * 6
     assert server.hits["/drip.json"] == 1
     seconds = sorted(elapsed for _, elapsed in answers)

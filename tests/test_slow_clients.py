@@ -19,8 +19,7 @@ import pytest
 import requests
 
 from cds.web.serving import REQUEST_READ_TIMEOUT_SECONDS
-from tests.conftest import load
-from tests.helpers import free_port, wait_until_up
+from tests.helpers import free_port, load, wait_until_up
 
 CDS = str(Path(sys.executable).with_name("cds"))
 MAX_BODY = 64 * 1024
