@@ -10,13 +10,13 @@ import re
 import threading
 import time
 from collections.abc import Collection, Iterable
+from concurrent.futures import wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
 import orjson
-import requests
 import yaml
 from flask import Request, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,16 +24,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cds.config import Settings, SettingsError
 from cds.console.key import demo_trusted_jwks
 from cds.errors import CdsError, quote
+from cds.jwks import JwksFetcher, jwks_url_problem
+from cds.member.fetch import FetchError
 from cds.urls import is_loopback
 
 log = logging.getLogger(__name__)
 
-JWKS_TIMEOUT_SECONDS = 2.0  # a JWK Set fetch must end well inside the 4-second worker timeout
 JWKS_MAX_AGE_SECONDS = 3600
 JWKS_MIN_REFETCH_SECONDS = 30  # tokens naming unknown kids cannot make us hammer a client's JWKS URL
 MAX_TOKEN_CHARS = 8192
 MAX_JTI_CHARS = 256
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]  # CDS Hooks has no `sub`: never require it
+TIME_CLAIMS = ("exp", "iat", "nbf")
+MAX_NUMERIC_DATE = 2**33  # the year 2242: seconds beyond any token's lifetime, within what a datetime holds
 
 
 class Unauthorized(CdsError):
@@ -93,14 +96,17 @@ def parse_jwks(jwks: Any, algorithms: Collection[str]) -> Keys:
 
 class RemoteJwks:
     """A client's JWK Set at a URL: fetched when first needed and cached; fetched again when it is old or
-    a token names a kid it lacks (key rotation), at most once every JWKS_MIN_REFETCH_SECONDS."""
+    a token names a kid it lacks (key rotation), at most once every JWKS_MIN_REFETCH_SECONDS. One fetch at a
+    time: a token that needs the keys while they are being fetched is checked against the keys already known,
+    so tokens naming made-up kids hold one thread at most, for the fetch budget at most."""
 
-    def __init__(self, url: str, algorithms: Collection[str]):
+    def __init__(self, url: str, algorithms: Collection[str], fetcher: JwksFetcher):
         self.url = url
         self._algorithms = algorithms
+        self._fetcher = fetcher
         self._keys: Keys = {}
         self._fetched_at = -math.inf
-        self._lock = threading.Lock()
+        self._fetching = threading.Lock()  # held from the start of a fetch to its end
 
     def key(self, kid: str, alg: str) -> jwt.PyJWK | None:
         if (kid, alg) not in self._keys or time.monotonic() - self._fetched_at > JWKS_MAX_AGE_SECONDS:
@@ -108,20 +114,29 @@ class RemoteJwks:
         return self._keys.get((kid, alg))
 
     def _refresh(self) -> None:
-        with self._lock:  # one fetch per process at a time; threads that waited use its result
-            since = time.monotonic() - self._fetched_at
-            if since < JWKS_MIN_REFETCH_SECONDS:
-                log.warning("JWK Set %s not fetched again: it was fetched %.0f s ago, and the next fetch is allowed "
-                            "in %.0f s (a kid it lacks, such as a rotated key, is found only then)", self.url, since,
-                            JWKS_MIN_REFETCH_SECONDS - since)
-                return
-            self._fetched_at = time.monotonic()
-            try:
-                response = requests.get(self.url, timeout=JWKS_TIMEOUT_SECONDS, headers={"Accept": "application/json"})
-                response.raise_for_status()
-                self._keys = parse_jwks(response.json(), self._algorithms)
-            except (requests.RequestException, ValueError) as exc:
-                log.warning("JWK Set %s could not be fetched, keeping the keys already known: %s", self.url, exc)
+        since = time.monotonic() - self._fetched_at
+        if since < JWKS_MIN_REFETCH_SECONDS:
+            log.warning("JWK Set %s not fetched again: it was fetched %.0f s ago, and the next fetch is allowed "
+                        "in %.0f s (a kid it lacks, such as a rotated key, is found only then)", self.url, since,
+                        JWKS_MIN_REFETCH_SECONDS - since)
+            return
+        if not self._fetching.acquire(blocking=False):  # being fetched: checked against the keys known
+            return
+        self._fetched_at = time.monotonic()
+        try:
+            fetch = self._fetcher.start(self._fetch)
+        except RuntimeError:  # the pool is shutting down
+            self._fetching.release()
+            return
+        wait([fetch], timeout=self._fetcher.budget)
+
+    def _fetch(self) -> None:
+        try:
+            self._keys = parse_jwks(self._fetcher.fetch(self.url), self._algorithms)
+        except (FetchError, ValueError) as exc:
+            log.warning("JWK Set %s could not be fetched, keeping the keys already known: %s", self.url, exc)
+        finally:
+            self._fetching.release()
 
 
 # --- SMART scopes ----------------------------------------------------------------------------------------
@@ -194,9 +209,12 @@ class TrustedClient:
         return key
 
 
-def load_registry(path: str, algorithms: Collection[str]) -> dict[str, TrustedClient]:
-    """The trusted clients of a YAML or JSON registry file, by iss. Pinned key files are read now."""
+def load_registry(path: str, algorithms: Collection[str], fetcher: JwksFetcher | None = None
+                  ) -> dict[str, TrustedClient]:
+    """The trusted clients of a YAML or JSON registry file, by iss. Pinned key files are read now; JWK Set
+    URLs are fetched by `fetcher` (by default as outside demo mode: https only)."""
     file = Path(path)
+    fetcher = fetcher or JwksFetcher()
     try:
         entries = RegistryFile.model_validate(_read(file)).clients
         clients: dict[str, TrustedClient] = {}
@@ -208,10 +226,14 @@ def load_registry(path: str, algorithms: Collection[str]) -> dict[str, TrustedCl
                 pinned |= parse_jwks(_read(file.parent / entry.jwks_file), algorithms)
             if not pinned and not entry.jwks_url:
                 raise ValueError(f"client {entry.iss} has no key usable with {', '.join(algorithms)}")
+            for url in entry.jwks_url:
+                problem = jwks_url_problem(url, fetcher.demo)
+                if problem:
+                    raise ValueError(f"client {entry.iss}: jwks_url {url} is not usable: {problem}")
             clients[entry.iss] = TrustedClient(
                 iss=entry.iss,
                 pinned=pinned,
-                remote={url: RemoteJwks(url, algorithms) for url in entry.jwks_url},
+                remote={url: RemoteJwks(url, algorithms, fetcher) for url in entry.jwks_url},
                 tenants=frozenset(entry.tenants),
                 fhir_servers=tuple(url.rstrip("/") for url in entry.fhir_servers),
             )
@@ -242,7 +264,9 @@ class Authenticator:
         self.skew = settings.clock_skew_seconds
         self.bases = settings.public_bases()
         self.off = settings.auth_off
-        self.clients = load_registry(settings.clients_file, self.algorithms) if settings.clients_file else {}
+        self.max_lifetime = settings.max_token_lifetime_seconds
+        fetcher = JwksFetcher(settings.demo, settings.jwks_proxy)
+        self.clients = load_registry(settings.clients_file, self.algorithms, fetcher) if settings.clients_file else {}
         if jwks := demo_trusted_jwks(settings):  # demo mode only: the console's own key (cds/console/key.py)
             self.clients[settings.console_iss] = TrustedClient(settings.console_iss, parse_jwks(jwks, self.algorithms),
                                                                {}, frozenset(), ())
@@ -309,6 +333,9 @@ class Authenticator:
             raise Refused(f"not a readable JWT ({quote(exc, 120)})") from None
         except jwt.PyJWTError as exc:
             raise Refused(f"{type(exc).__name__} ({quote(exc, 120)}) for iss {quote(iss, 200)}") from None
+        problem = lifetime_problem(claims, self.max_lifetime)
+        if problem:
+            raise Refused(f"{problem} for iss {quote(iss, 200)}")
         tenant = claims.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             raise Refused("tenant is not a string")
@@ -317,8 +344,8 @@ class Authenticator:
         jti = claims["jti"]
         if not jti or len(jti) > MAX_JTI_CHARS:
             raise Refused("jti empty or too long")
-        # Remembered while the token could still pass; an absurd exp is clamped to what a float can hold.
-        if self.replay.seen_jti(client.iss, jti, min(int(claims["exp"]), 2**53) + self.skew):
+        # Remembered while the token could still pass: exp is at most max_lifetime after iat (not in the future).
+        if self.replay.seen_jti(client.iss, jti, claims["exp"] + self.skew):
             raise Refused(f"replayed jti {quote(jti)} from iss {quote(iss, 200)}")
         return RegisteredClient(iss=client.iss, tenant=tenant, fhir_servers=client.fhir_servers)
 
@@ -326,6 +353,19 @@ class Authenticator:
         """`aud` values accepted for a call to `path`: each public base URL plus the path, one trailing slash
         allowed. Never request.url: proxies and host aliases change it."""
         return [f"{base}{path}{slash}" for base in self.bases for slash in ("", "/")]
+
+
+def lifetime_problem(claims: dict[str, Any], max_lifetime: int) -> str | None:
+    """Why the token's times are refused, or None: exp, iat and nbf (if given) must be whole numbers of
+    seconds in a sane range, and exp at most `max_lifetime` after iat (CDS Hooks asks for short-lived tokens).
+    PyJWT has checked them against the clock; it also accepts numeric strings and fractions."""
+    for name in TIME_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (type(value) is not int or not 0 <= value <= MAX_NUMERIC_DATE):
+            return f"{name} is not a whole number of seconds since 1970 in a sane range"
+    if claims["exp"] - claims["iat"] > max_lifetime:
+        return f"lifetime {claims['exp'] - claims['iat']} s is over the {max_lifetime} s allowed"
+    return None
 
 
 def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

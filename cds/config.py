@@ -97,6 +97,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_enabled: bool = True
+    metrics_bind: str = ""  # HOST:PORT of an operator listener for /metrics (then not on the service port)
     public_base_url: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 5 * MIB
@@ -120,6 +121,9 @@ class Settings:
     clients_file: str = ""
     jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
     clock_skew_seconds: int = 60
+    # The longest a client token may live (exp - iat): the CRD request generator signs 24-hour tokens.
+    max_token_lifetime_seconds: int = 86400
+    jwks_proxy: str = ""  # a proxy for JWK Set fetches; none by default, whatever the environment says
     auth_discovery: bool = False
     auth_disabled: bool = False
     data_dir: str = "cds-data"
@@ -183,6 +187,12 @@ class Settings:
             if alg not in ASYMMETRIC_ALGORITHMS:
                 raise SettingsError(f"CDS_JWT_ALGORITHMS: {alg!r} is not allowed; CDS Hooks forbids 'none' and "
                                     f"symmetric algorithms. Choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}")
+        if settings.metrics_bind:
+            _check_metrics_bind(settings)
+        if settings.max_token_lifetime_seconds < 60:
+            raise SettingsError("CDS_MAX_TOKEN_LIFETIME_SECONDS must be at least 60")
+        if settings.jwks_proxy and not settings.jwks_proxy.startswith(("http://", "https://")):
+            raise SettingsError(f"CDS_JWKS_PROXY={settings.jwks_proxy!r}: expected an http(s) proxy URL")
         if settings.database_url:
             parse_database_url(settings.database_url)
         _check_console(settings)
@@ -199,6 +209,11 @@ class Settings:
     def console_on(self) -> bool:
         """The console is served in demo mode, or when enabled (which requires an admin credential)."""
         return self.demo or self.console_enabled
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The operator listener's port (CDS_METRICS_BIND), if there is one."""
+        return int(self.metrics_bind.rsplit(":", 1)[1]) if self.metrics_bind else None
 
     @property
     def auth_off(self) -> bool:
@@ -240,6 +255,16 @@ class Settings:
                            + f" and signs its calls with its own key, trusted as {self.console_iss}")
         return relaxations
 
+
+
+def _check_metrics_bind(settings: Settings) -> None:
+    host, _, port = settings.metrics_bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"CDS_METRICS_BIND={settings.metrics_bind!r}: expected HOST:PORT, e.g. 127.0.0.1:9100")
+    if int(port) == settings.port:
+        raise SettingsError("CDS_METRICS_BIND must name another port than the service's (CDS_PORT)")
+    if not settings.metrics_enabled:
+        raise SettingsError("CDS_METRICS_BIND is set but CDS_METRICS_ENABLED is false")
 
 
 def _check_url_template(template: str) -> None:

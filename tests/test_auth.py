@@ -208,9 +208,18 @@ SPEC_ISSUED, SPEC_EXPIRES = 1311280970, 1422568860
 
 @pytest.fixture
 def spec_client(make_app, tmp_path):
+    # The specification's example lives 3.5 years: an operator would have to raise the lifetime cap for it.
     app = make_app(clients_file=str(tokens.write_registry(tmp_path, SPEC_CLIENT)),
-                   public_base_url=("https://cds.example.org",))
+                   public_base_url=("https://cds.example.org",), max_token_lifetime_seconds=SPEC_EXPIRES - SPEC_ISSUED)
     return app.test_client()
+
+
+def test_spec_example_token_is_refused_under_the_default_lifetime_cap(make_app, tmp_path, caplog):
+    client = make_app(clients_file=str(tokens.write_registry(tmp_path, SPEC_CLIENT)),
+                      public_base_url=("https://cds.example.org",)).test_client()
+    with time_machine.travel(SPEC_ISSUED + 3600, tick=False):
+        assert_bare_401(client.post("/cds-services/some-service", json={}, headers=bearer(SPEC_TOKEN)))
+    assert "lifetime 111287890 s is over the 86400 s allowed" in caplog.text
 
 
 def test_spec_example_token_passes_with_time_frozen_inside_its_lifetime(spec_client):
@@ -319,7 +328,8 @@ def test_without_a_public_base_url_no_audience_can_match(make_app, caplog, order
 def url_client(make_app, tmp_path, httpserver):
     httpserver.expect_request("/jwks.json").respond_with_json(tokens.EHR_JWKS)
     entry = {"iss": "https://url-ehr.test", "jwks_url": httpserver.url_for("/jwks.json")}
-    return make_app(clients_file=str(tokens.write_registry(tmp_path, entry))).test_client()
+    # Demo mode: the only mode that fetches keys over http (from this loopback server).
+    return make_app(clients_file=str(tokens.write_registry(tmp_path, entry)), demo=True).test_client()
 
 
 def url_token(httpserver, **kwargs) -> str:
@@ -378,7 +388,7 @@ def test_a_broken_jwks_url_means_401_not_500(make_app, tmp_path, httpserver, ord
     else:
         httpserver.expect_request("/jwks.json").respond_with_data("{" if broken == "json" else '{"keys": 5}')
     entry = {"iss": "https://url-ehr.test", "jwks_url": httpserver.url_for("/jwks.json")}
-    client = make_app(clients_file=str(tokens.write_registry(tmp_path, entry))).test_client()
+    client = make_app(clients_file=str(tokens.write_registry(tmp_path, entry)), demo=True).test_client()
     assert_bare_401(call(client, url_token(httpserver), order_sign))
 
 

@@ -28,7 +28,7 @@ FHIR_JSON = "application/fhir+json"
 CONNECT_TIMEOUT = 1.0  # a server that cannot accept a connection within a second is down as far as an EHR call goes
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-ACCEPT_ENCODING = "gzip, deflate"  # bodies are bounded after decompression (`_read_bounded`)
+ACCEPT_ENCODING = "gzip, deflate"  # bodies are bounded after decompression (`read_bounded`)
 CHUNK = 64 * 1024
 
 
@@ -90,7 +90,7 @@ class FhirFetcher:
         self.max_bytes = settings.fetch_max_bytes
         self.max_pages = settings.fetch_max_pages
         workers = max(4, settings.threads * 3)  # every request thread can fetch its three prefetch keys at once
-        self.http = _connections(workers)
+        self.http = connections(workers)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="fhir-fetch")
 
     def fetch_all(
@@ -182,7 +182,7 @@ class FhirFetcher:
                                              "redirect")
                         continue
                     _check_status(response.status, bool(call.token))
-                    body = self._read_bounded(response, call.deadline)
+                    body = read_bounded(response, self.max_bytes, call.deadline, "the FHIR server", self.budget)
                 except BaseException:
                     response.close()
                     raise
@@ -197,20 +197,24 @@ class FhirFetcher:
             return _fhir_json(body)
         raise FetchError("the FHIR server redirected too many times", "redirect")
 
-    def _read_bounded(self, response: urllib3.BaseHTTPResponse, deadline: Deadline) -> bytes:
-        """The body, decoded, refused above max_bytes; read piece by piece so a slow drip cannot outlast the budget."""
-        too_large = FetchError(f"the FHIR server sent more than {self.max_bytes} bytes", "too-large")
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+
+def read_bounded(response: urllib3.BaseHTTPResponse, max_bytes: int, deadline: Deadline, source: str,
+                 budget: float) -> bytes:
+    """The body, decoded, refused above max_bytes (a compressed body is bounded as it is decompressed, piece
+    by piece); read piece by piece so a slow drip cannot outlast the deadline. `source` names the sender
+    and `budget` the time it had, for the FetchError."""
+    too_large = FetchError(f"{source} sent more than {max_bytes} bytes", "too-large")
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    while chunk := response.read1(CHUNK, decode_content=True):
+        body += chunk
+        if len(body) > max_bytes:
             raise too_large
-        body = bytearray()
-        while chunk := response.read1(CHUNK, decode_content=True):
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise too_large
-            if deadline.remaining() <= 0:
-                raise FetchError(f"the FHIR server did not answer within {self.budget:g} s", "timeout")
-        return bytes(body)
+        if deadline.remaining() <= 0:
+            raise FetchError(f"{source} did not answer within {budget:g} s", "timeout")
+    return bytes(body)
 
 
 def _count(wanted: Mapping[str, str | dict[str, Any]], results: Mapping[str, Fetched | FetchError]) -> None:
@@ -224,11 +228,14 @@ def _count(wanted: Mapping[str, str | dict[str, Any]], results: Mapping[str, Fet
             metrics.fallback_fetch_failed(resource, result.reason)
 
 
-def _connections(pool_size: int) -> urllib3.PoolManager:
+def connections(pool_size: int, proxy: str = "") -> urllib3.PoolManager:
     """urllib3 itself, without the requests layer (which cost 140 µs of CPU a GET, three GETs a call). It reads
     no proxy or netrc from the environment and keeps no cookie, so an EHR's token and its data go only where
     this service sends them and nothing of one patient's call is kept for the next. TLS is verified against
-    the public CA bundle (certifi). No retries: the call's time budget decides."""
+    the public CA bundle (certifi). No retries: the call's time budget decides. `proxy`: through that proxy,
+    only when a setting names one."""
+    if proxy:
+        return urllib3.ProxyManager(proxy, num_pools=16, maxsize=pool_size, ca_certs=certifi.where(), retries=False)
     return urllib3.PoolManager(num_pools=16, maxsize=pool_size, ca_certs=certifi.where(), retries=False)
 
 

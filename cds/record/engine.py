@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
+import stat
 import time
 from functools import cache
 from pathlib import Path
@@ -47,10 +50,35 @@ def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, autocommit: bo
         return create_engine(parsed, pool_timeout=CONNECT_TIMEOUT_S,
                              connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, **options)
     if not parsed.query.get("uri"):
-        Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+        make_private(Path(parsed.database or ""))
     engine = create_engine(parsed, pool_timeout=BUSY_TIMEOUT_MS / 1000, **options)
     _configure_sqlite(engine, busy_timeout_ms, begin=not autocommit)
     return engine
+
+
+def make_private(database: Path) -> None:
+    """Create a SQLite database file readable by this user only (0600), in a directory of its own (0700) when it
+    has to be made: the store holds patient ids, and whole requests when payloads are captured. SQLite gives its
+    -wal and -shm files the mode of the database file. Files or a directory already there that others may read
+    are left as they are, with a warning."""
+    if not database.parent.exists():
+        database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # several workers may start at once
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    _warn_if_open_to_others(str(database.parent))
+    for path in (database, database.with_name(f"{database.name}-wal"), database.with_name(f"{database.name}-shm")):
+        _warn_if_open_to_others(str(path))
+
+
+@cache  # once per path and process
+def _warn_if_open_to_others(path: str) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        log.warning("%s has mode %o: others may read audit records; chmod %s %s", path, mode,
+                    "700" if os.path.isdir(path) else "600", path)
 
 
 def replay_url(url: str) -> str:

@@ -18,6 +18,7 @@ from rich.text import Text
 from cds.auth import load_registry
 from cds.config import Settings, SettingsError
 from cds.fhirjson import ID_PATTERN
+from cds.jwks import JwksFetcher
 from cds.pipeline import load_configured_plans, load_configured_policies
 from cds.protocol import USER_ID_PATTERN
 from cds.tools.audit import audit
@@ -63,7 +64,7 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     try:
         settings = Settings.from_env(None, demo=True) if demo else Settings.from_env()
         if settings.clients_file:  # fail here, naming the problem, rather than in every worker
-            load_registry(settings.clients_file, settings.jwt_algorithms)
+            load_registry(settings.clients_file, settings.jwt_algorithms, JwksFetcher(settings.demo))
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
@@ -79,6 +80,8 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         raise click.ClickException(str(exc)) from None
     os.environ.setdefault("SERVER_SOFTWARE", "cds")
     click.echo(f"CDS service on http://{settings.host}:{settings.port}/cds-services", err=True)
+    if settings.metrics_bind:
+        click.echo(f"Metrics on http://{settings.metrics_bind}/metrics (operators only)", err=True)
     GunicornServer(settings).run()
 
 

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Callable
 from time import perf_counter
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, abort, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cds import metrics
-from cds.config import Settings
+from cds.config import Settings, is_loopback
 from cds.web.routes import json_response
 from hooks import SERVICE_IDS
 
@@ -27,6 +27,7 @@ _PROBES = frozenset({"health", "ready", "metrics"})
 def register_ops(app: Flask, settings: Settings) -> None:
     """Register before any other request hook, so every answer is measured, refusals included."""
     app.extensions["readiness_checks"] = []
+    app.extensions["operator_port"] = settings.metrics_port
     app.add_url_rule("/ready", "ready", ready)
     if settings.metrics_enabled:
         registry = metrics.exposition_registry()
@@ -36,6 +37,14 @@ def register_ops(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _start_clock() -> None:
         g.started = perf_counter()
+
+    if settings.metrics_port:
+        @app.before_request
+        def _separate_listeners() -> None:
+            """/metrics only on the operator listener, which serves nothing but the probes besides."""
+            endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
+            if not (endpoint in _PROBES if on_operator_port() else endpoint != "metrics"):
+                abort(404)
 
     @app.after_request
     def _observe(response: Response) -> Response:
@@ -58,10 +67,28 @@ def add_readiness_check(app: Flask, check: ReadinessCheck) -> None:
     app.extensions["readiness_checks"].append(check)
 
 
+def on_operator_port() -> bool:
+    """The request came in on the operator listener (CDS_METRICS_BIND): the port the connection was accepted
+    on, which a client cannot change (the Host header can)."""
+    port = current_app.extensions["operator_port"]
+    connection = request.environ.get("gunicorn.socket")
+    return bool(port and connection) and connection.getsockname()[1] == port
+
+
+def is_operator() -> bool:
+    """The caller is on this host or came in on the operator listener."""
+    return is_loopback(request.remote_addr or "") or on_operator_port()
+
+
 def ready() -> Response:
-    """200 when every readiness check passes, else 503; either way the checks and their results."""
+    """200 when every readiness check passes, else 503; either way the checks and their results. The details
+    (a database's error names its host and port) only to operators: others learn which check fails."""
     results = [_run(check) for check in current_app.extensions["readiness_checks"]]
     failing = [result for result in results if not result["ok"]]
+    if failing:
+        log.warning("not ready: %s", "; ".join(f"{result['name']}: {result['detail']}" for result in failing))
+    if not is_operator():
+        results = [{"name": result["name"], "ok": result["ok"]} for result in results]
     return json_response({"status": "unavailable" if failing else "ready", "checks": results},
                          503 if failing else 200)
 
