@@ -72,7 +72,7 @@ def on_operator_port() -> bool:
     on, which a client cannot change (the Host header can)."""
     port = current_app.extensions["operator_port"]
     connection = request.environ.get("gunicorn.socket")
-    return bool(port and connection) and connection.getsockname()[1] == port
+    return bool(port) and connection is not None and connection.getsockname()[1] == port
 
 
 def is_operator() -> bool:
