@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, make_url, select
 
-from cds.record import FeedbackReceipt, FeedbackRecord, Store, store_failures
+from cds.record import FeedbackReceipt, FeedbackRecord, Store, StoreUnavailable, store_failures
 from cds.record.engine import head_revision, replay_url
 from cds.record.schema import decision, hook_call, metadata
 from tests.records import E0221, a_call, a_decision
@@ -265,11 +265,13 @@ def test_a_bad_record_among_queued_ones_costs_only_itself(store, caplog):
     given[1] = replace(given[1], coverage_assertion_id=taken.coverage_assertion_id)  # a repeated key
     failures = store_failures("record_call")
     for call, decided in zip(calls, given, strict=True):
-        store.audit(call, [decided])
+        store.audit(call, [decided], wait=False)  # queued together: one batch
     store.flush()
     assert [count(store, hook_call, hook_call.c.hook_instance == call.hook_instance) for call in calls] == [1, 0, 1]
     assert store_failures("record_call") == failures + 1
     assert f"hook call {calls[1].hook_instance} of order-sign-crd not recorded" in caplog.text
+    with pytest.raises(StoreUnavailable):  # a call waiting for such a record is refused rather than answered
+        store.audit(calls[1], [given[1]])
 
 
 def test_records_still_queued_when_a_process_exits_are_written(database_url):
