@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 JOIN_CHUNK = 500  # card uuids per statement that joins early feedback to its decision
 MAX_REPLAY_BATCH = 500  # spooled records per transaction when they are replayed
-RETRY_AFTER_S = 5.0  # after the database could not be reached, fail fast for this long before trying again
+RETRY_AFTER_S = 1.0  # after the database could not be reached, fail fast for this long before trying again
 COMMIT_WAIT_S = 1.0  # a call waits this long for its batch's commit, then spools its record itself
 SPOOL_CHECK_EVERY_S = 5.0  # the writer replays spooled records this often while there are any
 JTI_PURGE_EVERY_S = 60.0
@@ -195,6 +195,22 @@ class Store:
                 raise
             except Exception as exc:
                 raise StoreUnavailable(describe_database_error(exc)) from exc
+
+    def ping(self) -> None:
+        """`SELECT 1` through the store's pool (on SQLite without taking the write lock), for readiness. A
+        pooled connection the database dropped (it restarted) is replaced at once: the database answering
+        again is seen on the first try. On success, operations that were failing fast are tried again now.
+        Raises the driver's error."""
+        for attempt in (1, 2):
+            try:
+                with self._reader.connect() as connection:
+                    connection.exec_driver_sql("SELECT 1")
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+            else:
+                self._retry_at = 0.0
+                return
 
     def flush(self) -> None:
         """Wait until the records `audit` queued so far are written."""
