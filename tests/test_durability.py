@@ -42,6 +42,7 @@ class Load:
     answered: list[str] = field(default_factory=list)
     other: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)  # set by the fault: no more calls
 
     @property
     def done(self) -> int:
@@ -91,8 +92,8 @@ class Service:
         return session.post(self.base + tokens.SERVICE_PATH, json=body, headers=tokens.bearer(token), timeout=10)
 
     def load(self, calls: int = CALLS, during: Callable[[Load], None] | None = None) -> Load:
-        """`calls` signed calls, CONCURRENCY at a time, each connection kept alive until it breaks;
-        `during(load)` runs beside them (the fault)."""
+        """`calls` signed calls (fewer if `load.stop` is set), CONCURRENCY at a time, each connection kept alive
+        until it breaks; `during(load)` runs beside them (the fault)."""
         result = Load()
         remaining = iter(range(calls))
         take = threading.Lock()
@@ -101,7 +102,7 @@ class Service:
             session = requests.Session()
             while True:
                 with take:
-                    if next(remaining, None) is None:
+                    if next(remaining, None) is None or result.stop.is_set():
                         return
                 try:
                     response = self.call(session)
@@ -205,8 +206,9 @@ def test_postgresql_stopped_and_started_mid_load_loses_no_answered_decision_and_
                                    .status_code for _ in range(10))
             wait_for(lambda: len(load.answered) > answered + 10, 10, "calls were not answered again")
             resumed.append(time.monotonic() - started)
+            load.stop.set()
 
-        load = service.load(during=outage)
+        load = service.load(calls=20_000, during=outage)  # refusals are quick: the fault says when to stop
         # Records spooled meanwhile reach the database within the writer's next look at its spool.
         wait_for(lambda: not missing(url, load.answered), 15, "spooled records were not replayed")
     assert ready_after == [200] * 10

@@ -22,7 +22,11 @@ def test_flush_waits_for_everything_queued_even_beyond_one_batch_and_keeps_order
 
 def test_a_full_queue_refuses_rather_than_blocks():
     release = threading.Event()
-    writer = BackgroundWriter(lambda batch: None if release.wait(5) else None, capacity=1)
+
+    def stuck(batch: list[int]) -> None:
+        release.wait(5)
+
+    writer = BackgroundWriter(stuck, capacity=1)
     accepted = [writer.submit(n) for n in range(MAX_BATCH + 5)]  # the writer is stuck on its first batch
     assert accepted[-1] is None
     release.set()

@@ -1,11 +1,17 @@
-"""A local append-only spool for records the database could not take: what an answer was given for stays on
-disk until the database has it.
+"""The spool: a local append-only log of every hook-call record, written before the call is answered and
+deleted once the database has the records. What an answer was given for is on disk before the answer
+leaves, whatever then happens to the process or the database.
 
-Each process appends to a file of its own in the spool directory (`<pid>-<random>.jsonl`, one JSON record a
-line, fsynced before the answer goes out) and holds an exclusive `flock` on it while it lives. A file nobody
-holds a lock on was left by a process that died: any process of the service may take it over, replay it into
-the database and delete it. Replay is idempotent (records keep their keys), so a record replayed twice, or
-spooled and also committed, is stored once.
+Each process appends to files of its own in the spool directory (`<pid>-<random>.jsonl`, one JSON record a
+line) and holds an exclusive `flock` on each while it lives. The writer commits the records from memory as
+usual; a file whose records are all committed is deleted. A file whose records the database did not take
+is kept and replayed from disk once it takes them again. A file nobody holds a lock on was left by a process
+that died: any process of the service takes it over, replays it and deletes it. Replay is idempotent
+(records keep their keys), so a record committed and then replayed is stored once.
+
+A record is written to the operating system before the answer is sent, not fsynced: it survives the
+process being killed (as a SQLite commit with `synchronous=NORMAL` does), not the host losing power within
+the moment before the writer commits it.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import fcntl
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,65 +34,89 @@ log = logging.getLogger(__name__)
 
 Entry = dict[str, Any]  # one spooled record: JSON-ready
 SUFFIX = ".jsonl"
-DRAINING = ".draining"  # a file of this process being replayed; appends go to a fresh file meanwhile
+ROTATE_S = 1.0  # a process starts a new file this often, so that committed ones can be deleted
+
+
+@dataclass
+class _File:
+    fd: int
+    path: Path
+    opened: float
+    outstanding: int = 0  # records appended that the writer has not settled yet
+    kept: bool = False  # holds records the database did not take: replayed from disk
 
 
 class Spool:
     """One per process and directory; safe to share between threads."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, rotate_s: float = ROTATE_S):
         self.directory = Path(directory)
+        self._rotate_s = rotate_s
         self._lock = threading.Lock()
         self._pid = 0
-        self._fd: int | None = None  # the file this process appends to
-        self._path: Path | None = None
-        self._kept: list[tuple[int, Path]] = []  # files of this process waiting for the database, held locked
+        self._files: dict[int, _File] = {}
+        self._current: int | None = None  # the file appends go to
+        self._next = 0
+
+    def append(self, entry: Entry) -> int:
+        """Append a record, before its call is answered; the number of the file it is in, to `settle` it with
+        once the writer is done with it. Raises OSError when the disk refuses it."""
+        line = orjson.dumps(entry) + b"\n"
+        with self._lock:
+            number = self._current_file()
+            spooled = self._files[number]
+            os.write(spooled.fd, line)
+            spooled.outstanding += 1
+            return number
+
+    def settle(self, numbers: Sequence[int], committed: bool) -> None:
+        """The writer is done with these records: committed, or not taken by the database (kept, to replay)."""
+        with self._lock:
+            for number in numbers:
+                spooled = self._files[number]
+                spooled.outstanding -= 1
+                spooled.kept = spooled.kept or not committed
+            self._rotate()
+
+    def rotate(self) -> None:
+        """Start a new file when the current one is old enough, and delete those whose records are committed."""
+        with self._lock:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        if self._current is not None and time.monotonic() - self._files[self._current].opened >= self._rotate_s:
+            self._current = None
+        self._delete_committed()
 
     @property
     def pending(self) -> bool:
-        """This process has spooled records the database does not have yet."""
-        return self._pid == os.getpid() and (self._fd is not None or bool(self._kept))
-
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Append records and fsync them. Raises OSError when the disk cannot take them."""
-        data = b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
-        with self._lock:
-            fd = self._own_file()
-            os.write(fd, data)
-            os.fsync(fd)
+        """This process holds records the database did not take."""
+        return self._pid == os.getpid() and any(spooled.kept for spooled in self._files.values())
 
     def replay_own(self, replay: Callable[[list[Entry]], None]) -> int:
-        """Hand this process's spooled records to `replay`, a file at a time, deleting each file once it
-        returns; how many were replayed. When `replay` raises, the rest stay for a later try. Appends made
-        meanwhile go to a new file."""
+        """Hand the records of this process the database did not take to `replay`, a file at a time, deleting
+        each once it returns; how many were replayed. When it raises, the rest stay for a later try."""
         with self._lock:
             if self._pid != os.getpid():
                 return 0
-            if self._fd is not None and self._path is not None:
-                draining = self._path.with_suffix(DRAINING)
-                os.rename(self._path, draining)  # the lock stays with the open file
-                self._kept.append((self._fd, draining))
-                self._fd = self._path = None
-            kept, self._kept = self._kept, []
+            if self._current is not None and self._files[self._current].kept:
+                self._current = None  # appends go to a new file; this one is replayed
+            ready = [spooled for number, spooled in self._files.items()
+                     if spooled.kept and spooled.outstanding == 0 and number != self._current]
         replayed = 0
-        try:
-            while kept:
-                fd, path = kept[0]
-                entries = list(_read(fd, path))
-                replay(entries)
-                path.unlink()
-                os.close(fd)
-                kept.pop(0)
-                replayed += len(entries)
-        finally:
+        for spooled in ready:
+            entries = list(_read(spooled.fd, spooled.path))
+            replay(entries)
             with self._lock:
-                self._kept[:0] = kept
+                spooled.kept = False
+                self._delete_committed()
+            replayed += len(entries)
         return replayed
 
     def replay_orphans(self, replay: Callable[[list[Entry]], None]) -> int:
         """Replay and delete the spool files of processes that died; how many records were replayed."""
         replayed = 0
-        for path in self._files():
+        for path in self._paths():
             with _taken(path) as fd:
                 if fd is None:
                     continue
@@ -99,26 +131,38 @@ class Spool:
         """Let go of this process's files: what they still hold is replayed by the next process to look."""
         with self._lock:
             if self._pid == os.getpid():
-                for fd in [fd for fd, _ in self._kept] + ([self._fd] if self._fd is not None else []):
-                    os.close(fd)
-            self._pid, self._fd, self._path, self._kept = 0, None, None, []
+                for spooled in self._files.values():
+                    os.close(spooled.fd)
+            self._pid, self._files, self._current = 0, {}, None
 
-    def _files(self) -> list[Path]:
+    def _delete_committed(self) -> None:
+        """Delete the files, other than the current one, whose records are all committed."""
+        if self._pid != os.getpid():
+            return
+        for number, spooled in list(self._files.items()):
+            if number != self._current and spooled.outstanding == 0 and not spooled.kept:
+                spooled.path.unlink(missing_ok=True)
+                os.close(spooled.fd)
+                del self._files[number]
+
+    def _paths(self) -> list[Path]:
         """Every spool file; those of living processes (this one's included) are locked, so skipped."""
         if not self.directory.is_dir():
             return []
-        return sorted(path for path in self.directory.iterdir() if path.suffix in (SUFFIX, DRAINING))
+        return sorted(path for path in self.directory.iterdir() if path.suffix == SUFFIX)
 
-    def _own_file(self) -> int:
+    def _current_file(self) -> int:
         if self._pid != os.getpid():  # first append, or a forked child: the parent's files are not ours
-            self._pid, self._fd, self._path, self._kept = os.getpid(), None, None, []
-        if self._fd is None:
+            self._pid, self._files, self._current = os.getpid(), {}, None
+        if self._current is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-            self._fd, self._path = fd, path
-        return self._fd
+            self._next += 1
+            self._current = self._next
+            self._files[self._current] = _File(fd, path, time.monotonic())
+        return self._current
 
 
 @contextmanager

@@ -1,15 +1,16 @@
 """The audit store: hook calls, decisions, feedback and seen JWT ids, on SQLite or PostgreSQL.
 
-Durability. A hook call is answered only once its record is durable: committed to the database by this
-process's writer, which commits whatever queued meanwhile in one transaction (group commit), or, when the
-database cannot take it, appended and fsynced to the local spool (`cds.record.spool`), which the writer
-replays into the database once it answers again, and which any process of the service replays at start-up
-when the process that wrote it died. Replays are idempotent: every record keeps its key.
+Durability. A hook call is answered only once its record is durable. By default the record is first appended
+to the local spool (`cds.record.spool`), then committed by this process's background writer with whatever
+queued meanwhile, in one transaction; the spool keeps what the database has not taken, and is replayed
+into it once it answers again, or at start-up by any process of the service when the process that wrote it
+died. Replays are idempotent: every record keeps its key. When the spool cannot be written (and with
+CDS_AUDIT_REQUIRED), the call waits for the commit of the batch its record is in (group commit).
 
 Failure policy. By default, while the database is unreachable, hook calls are answered and their records
-spooled; a call is refused with 503 only when its record can be neither committed nor spooled. With
-CDS_AUDIT_REQUIRED nothing is spooled: a call whose record the database does not take is refused with 503.
-Feedback and JWT replay checks cannot be answered without the store: 503, which a client may retry.
+stay in the spool; a call is refused with 503 only when its record can be neither spooled nor committed.
+With CDS_AUDIT_REQUIRED nothing is spooled: a call whose record the database does not take is refused with
+503. Feedback and JWT replay checks cannot be answered without the store: 503, which a client may retry.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from cds.record.writer import BackgroundWriter, Outcomes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Queued = tuple[Entry, int | None]  # a record for the writer, and the spool file it is in (None: not spooled)
 
 JOIN_CHUNK = 500  # card uuids per statement that joins early feedback to its decision
 MAX_REPLAY_BATCH = 500  # spooled records per transaction when they are replayed
@@ -130,7 +132,7 @@ class Store:
             hook_call.c.id)  # replays: a call already stored is skipped
         # Where records go while the database cannot take them; none with audit required (those calls get 503).
         self.spool = Spool(spool_dir) if spool_dir and not required else None
-        self._writer: BackgroundWriter[Entry] = BackgroundWriter(
+        self._writer: BackgroundWriter[Queued] = BackgroundWriter(
             self._write_batch, idle=self._replay_spool if self.spool else None, idle_every_s=SPOOL_CHECK_EVERY_S)
         self._spooling = False
         self._schema_ready = False
@@ -177,20 +179,24 @@ class Store:
     def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = (), wait: bool = True) -> None:
         """Record a hook call under the failure policy, before its answer is sent.
 
-        Returns once the record is durable: committed with the batch this process's writer is gathering, or,
-        when the database cannot take it, in the spool. Raises StoreUnavailable (503) when it is neither (with
-        audit required: when the database does not take it). Without `wait` (a refused call, which carries no
-        decision), the record is handed to the writer and the call goes on at once."""
+        Returns once the record is durable: in the spool (the writer commits it within milliseconds), or,
+        without one, committed with the batch this process's writer is gathering. Raises StoreUnavailable
+        (503) when it is neither. Without `wait` (a refused call, which carries no decision) the record is
+        handed to the writer and the call goes on at once."""
         entry = self._entry(call, decisions)
-        done = self._writer.submit(entry)
+        number = self._spooled(entry)
+        done = self._writer.submit((entry, number))
+        if number is not None:
+            if done is None:  # the writer cannot keep up: the record waits in the spool
+                self.spool.settle([number], committed=False)
+            return
         if done is None:
-            self._keep_elsewhere([entry], StoreUnavailable("the write queue is full"))
-        elif wait:
+            self._lost([entry], StoreUnavailable("the write queue is full"))
+        if wait:
             try:
                 done.result(timeout=COMMIT_WAIT_S)
             except WaitTimeout:
-                # Spooled now, and perhaps committed later too: a replay stores it once.
-                self._keep_elsewhere([entry], StoreUnavailable(f"no commit within {COMMIT_WAIT_S:g} s"))
+                self._lost([entry], StoreUnavailable(f"no commit within {COMMIT_WAIT_S:g} s"))
             except StoreUnavailable:
                 raise
             except Exception as exc:
@@ -424,50 +430,78 @@ class Store:
 
         self._run(operation, write, failures=len(entries) if failures is None else failures)
 
-    def _write_batch(self, entries: list[Entry]) -> Outcomes:
-        """The writer's batch, in one transaction. When a bad record (a repeated coverage-assertion-id) spoils
-        it, each is tried alone, so that one costs only itself; when the database cannot take it, it is kept in
-        the spool. A record that is nowhere durable gets its StoreUnavailable: its call is answered 503."""
-        try:
-            self._commit(entries, "record_call", failures=0)
-        except StoreUnavailable as exc:
-            if not _bad_record(exc):
-                self._keep_elsewhere(entries, exc)
-                return None
-            return [self._write_alone(entry) for entry in entries]
-        if self._spooling or (self.spool and self.spool.pending):
-            self._replay_spool()  # the database answers again
-        return None
-
-    def _write_alone(self, entry: Entry) -> StoreUnavailable | None:
-        try:
-            self._commit([entry], "record_call", failures=0)
+    def _spooled(self, entry: Entry) -> int | None:
+        """Append the record to the spool; the spool file's number, or None without a spool or when the disk
+        refuses it (then the call waits for the commit)."""
+        if self.spool is None:
             return None
+        try:
+            return self.spool.append(entry)
+        except OSError as exc:
+            _count_failure("spool")
+            log.error("audit store: the spool cannot be written (%s); calls wait for their commit",
+                      describe_database_error(exc))
+            return None
+
+    def _write_batch(self, items: list[Queued]) -> Outcomes:
+        """The writer's batch, in one transaction. When a bad record (a repeated coverage-assertion-id) spoils
+        it, each is tried alone, so that one costs only itself; when the database cannot take it, spooled
+        records stay in the spool. A record that is nowhere durable gets its StoreUnavailable: its call is
+        answered 503."""
+        try:
+            self._commit([entry for entry, _ in items], "record_call", failures=0)
         except StoreUnavailable as exc:
             if _bad_record(exc):
-                _count_failure("record_call")
-                self._log_unrecorded([entry])
-                return exc
+                return [self._write_alone(item) for item in items]
+            return self._not_taken(items, exc)
+        self._settle(items, committed=True)
+        if self.spool and self.spool.pending:
+            self._replay_spool()  # the database takes records again
+        return None
+
+    def _write_alone(self, item: Queued) -> StoreUnavailable | None:
+        try:
+            self._commit([item[0]], "record_call", failures=0)
+        except StoreUnavailable as exc:
+            if not _bad_record(exc):
+                return self._not_taken([item], exc)[0]
+            self._settle([item], committed=True)  # it can never be stored: not kept for a replay either
             try:
-                self._keep_elsewhere([entry], exc)
+                self._lost([item[0]], exc)
             except StoreUnavailable as lost:
                 return lost
-            return None
+        self._settle([item], committed=True)
+        return None
 
-    def _keep_elsewhere(self, entries: Sequence[Entry], cause: StoreUnavailable) -> None:
-        """Records the database did not take: into the spool, or (none, or the disk refuses) logged with what
-        was decided, counted, and StoreUnavailable raised so that their calls are answered 503."""
-        if self.spool is not None:
-            try:
-                self.spool.append(entries)
-                _count_failure("spooled", len(entries))
-                if not self._spooling:
-                    self._spooling = True
-                    log.error("audit store: the database does not take records (%s); spooling them to %s "
-                              "until it does", cause.reason, self.spool.directory)
-                return
-            except OSError as exc:
-                cause = StoreUnavailable(f"{cause.reason}; and the spool: {describe_database_error(exc)}")
+    def _not_taken(self, items: Sequence[Queued], cause: StoreUnavailable) -> list[StoreUnavailable | None]:
+        """Records the database did not take: spooled ones stay in the spool; the others are lost."""
+        self._settle(items, committed=False)
+        outcomes: list[StoreUnavailable | None] = []
+        for entry, number in items:
+            if number is None:
+                try:
+                    self._lost([entry], cause)
+                except StoreUnavailable as lost:
+                    outcomes.append(lost)
+                    continue
+            outcomes.append(None)
+        spooled = sum(number is not None for _, number in items)
+        if spooled:
+            _count_failure("spooled", spooled)
+            if not self._spooling:
+                self._spooling = True
+                log.error("audit store: the database does not take records (%s); they wait in the spool %s "
+                          "until it does", cause.reason, self.spool.directory)
+        return outcomes
+
+    def _settle(self, items: Sequence[Queued], committed: bool) -> None:
+        numbers = [number for _, number in items if number is not None]
+        if numbers:
+            self.spool.settle(numbers, committed)
+
+    def _lost(self, entries: Sequence[Entry], cause: StoreUnavailable) -> None:
+        """Records neither spooled nor committed: logged with what was decided, counted, and `cause` raised so
+        that their calls are answered 503."""
         _count_failure("record_call", len(entries))
         self._log_unrecorded(entries)
         raise cause
@@ -475,6 +509,7 @@ class Store:
     def _replay_spool(self) -> None:
         """Replay what this process spooled and what processes that died left. Quiet while the database is
         still away: the records stay, and this runs again (the writer's idle task)."""
+        self.spool.rotate()
         try:
             own = self.spool.replay_own(self._replay_spooled)
             orphaned = self.spool.replay_orphans(self._replay_spooled)
