@@ -9,15 +9,18 @@ is kept and replayed from disk once it takes them again. A file nobody holds a l
 that died: any process of the service takes it over, replays it and deletes it. Replay is idempotent
 (records keep their keys), so a record committed and then replayed is stored once.
 
-A record is written to the operating system before the answer is sent, not fsynced: it survives the
-process being killed (as a SQLite commit with `synchronous=NORMAL` does), not the host losing power within
-the moment before the writer commits it.
+Files are allocated up front and mapped into memory, so an append is a copy, with no system call. A record
+is in the operating system's page cache before the answer is sent, not fsynced: it survives the process
+being killed (as a SQLite commit with `synchronous=NORMAL` does), not the host losing power in the moment
+before the writer commits it.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
+import mmap
 import os
 import threading
 import time
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 Entry = dict[str, Any]  # one spooled record: JSON-ready
 SUFFIX = ".jsonl"
 ROTATE_S = 1.0  # a process starts a new file this often, so that committed ones can be deleted
+FILE_BYTES = 1 << 20  # each file's size (or one record's, when larger); the unused rest is zeros
 
 
 @dataclass
@@ -42,8 +46,14 @@ class _File:
     fd: int
     path: Path
     opened: float
+    map: mmap.mmap  # the whole file, allocated up front: an append is a copy into memory, with no system call
+    used: int = 0
     outstanding: int = 0  # records appended that the writer has not settled yet
     kept: bool = False  # holds records the database did not take: replayed from disk
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
 
 
 class Spool:
@@ -61,11 +71,12 @@ class Spool:
     def append(self, entry: Entry) -> int:
         """Append a record, before its call is answered; the number of the file it is in, to `settle` it with
         once the writer is done with it. Raises OSError when the disk refuses it."""
-        line = orjson.dumps(entry) + b"\n"
+        line = orjson.dumps(entry) + b"\n"  # JSON escapes control characters: no NUL, which marks the end
         with self._lock:
-            number = self._current_file()
+            number = self._current_file(len(line))
             spooled = self._files[number]
-            os.write(spooled.fd, line)
+            spooled.map[spooled.used:spooled.used + len(line)] = line
+            spooled.used += len(line)
             spooled.outstanding += 1
             return number
 
@@ -128,11 +139,14 @@ class Spool:
         return replayed
 
     def close(self) -> None:
-        """Let go of this process's files: what they still hold is replayed by the next process to look."""
+        """Delete the files whose records are all committed, and let go of the others: what they hold is
+        replayed by the next process of the service to look. Also run at exit (after the writer drained)."""
         with self._lock:
             if self._pid == os.getpid():
+                self._current = None
+                self._delete_committed()
                 for spooled in self._files.values():
-                    os.close(spooled.fd)
+                    spooled.close()
             self._pid, self._files, self._current = 0, {}, None
 
     def _delete_committed(self) -> None:
@@ -142,7 +156,7 @@ class Spool:
         for number, spooled in list(self._files.items()):
             if number != self._current and spooled.outstanding == 0 and not spooled.kept:
                 spooled.path.unlink(missing_ok=True)
-                os.close(spooled.fd)
+                spooled.close()
                 del self._files[number]
 
     def _paths(self) -> list[Path]:
@@ -151,17 +165,30 @@ class Spool:
             return []
         return sorted(path for path in self.directory.iterdir() if path.suffix == SUFFIX)
 
-    def _current_file(self) -> int:
+    def _current_file(self, room: int) -> int:
+        """The file to append `room` bytes to: a new one when there is none, or too little room is left."""
         if self._pid != os.getpid():  # first append, or a forked child: the parent's files are not ours
             self._pid, self._files, self._current = os.getpid(), {}, None
+            atexit.register(self.close)
+        current = self._files.get(self._current) if self._current is not None else None
+        if current is not None and current.used + room > len(current.map):
+            self._current = None
+            self._delete_committed()
         if self._current is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-            self._next += 1
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+                size = max(FILE_BYTES, room)
+                os.posix_fallocate(fd, 0, size)  # the disk space is taken now, not while a call waits
+                self._next += 1
+                self._files[self._next] = _File(fd, path, time.monotonic(), mmap.mmap(fd, size))
+            except BaseException:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                raise
             self._current = self._next
-            self._files[self._current] = _File(fd, path, time.monotonic())
         return self._current
 
 
@@ -185,13 +212,13 @@ def _taken(path: Path) -> Iterator[int | None]:
 
 
 def _read(fd: int, path: Path) -> Iterator[Entry]:
-    """The records of a spool file. A last line cut short (its process killed mid-write) was never
-    answered for: it is skipped, and said so."""
-    with open(os.dup(fd), "rb") as file:
-        file.seek(0)
-        for number, line in enumerate(file, 1):
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError:
-                log.warning("spool %s: line %d is incomplete (written when its process was killed); skipped",
-                            path.name, number)
+    """The records of a spool file, up to the zeros of its unused rest. A last line cut short (its process
+    killed mid-write) was never answered for: it is skipped, and said so."""
+    data = os.pread(fd, os.fstat(fd).st_size, 0)
+    end = data.find(b"\0")
+    lines = (data if end < 0 else data[:end]).split(b"\n")
+    if lines[-1]:
+        log.warning("spool %s: its last record is incomplete (written as its process was killed); skipped",
+                    path.name)
+    for line in lines[:-1]:
+        yield orjson.loads(line)

@@ -16,6 +16,7 @@ With CDS_AUDIT_REQUIRED nothing is spooled: a call whose record the database doe
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -185,22 +186,24 @@ class Store:
         handed to the writer and the call goes on at once."""
         entry = self._entry(call, decisions)
         number = self._spooled(entry)
-        done = self._writer.submit((entry, number))
-        if number is not None:
-            if done is None:  # the writer cannot keep up: the record waits in the spool
+        waits = number is None and wait
+        try:
+            done = self._writer.submit((entry, number), wait=waits)
+        except queue.Full:
+            if number is not None:  # the writer cannot keep up: the record waits in the spool
                 self.spool.settle([number], committed=False)
-            return
-        if done is None:
+                return
             self._lost([entry], StoreUnavailable("the write queue is full"))
-        if wait:
-            try:
-                done.result(timeout=COMMIT_WAIT_S)
-            except WaitTimeout:
-                self._lost([entry], StoreUnavailable(f"no commit within {COMMIT_WAIT_S:g} s"))
-            except StoreUnavailable:
-                raise
-            except Exception as exc:
-                raise StoreUnavailable(describe_database_error(exc)) from exc
+        if done is None:
+            return
+        try:
+            done.result(timeout=COMMIT_WAIT_S)
+        except WaitTimeout:
+            self._lost([entry], StoreUnavailable(f"no commit within {COMMIT_WAIT_S:g} s"))
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(describe_database_error(exc)) from exc
 
     def ping(self) -> None:
         """`SELECT 1` through the store's pool (on SQLite without taking the write lock), for readiness. A

@@ -1,6 +1,6 @@
-"""Group commit: one thread per process writes hook-call records in batches, and each caller may wait for the
-batch its record is in. Whatever queued while one batch was being written goes into the next, in one
-transaction: under load batches grow by themselves, and an idle service commits each record at once."""
+"""A background writer: one thread per process writes hook-call records in batches, one transaction for
+everything queued meanwhile. Items nobody waits for gather for up to LINGER_S; an item a caller waits for
+(group commit) is written at once with whatever else is queued, so under load batches grow by themselves."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 500
+LINGER_S = 0.05  # what nobody waits for gathers this long after the first item: fewer, larger transactions
 _FLUSH, _STOP = object(), object()  # markers: wake up and write what is queued; and then stop
 
 
@@ -36,30 +37,33 @@ class BackgroundWriter(Generic[T]):
         self._write = write
         self._idle = idle
         self._idle_every_s = idle_every_s
-        self._queue: queue.Queue[tuple[T, Future[None]] | object] = queue.Queue(capacity)
+        self._queue: queue.Queue[tuple[T, Future[None] | None] | object] = queue.Queue(capacity)
         self._lock = threading.Lock()
+        self._hurry = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def submit(self, item: T) -> Future[None] | None:
-        """Queue an item; its future is settled once its batch is written. None when the queue is full."""
+    def submit(self, item: T, wait: bool = False) -> Future[None] | None:
+        """Queue an item. `wait`: a caller waits for it, so the batch is written without lingering, and the
+        future returned is settled once it is. Raises queue.Full when the queue is full."""
         self._ensure_running()
-        done: Future[None] = Future()
-        try:
-            self._queue.put_nowait((item, done))
-            return done
-        except queue.Full:
-            return None
+        done: Future[None] | None = Future() if wait else None
+        self._queue.put_nowait((item, done))
+        if wait:
+            self._hurry.set()
+        return done
 
     def flush(self) -> None:
         """Wait until everything queued so far is written (or its failure handled)."""
         if self._running():
             self._queue.put(_FLUSH)
+            self._hurry.set()
             self._queue.join()
 
     def close(self) -> None:
         if self._running():
             self._queue.put(_STOP)
+            self._hurry.set()
             self._thread.join()
 
     def _running(self) -> bool:
@@ -95,6 +99,9 @@ class BackgroundWriter(Generic[T]):
         idle_due = time.monotonic() + self._idle_every_s
         while True:
             batch = [self._next()]
+            if self._queue.qsize() < MAX_BATCH and isinstance(batch[0], tuple):
+                self._hurry.wait(LINGER_S)  # let a batch gather, unless someone waits for it
+            self._hurry.clear()  # whatever hurried is queued by now, so it is in this batch
             while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -111,7 +118,7 @@ class BackgroundWriter(Generic[T]):
                 self._run_idle()
                 idle_due = time.monotonic() + self._idle_every_s
 
-    def _write_settling(self, items: list[T], futures: list[Future[None]]) -> None:
+    def _write_settling(self, items: list[T], futures: list[Future[None] | None]) -> None:
         """Write a batch and settle its futures; never raises, so that the writer outlives any error."""
         try:
             outcomes = list(self._write(items) or [None] * len(items))
@@ -121,6 +128,8 @@ class BackgroundWriter(Generic[T]):
             log.exception("audit writer: unexpected error")
             outcomes = [exc] * len(items)
         for done, failure in zip(futures, outcomes, strict=True):
+            if done is None:
+                continue
             if failure is None:
                 done.set_result(None)
             else:
