@@ -94,6 +94,18 @@ def test_a_record_neither_the_database_nor_the_spool_takes_refuses_the_call(read
     assert_fails_closed(Store(read_only_url), caplog)  # no spool at all
 
 
+def test_without_a_writable_spool_a_call_waits_for_its_commit(sqlite_path, tmp_path):
+    unwritable = tmp_path / "not-a-directory"
+    unwritable.write_text("")
+    store = Store(f"sqlite:///{sqlite_path}", spool_dir=str(unwritable))
+    for _ in range(2):
+        call = a_call()
+        given = a_decision(call)
+        store.audit(call, [given])  # no flush: committed before it returned
+        assert stored(f"sqlite:///{sqlite_path}", given.coverage_assertion_id) == 1
+    store.close()
+
+
 def test_with_audit_required_a_failed_write_refuses_the_call_and_nothing_is_spooled(read_only_url, tmp_path,
                                                                                     caplog):
     store = Store(read_only_url, required=True, spool_dir=str(tmp_path / "spool"))

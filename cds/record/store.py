@@ -47,6 +47,7 @@ JOIN_CHUNK = 500  # card uuids per statement that joins early feedback to its de
 MAX_REPLAY_BATCH = 500  # spooled records per transaction when they are replayed
 RETRY_AFTER_S = 1.0  # after the database could not be reached, fail fast for this long before trying again
 COMMIT_WAIT_S = 1.0  # a call waits this long for its batch's commit, then spools its record itself
+SPOOL_RETRY_S = 60.0  # after the spool could not be written, calls wait for their commit this long
 SPOOL_CHECK_EVERY_S = 5.0  # the writer replays spooled records this often while there are any
 JTI_PURGE_EVERY_S = 60.0
 
@@ -136,6 +137,7 @@ class Store:
         self._writer: BackgroundWriter[Queued] = BackgroundWriter(
             self._write_batch, idle=self._replay_spool if self.spool else None, idle_every_s=SPOOL_CHECK_EVERY_S)
         self._spooling = False
+        self._spool_retry_at = 0.0
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._retry_at = 0.0
@@ -435,15 +437,16 @@ class Store:
 
     def _spooled(self, entry: Entry) -> int | None:
         """Append the record to the spool; the spool file's number, or None without a spool or when the disk
-        refuses it (then the call waits for the commit)."""
-        if self.spool is None:
+        refuses it (then the call waits for the commit; the spool is tried again after SPOOL_RETRY_S)."""
+        if self.spool is None or time.monotonic() < self._spool_retry_at:
             return None
         try:
             return self.spool.append(entry)
         except OSError as exc:
             _count_failure("spool")
-            log.error("audit store: the spool cannot be written (%s); calls wait for their commit",
-                      describe_database_error(exc))
+            self._spool_retry_at = time.monotonic() + SPOOL_RETRY_S
+            log.error("audit store: the spool %s cannot be written (%s); calls wait for their record's commit",
+                      self.spool.directory, describe_database_error(exc))
             return None
 
     def _write_batch(self, items: list[Queued]) -> Outcomes:
