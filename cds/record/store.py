@@ -401,7 +401,7 @@ class Store:
             "latency_ms": call.latency_ms,
             "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
             "request": _without_secrets(call.request) if self.capture_payloads else None,
-            "response": call.response if self.capture_payloads else None,
+            "response": call.response if self.capture_payloads else None, "refusal": call.refusal,
         }, "decisions": [{
             "coverage_assertion_id": d.coverage_assertion_id, "call_id": call_id,
             "hook_instance": d.hook_instance, "order_reference": d.order_reference,
@@ -555,7 +555,7 @@ class Store:
                               f"{d['policy_id']}@{d['policy_version']} {d['outcome']}"
                               for d in entry["decisions"]) or "none"
             log.error("hook call %s of %s not recorded in the audit store; decisions given: %s",
-                      quote(call["hook_instance"], 130)[1:-1], call["service_id"], given)
+                      quote(call["hook_instance"] or "(none)", 130)[1:-1], call["service_id"], given)
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -650,7 +650,7 @@ def _bad_record(exc: StoreUnavailable) -> bool:
 
 def _from_spool(entry: Entry) -> Entry:
     """A record as read back from the spool's JSON: its times as datetimes again."""
-    call = {**entry["call"], "time": datetime.fromisoformat(entry["call"]["time"])}
+    call = {"refusal": None, **entry["call"], "time": datetime.fromisoformat(entry["call"]["time"])}
     decisions = [{**row, "decided_at": datetime.fromisoformat(row["decided_at"])} for row in entry["decisions"]]
     return {"call": call, "decisions": decisions}
 
