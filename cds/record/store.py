@@ -22,14 +22,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as WaitTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, case, delete, distinct, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
-from uuid_utils.compat import uuid7
+from uuid_utils import uuid7  # the native one: a call key costs 1 µs, not 7 (through the stdlib UUID)
 
 from cds.config import Settings
 from cds.errors import CdsError, quote
@@ -41,7 +41,8 @@ from cds.record.writer import BackgroundWriter, Outcomes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Queued = tuple[Entry, int | None]  # a record for the writer, and the spool file it is in (None: not spooled)
+# A record for the writer: its call's key, the call, its decisions, and the spool file it is in (None: not spooled).
+Queued = tuple[str, HookCall, tuple[DecisionRecord, ...], int | None]
 
 JOIN_CHUNK = 500  # card uuids per statement that joins early feedback to its decision
 MAX_REPLAY_BATCH = 500  # spooled records per transaction when they are replayed
@@ -175,9 +176,9 @@ class Store:
     def record_call(self, call: HookCall, decisions: Sequence[DecisionRecord] = ()) -> str:
         """Record a hook call and its decisions now, in one short transaction; returns the call's id.
         Raises StoreUnavailable. The pipeline calls `audit`, which applies the failure policy."""
-        entry = self._entry(call, decisions)
-        self._commit([entry], "record_call")
-        return entry["call"]["id"]
+        call_id = str(uuid7())
+        self._commit([_rows(call_id, self._kept_payloads(call), decisions)], "record_call")
+        return call_id
 
     def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = (), wait: bool = True) -> None:
         """Record a hook call under the failure policy, before its answer is sent.
@@ -186,22 +187,21 @@ class Store:
         without one, committed with the batch this process's writer is gathering. Raises StoreUnavailable
         (503) when it is neither. Without `wait` (a refused call, which carries no decision) the record is
         handed to the writer and the call goes on at once."""
-        entry = self._entry(call, decisions)
-        number = self._spooled(entry)
-        waits = number is None and wait
+        call_id, call, decisions = str(uuid7()), self._kept_payloads(call), tuple(decisions)
+        number = self._spooled(call_id, call, decisions)
         try:
-            done = self._writer.submit((entry, number), wait=waits)
+            done = self._writer.submit((call_id, call, decisions, number), wait=number is None and wait)
         except queue.Full:
             if number is not None:  # the writer cannot keep up: the record waits in the spool
                 self.spool.settle([number], committed=False)
                 return
-            self._lost([entry], StoreUnavailable("the write queue is full"))
+            self._lost([_rows(call_id, call, decisions)], StoreUnavailable("the write queue is full"))
         if done is None:
             return
         try:
             done.result(timeout=COMMIT_WAIT_S)
         except WaitTimeout:
-            self._lost([entry], StoreUnavailable(f"no commit within {COMMIT_WAIT_S:g} s"))
+            self._lost([_rows(call_id, call, decisions)], StoreUnavailable(f"no commit within {COMMIT_WAIT_S:g} s"))
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -391,25 +391,12 @@ class Store:
 
     # --------------------------------------------------------------------------------------- machinery
 
-    def _entry(self, call: HookCall, decisions: Sequence[DecisionRecord]) -> Entry:
-        """The rows of a call and its decisions, keyed now so that any later write of them is idempotent."""
-        call_id = str(uuid7())
-        return {"call": {
-            "id": call_id, "time": call.time, "service_id": call.service_id, "hook": call.hook,
-            "hook_instance": call.hook_instance, "client_iss": call.client_iss,
-            "client_tenant": call.client_tenant, "patient_id": call.patient_id, "status": call.status,
-            "latency_ms": call.latency_ms,
-            "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
-            "request": _without_secrets(call.request) if self.capture_payloads else None,
-            "response": call.response if self.capture_payloads else None, "refusal": call.refusal,
-        }, "decisions": [{
-            "coverage_assertion_id": d.coverage_assertion_id, "call_id": call_id,
-            "hook_instance": d.hook_instance, "order_reference": d.order_reference,
-            "order_codes": list(d.order_codes), "policy_id": d.policy_id, "policy_version": d.policy_version,
-            "outcome": d.outcome, "reason": d.reason, "card_uuid": d.card_uuid,
-            "suggestion_uuids": list(d.suggestion_uuids), "coverage_reference": d.coverage_reference,
-            "decided_at": d.decided_at,
-        } for d in decisions]}
+    def _kept_payloads(self, call: HookCall) -> HookCall:
+        """The call as it may be kept: its bodies only with payload capture on, and never the access token."""
+        if not self.capture_payloads:
+            return replace(call, request=None, response=None) if call.request or call.response else call
+        request = _without_secrets(call.request)
+        return call if request is call.request else replace(call, request=request)
 
     def _commit(self, entries: Sequence[Entry], operation: str, failures: int | None = None,
                 idempotent: bool = False) -> None:
@@ -435,13 +422,13 @@ class Store:
 
         self._run(operation, write, failures=len(entries) if failures is None else failures)
 
-    def _spooled(self, entry: Entry) -> int | None:
+    def _spooled(self, call_id: str, call: HookCall, decisions: tuple[DecisionRecord, ...]) -> int | None:
         """Append the record to the spool; the spool file's number, or None without a spool or when the disk
         refuses it (then the call waits for the commit; the spool is tried again after SPOOL_RETRY_S)."""
         if self.spool is None or time.monotonic() < self._spool_retry_at:
             return None
         try:
-            return self.spool.append(entry)
+            return self.spool.append({"id": call_id, "call": call, "decisions": decisions})
         except OSError as exc:
             _count_failure("spool")
             self._spool_retry_at = time.monotonic() + SPOOL_RETRY_S
@@ -455,7 +442,7 @@ class Store:
         records stay in the spool. A record that is nowhere durable gets its StoreUnavailable: its call is
         answered 503."""
         try:
-            self._commit([entry for entry, _ in items], "record_call", failures=0)
+            self._commit([_rows(*item[:3]) for item in items], "record_call", failures=0)
         except StoreUnavailable as exc:
             if _bad_record(exc):
                 return [self._write_alone(item) for item in items]
@@ -467,13 +454,13 @@ class Store:
 
     def _write_alone(self, item: Queued) -> StoreUnavailable | None:
         try:
-            self._commit([item[0]], "record_call", failures=0)
+            self._commit([_rows(*item[:3])], "record_call", failures=0)
         except StoreUnavailable as exc:
             if not _bad_record(exc):
                 return self._not_taken([item], exc)[0]
             self._settle([item], committed=True)  # it can never be stored: not kept for a replay either
             try:
-                self._lost([item[0]], exc)
+                self._lost([_rows(*item[:3])], exc)
             except StoreUnavailable as lost:
                 return lost
         self._settle([item], committed=True)
@@ -483,15 +470,15 @@ class Store:
         """Records the database did not take: spooled ones stay in the spool; the others are lost."""
         self._settle(items, committed=False)
         outcomes: list[StoreUnavailable | None] = []
-        for entry, number in items:
+        for *record, number in items:
             if number is None:
                 try:
-                    self._lost([entry], cause)
+                    self._lost([_rows(*record)], cause)
                 except StoreUnavailable as lost:
                     outcomes.append(lost)
                     continue
             outcomes.append(None)
-        spooled = sum(number is not None for _, number in items)
+        spooled = sum(item[3] is not None for item in items)
         if spooled:
             _count_failure("spooled", spooled)
             if not self._spooling:
@@ -501,7 +488,7 @@ class Store:
         return outcomes
 
     def _settle(self, items: Sequence[Queued], committed: bool) -> None:
-        numbers = [number for _, number in items if number is not None]
+        numbers = [item[3] for item in items if item[3] is not None]
         if numbers:
             self.spool.settle(numbers, committed)
 
@@ -648,11 +635,30 @@ def _bad_record(exc: StoreUnavailable) -> bool:
     return isinstance(exc.__cause__, IntegrityError | DataError)
 
 
-def _from_spool(entry: Entry) -> Entry:
-    """A record as read back from the spool's JSON: its times as datetimes again."""
-    call = {"refusal": None, **entry["call"], "time": datetime.fromisoformat(entry["call"]["time"])}
-    decisions = [{**row, "decided_at": datetime.fromisoformat(row["decided_at"])} for row in entry["decisions"]]
-    return {"call": call, "decisions": decisions}
+def _rows(call_id: str, call: HookCall, decisions: Sequence[DecisionRecord]) -> Entry:
+    """The rows of a call and its decisions, under the call's key."""
+    return {"call": {
+        "id": call_id, "time": call.time, "service_id": call.service_id, "hook": call.hook,
+        "hook_instance": call.hook_instance, "client_iss": call.client_iss, "client_tenant": call.client_tenant,
+        "patient_id": call.patient_id, "status": call.status, "latency_ms": call.latency_ms,
+        "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
+        "request": call.request, "response": call.response, "refusal": call.refusal,
+    }, "decisions": [{
+        "coverage_assertion_id": d.coverage_assertion_id, "call_id": call_id, "hook_instance": d.hook_instance,
+        "order_reference": d.order_reference, "order_codes": list(d.order_codes), "policy_id": d.policy_id,
+        "policy_version": d.policy_version, "outcome": d.outcome, "reason": d.reason, "card_uuid": d.card_uuid,
+        "suggestion_uuids": list(d.suggestion_uuids), "coverage_reference": d.coverage_reference,
+        "decided_at": d.decided_at,
+    } for d in decisions]}
+
+
+def _from_spool(spooled: dict[str, Any]) -> Entry:
+    """The rows of a record read back from the spool, where it is the call's key, the call and its decisions as
+    JSON (their field names are the columns' names)."""
+    call_id, call = spooled["id"], spooled["call"]
+    return {"call": {"refusal": None, **call, "id": call_id, "time": datetime.fromisoformat(call["time"])},
+            "decisions": [{**row, "call_id": call_id, "decided_at": datetime.fromisoformat(row["decided_at"])}
+                          for row in spooled["decisions"]]}
 
 
 def _as_datetime(value: datetime | float) -> datetime:
