@@ -234,6 +234,11 @@ class Settings:
                 "Set CDS_DEMO_ALLOW_REMOTE=true to listen there anyway (e.g. in a container whose port is "
                 "published on 127.0.0.1 only)")
 
+    @property
+    def spool_dir(self) -> str:
+        """Where records wait while the audit store's database cannot take them: CDS_DATA_DIR/spool."""
+        return os.path.abspath(os.path.join(self.data_dir, "spool"))
+
     def demo_relaxations(self) -> list[str]:
         """What demo mode relaxes, said at start-up so nobody runs it by mistake."""
         if not self.demo:

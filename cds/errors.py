@@ -66,6 +66,11 @@ _HTTP_MESSAGES = {
 }
 
 
+def http_issue_code(status: int) -> str:
+    """The FHIR issue type a Werkzeug error of `status` is answered with."""
+    return _HTTP_MESSAGES.get(status, ("processing", ""))[0]
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CdsError)
     def _cds_error(error: CdsError) -> Response:

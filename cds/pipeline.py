@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Request
 from uuid_utils.compat import uuid7
+from werkzeug.exceptions import HTTPException
 
 import hooks
 from cds import member
@@ -26,6 +27,7 @@ from cds.policy.loader import DiagnosesFileError
 from cds.policy.orders import device_index
 from cds.protocol import HookRequest, parse_hook_request, to_wire
 from cds.record import Recorder
+from cds.record.refusals import record_refusal
 from cds.render import Configuration, render
 from hooks.spec import check_requested_version
 
@@ -47,11 +49,16 @@ def answer_hook_call(service: Service, service_id: str, http: Request,
     """The JSON answer to one call of `service_id`; a CdsError for a call that cannot be answered."""
     started = time.perf_counter()
     settings = service.settings
-    client = service.authenticator.authenticate(http)
-    hooks.services_with_id(service_id)  # 404 before the body is read
-    body = read_body()
-    hook = hooks.hook_for(service_id, body)
-    request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
+    client, body = None, None
+    try:
+        client = service.authenticator.authenticate(http)
+        hooks.services_with_id(service_id)  # 404 before the body is read
+        body = read_body()
+        hook = hooks.hook_for(service_id, body)
+        request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
+    except (CdsError, HTTPException) as error:  # refused before it was decided: recorded too
+        record_refusal(service.recorder.store, service_id, error, _ms_since(started), client, body)
+        raise
     service.hook_instances.note(client.iss if client else "(unauthenticated)", request.hook_instance)
     try:
         check_requested_version(request.requested_version)

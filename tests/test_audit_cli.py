@@ -14,7 +14,10 @@ from click.testing import CliRunner
 
 from cds.record import FeedbackRecord, Store
 from cds.tools.cli import main
+from hooks import HOOKS
+from tests.conftest import load
 from tests.records import E0221, a_call, a_decision
+from tests.test_api_audit import assertion_ids
 
 DAY = datetime(2026, 5, 1, 9, tzinfo=UTC)
 CDS = str(Path(sys.executable).with_name("cds"))
@@ -124,3 +127,29 @@ def test_the_cds_command_reports_an_unreachable_store_in_one_line_without_its_pa
     assert result.returncode == 1
     assert "Error: the audit store at postgresql+psycopg://cds:***@127.0.0.1:1/cds is unavailable" in result.stderr
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("hook", HOOKS, ids=lambda hook: hook.name)
+def test_show_gives_the_decision_the_call_and_the_feedback_of_an_answer_of_each_hook(make_app, tmp_path, hook):
+    url = f"sqlite:///{tmp_path}/store.sqlite3"
+    app = make_app(database_url=url)
+    client = app.test_client()
+    body = load("e0221-home-device.json") | {"hook": hook.name, "hookInstance": str(uuid.uuid4())}
+    if hook.requires_selections:
+        body["context"] = body["context"] | {"selections": ["DeviceRequest/dr-e0221-4821"]}
+    answer = client.post(f"/cds-services/{hook.service_id}", json=body)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    [assertion_id] = assertion_ids(answer.get_json())
+    card = answer.get_json()["cards"][0]["uuid"]
+    feedback = {"feedback": [{"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-12-01T10:00:00Z",
+                              "overrideReason": {"reason": {"system": "urn:cds-coverage:override-reason",
+                                                            "code": "patient-pays"}}}]}
+    assert client.post(f"/cds-services/{hook.service_id}/feedback", json=feedback).status_code == 200
+
+    app.extensions["cds_store"].flush()  # spooled before the answer; in the database within about 50 ms
+    shown = cds_audit(url, "show", assertion_id)
+    assert shown.exit_code == 0, shown.output
+    assert f"  Hook call: {hook.name} to {hook.service_id} at " in shown.output
+    assert f"hookInstance {body['hookInstance']}" in shown.output
+    assert f"  Card:      {card}" in shown.output
+    assert "Feedback (1)" in shown.output and "overridden  reason patient-pays" in shown.output

@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, make_url, select
 
-from cds.record import FeedbackReceipt, FeedbackRecord, Store, store_failures
-from cds.record.engine import head_revision, replay_url
+from cds.record import FeedbackReceipt, FeedbackRecord, Store, StoreUnavailable, store_failures
+from cds.record.engine import alembic_config, head_revision, make_engine, replay_url
 from cds.record.schema import decision, hook_call, metadata
 from tests.records import E0221, a_call, a_decision
 
@@ -35,8 +36,25 @@ def test_migrations_from_empty_build_the_schema_the_code_uses(empty_database_url
     store = Store(empty_database_url).start()
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection)
-        assert context.get_current_revision() == head_revision() == "0001"
+        assert context.get_current_revision() == head_revision() == "0002"
         assert compare_metadata(context, metadata) == []
+    store.close()
+
+
+def test_a_store_at_the_first_revision_keeps_its_records_when_migrated(empty_database_url):
+    engine = make_engine(empty_database_url)
+    with engine.connect().execution_options(sqlite_begin="EXCLUSIVE") as connection, connection.begin():
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(hook_call.insert().values(  # the columns revision 0001 has
+            id="old-call", time=datetime.now(UTC), service_id="order-sign-crd", hook="order-sign",
+            hook_instance="h-1", status=200, latency_ms=1.0, orders=[]))
+    engine.dispose()
+    store = Store(empty_database_url).start()
+    with store.engine.connect() as connection:
+        row = connection.execute(select(hook_call).where(hook_call.c.id == "old-call")).mappings().one()
+    assert (row["hook_instance"], row["status"], row["refusal"]) == ("h-1", 200, None)
     store.close()
 
 
@@ -265,11 +283,13 @@ def test_a_bad_record_among_queued_ones_costs_only_itself(store, caplog):
     given[1] = replace(given[1], coverage_assertion_id=taken.coverage_assertion_id)  # a repeated key
     failures = store_failures("record_call")
     for call, decided in zip(calls, given, strict=True):
-        store.audit(call, [decided])
+        store.audit(call, [decided], wait=False)  # queued together: one batch
     store.flush()
     assert [count(store, hook_call, hook_call.c.hook_instance == call.hook_instance) for call in calls] == [1, 0, 1]
     assert store_failures("record_call") == failures + 1
     assert f"hook call {calls[1].hook_instance} of order-sign-crd not recorded" in caplog.text
+    with pytest.raises(StoreUnavailable):  # a call waiting for such a record is refused rather than answered
+        store.audit(calls[1], [given[1]])
 
 
 def test_records_still_queued_when_a_process_exits_are_written(database_url):

@@ -136,7 +136,7 @@ def _use_wal(dbapi_connection: sqlite3.Connection, wait_s: float) -> None:
             time.sleep(0.01)
 
 
-def _alembic_config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", "cds:record/migrations")
     return config
@@ -144,7 +144,7 @@ def _alembic_config() -> Config:
 
 @cache
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def migrate(url: str) -> None:
@@ -160,7 +160,7 @@ def migrate(url: str) -> None:
         with engine.connect().execution_options(sqlite_begin="EXCLUSIVE") as connection, connection.begin():
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            config = _alembic_config()
+            config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")  # finds nothing to do when another process just did it
         log.info("audit store schema at revision %s (was %s)", head_revision(), current or "empty")

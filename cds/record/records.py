@@ -24,8 +24,8 @@ class HookCall:
 
     time: datetime
     service_id: str
-    hook: str
-    hook_instance: str
+    hook: str | None  # None (and hook_instance too) when the call was refused before its body was read
+    hook_instance: str | None
     status: int
     latency_ms: float
     orders: tuple[JudgedOrder, ...] = ()
@@ -34,6 +34,7 @@ class HookCall:
     patient_id: str | None = None
     request: dict[str, Any] | None = field(default=None, repr=False)
     response: dict[str, Any] | None = field(default=None, repr=False)
+    refusal: str | None = None  # a refused call: its OperationOutcome's issue type
 
 
 @dataclass(frozen=True)

@@ -53,12 +53,16 @@ hook_call = Table(
     Column("id", String(36), primary_key=True),
     Column("time", UtcDateTime, nullable=False, index=True),
     Column("service_id", String, nullable=False),
-    Column("hook", String, nullable=False),
-    Column("hook_instance", String, nullable=False, index=True),
+    # Both NULL for a call refused before its body was read (401, 404, 413, unreadable JSON).
+    Column("hook", String),
+    Column("hook_instance", String, index=True),
     Column("client_iss", String),
     Column("client_tenant", String),
     Column("patient_id", String),
     Column("status", Integer, nullable=False),
+    # Why a call refused before it was decided was refused: the FHIR issue type of its OperationOutcome (login,
+    # not-found, invalid, required, not-supported, too-costly, ...). NULL for a call that was decided.
+    Column("refusal", String),
     Column("latency_ms", Float, nullable=False),
     Column("orders", JSON, nullable=False),  # [{"reference": ..., "codes": ["system|code", ...]}]
     # Only with CDS_AUDIT_CAPTURE_PAYLOADS, until `cds audit purge` clears them (SQL NULL, not JSON null).

@@ -1,41 +1,55 @@
 """The audit store: hook calls, decisions, feedback and seen JWT ids, on SQLite or PostgreSQL.
 
-Failure policy. By default a hook call's answer never waits for the store nor fails with it: a background
-writer commits its record within milliseconds, and a record that cannot be written is logged with what was
-decided and counted (`store_failures`). With CDS_AUDIT_REQUIRED the record is committed before the answer
-is sent, and the call is refused with 503 when it cannot be. Feedback and JWT replay checks cannot be
-answered without the store: 503, which a client may retry.
+Durability. A hook call is answered only once its record is durable. By default the record is first appended
+to the local spool (`cds.record.spool`), then committed by this process's background writer with whatever
+queued meanwhile, in one transaction; the spool keeps what the database has not taken, and is replayed
+into it once it answers again, or at start-up by any process of the service when the process that wrote it
+died. Replays are idempotent: every record keeps its key. When the spool cannot be written (and with
+CDS_AUDIT_REQUIRED), the call waits for the commit of the batch its record is in (group commit).
+
+Failure policy. By default, while the database is unreachable, hook calls are answered and their records
+stay in the spool; a call is refused with 503 only when its record can be neither spooled nor committed.
+With CDS_AUDIT_REQUIRED nothing is spooled: a call whose record the database does not take is refused with
+503. Feedback and JWT replay checks cannot be answered without the store: 503, which a client may retry.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import TimeoutError as WaitTimeout
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, case, delete, distinct, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
-from uuid_utils.compat import uuid7
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from uuid_utils import uuid7  # the native one: a call key costs 1 µs, not 7 (through the stdlib UUID)
 
 from cds.config import Settings
 from cds.errors import CdsError, quote
 from cds.record.engine import create_replay_table, describe_database_error, make_engine, migrate, replay_url
 from cds.record.records import DecisionRecord, FeedbackRecord, HookCall
 from cds.record.schema import decision, feedback, hook_call, seen_jti
-from cds.record.writer import BackgroundWriter
+from cds.record.spool import Entry, Spool
+from cds.record.writer import BackgroundWriter, Outcomes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Decided = tuple[HookCall, tuple[DecisionRecord, ...]]
+# A record for the writer: its call's key, the call, its decisions, and the spool file it is in (None: not spooled).
+Queued = tuple[str, HookCall, tuple[DecisionRecord, ...], int | None]
 
 JOIN_CHUNK = 500  # card uuids per statement that joins early feedback to its decision
-RETRY_AFTER_S = 5.0  # after the database could not be reached, fail fast for this long before trying again
+MAX_REPLAY_BATCH = 500  # spooled records per transaction when they are replayed
+RETRY_AFTER_S = 1.0  # after the database could not be reached, fail fast for this long before trying again
+COMMIT_WAIT_S = 1.0  # a call not spooled waits this long for its batch's commit, else it is refused with 503
+SPOOL_RETRY_S = 60.0  # after the spool could not be written, calls wait for their commit this long
+SPOOL_CHECK_EVERY_S = 5.0  # the writer replays spooled records this often while there are any
 JTI_PURGE_EVERY_S = 60.0
 
 _failures: Counter[str] = Counter()
@@ -43,7 +57,8 @@ _failures_lock = threading.Lock()
 
 
 def store_failures(operation: str | None = None) -> int:
-    """Store operations that failed in this process: all, or one of record_call, feedback, jti, read, purge."""
+    """Store operations that failed in this process: all, or one of record_call (records lost: neither committed
+    nor spooled), spooled (records the database did not take, kept in the spool), feedback, jti, read, purge."""
     with _failures_lock:
         return _failures[operation] if operation else sum(_failures.values())
 
@@ -54,6 +69,10 @@ def _count_failure(operation: str, failures: int = 1) -> None:
     with _failures_lock:
         _failures[operation] += failures
     metrics.store_failure(operation, failures)
+
+
+class _KnownDown(ConnectionError):
+    """Failed fast: the database could not be reached moments ago."""
 
 
 class StoreUnavailable(CdsError):
@@ -98,7 +117,7 @@ class Store:
     """One per process, created at start-up; safe to share between threads."""
 
     def __init__(self, url: str, *, required: bool = False, capture_payloads: bool = False,
-                 retention_days: int = 30):
+                 retention_days: int = 30, spool_dir: str | None = None):
         self.url = url
         self.required = required
         self.capture_payloads = capture_payloads
@@ -112,7 +131,14 @@ class Store:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._jti_insert = dialect.insert(seen_jti).on_conflict_do_nothing().returning(seen_jti.c.jti)
-        self._writer: BackgroundWriter[Decided] = BackgroundWriter(self._write_queued)
+        self._new_calls = dialect.insert(hook_call).on_conflict_do_nothing(index_elements=["id"]).returning(
+            hook_call.c.id)  # replays: a call already stored is skipped
+        # Where records go while the database cannot take them; none with audit required (those calls get 503).
+        self.spool = Spool(spool_dir) if spool_dir and not required else None
+        self._writer: BackgroundWriter[Queued] = BackgroundWriter(
+            self._write_batch, idle=self._replay_spool if self.spool else None, idle_every_s=SPOOL_CHECK_EVERY_S)
+        self._spooling = False
+        self._spool_retry_at = 0.0
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._retry_at = 0.0
@@ -122,19 +148,26 @@ class Store:
     def from_settings(cls, settings: Settings) -> Store:
         return cls(settings.store_url, required=settings.audit_required,
                    capture_payloads=settings.audit_capture_payloads,
-                   retention_days=settings.audit_retention_days)
+                   retention_days=settings.audit_retention_days, spool_dir=settings.spool_dir)
 
     def start(self) -> Store:
-        """Migrate the schema now. A database that is down does not stop start-up: it is logged and
-        counted, and the migration is tried again on the next use (the failure policy then applies)."""
+        """Migrate the schema now, and replay what processes that died left in the spool. A database that is
+        down does not stop start-up: it is logged and counted, the migration is tried again on the next use
+        (the failure policy then applies), and the spool is replayed once the database answers."""
         try:
             self._run("start", lambda _connection: None)
         except StoreUnavailable:
             log.error("audit store unreachable at start-up; will retry on first use")
+            return self
+        if self.spool:
+            self._replay_spool()
         return self
 
     def close(self) -> None:
+        """Write what is queued; records still spooled stay on disk for the next process to replay."""
         self._writer.close()
+        if self.spool:
+            self.spool.close()
         self.engine.dispose()
         self._replay.dispose()
 
@@ -143,22 +176,52 @@ class Store:
     def record_call(self, call: HookCall, decisions: Sequence[DecisionRecord] = ()) -> str:
         """Record a hook call and its decisions now, in one short transaction; returns the call's id.
         Raises StoreUnavailable. The pipeline calls `audit`, which applies the failure policy."""
-        return self._record([(call, tuple(decisions))])[0]
+        call_id = str(uuid7())
+        self._commit([_rows(call_id, self._kept_payloads(call), decisions)], "record_call")
+        return call_id
 
-    def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = ()) -> None:
-        """Record a hook call under the failure policy, after its answer is built.
+    def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = (), wait: bool = True) -> None:
+        """Record a hook call under the failure policy, before its answer is sent.
 
-        By default the answer never waits for the store: the record is queued for this process's background
-        writer, which commits it within milliseconds; a record that cannot be written is logged with what was
-        decided (ids, references, codes) and counted. With audit required the record is committed before the
-        answer is sent, and StoreUnavailable (503) is raised when it cannot be."""
-        decided = (call, tuple(decisions))
-        if self.required:
-            self.record_call(*decided)
-        elif not self._writer.submit(decided):
-            _count_failure("record_call")
-            log.error("audit store: write queue full")
-            self._log_unrecorded([decided])
+        Returns once the record is durable: in the spool (the writer commits it within milliseconds), or,
+        without one, committed with the batch this process's writer is gathering. Raises StoreUnavailable
+        (503) when it is neither. Without `wait` (a refused call, which carries no decision) the record is
+        handed to the writer and the call goes on at once."""
+        call_id, call, decisions = str(uuid7()), self._kept_payloads(call), tuple(decisions)
+        number = self._spooled(call_id, call, decisions)
+        try:
+            done = self._writer.submit((call_id, call, decisions, number), wait=number is None and wait)
+        except queue.Full:
+            if number is not None:  # the writer cannot keep up: the record waits in the spool
+                self.spool.settle([number], committed=False)
+                return
+            self._lost([_rows(call_id, call, decisions)], StoreUnavailable("the write queue is full"))
+        if done is None:
+            return
+        try:
+            done.result(timeout=COMMIT_WAIT_S)
+        except WaitTimeout:
+            self._lost([_rows(call_id, call, decisions)], StoreUnavailable(f"no commit within {COMMIT_WAIT_S:g} s"))
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(describe_database_error(exc)) from exc
+
+    def ping(self) -> None:
+        """`SELECT 1` through the store's pool (on SQLite without taking the write lock), for readiness. A
+        pooled connection the database dropped (it restarted) is replaced at once: the database answering
+        again is seen on the first try. On success, operations that were failing fast are tried again now.
+        Raises the driver's error."""
+        for attempt in (1, 2):
+            try:
+                with self._reader.connect() as connection:
+                    connection.exec_driver_sql("SELECT 1")
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+            else:
+                self._retry_at = 0.0
+                return
 
     def flush(self) -> None:
         """Wait until the records `audit` queued so far are written."""
@@ -328,69 +391,158 @@ class Store:
 
     # --------------------------------------------------------------------------------------- machinery
 
-    def _record(self, batch: Sequence[Decided], failures: int | None = None) -> list[str]:
-        """Record hook calls and their decisions in one transaction (two multi-row inserts)."""
-        call_rows: list[dict[str, Any]] = []
-        decision_rows: list[dict[str, Any]] = []
-        for call, decisions in batch:
-            call_id = str(uuid7())
-            call_rows.append({
-                "id": call_id, "time": call.time, "service_id": call.service_id, "hook": call.hook,
-                "hook_instance": call.hook_instance, "client_iss": call.client_iss,
-                "client_tenant": call.client_tenant, "patient_id": call.patient_id, "status": call.status,
-                "latency_ms": call.latency_ms,
-                "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
-                "request": _without_secrets(call.request) if self.capture_payloads else None,
-                "response": call.response if self.capture_payloads else None,
-            })
-            decision_rows.extend({
-                "coverage_assertion_id": d.coverage_assertion_id, "call_id": call_id,
-                "hook_instance": d.hook_instance, "order_reference": d.order_reference,
-                "order_codes": list(d.order_codes), "policy_id": d.policy_id, "policy_version": d.policy_version,
-                "outcome": d.outcome, "reason": d.reason, "card_uuid": d.card_uuid,
-                "suggestion_uuids": list(d.suggestion_uuids), "coverage_reference": d.coverage_reference,
-                "decided_at": d.decided_at,
-            } for d in decisions)
+    def _kept_payloads(self, call: HookCall) -> HookCall:
+        """The call as it may be kept: its bodies only with payload capture on, and never the access token."""
+        if not self.capture_payloads:
+            return replace(call, request=None, response=None) if call.request or call.response else call
+        request = _without_secrets(call.request)
+        return call if request is call.request else replace(call, request=request)
 
+    def _commit(self, entries: Sequence[Entry], operation: str, failures: int | None = None,
+                idempotent: bool = False) -> None:
+        """Hook calls and their decisions in one transaction (two multi-row inserts). `idempotent`: a call
+        already stored (a replay) is skipped with its decisions."""
+        call_rows = [entry["call"] for entry in entries]
+        decision_rows = [row for entry in entries for row in entry["decisions"]]
         cards = [row["card_uuid"] for row in decision_rows if row["card_uuid"]]
 
         def write(connection: Connection) -> None:
-            connection.execute(hook_call.insert(), call_rows)
-            if decision_rows:
-                connection.execute(decision.insert(), decision_rows)
-            # Feedback can arrive before its decision's queued record: join it now. One cached statement,
+            rows = decision_rows
+            if idempotent:
+                new = {row.id for row in connection.execute(self._new_calls, call_rows)}
+                rows = [row for row in decision_rows if row["call_id"] in new]
+            else:
+                connection.execute(hook_call.insert(), call_rows)
+            if rows:
+                connection.execute(decision.insert(), rows)
+            # Feedback can arrive before its decision's record: join it now. One cached statement,
             # the cards as a list parameter, in chunks that stay within a database's parameter limit.
             for start in range(0, len(cards), JOIN_CHUNK):
                 connection.execute(_JOIN_LATE_FEEDBACK, {"cards": cards[start:start + JOIN_CHUNK]})
 
-        self._run("record_call", write, failures=len(batch) if failures is None else failures)
-        return [row["id"] for row in call_rows]
+        self._run(operation, write, failures=len(entries) if failures is None else failures)
 
-    def _write_queued(self, batch: list[Decided]) -> None:
-        """The background writer's batch: on failure, each call is tried alone so that one bad record
-        (a repeated coverage-assertion-id) costs only itself; while the database is down, none are."""
+    def _spooled(self, call_id: str, call: HookCall, decisions: tuple[DecisionRecord, ...]) -> int | None:
+        """Append the record to the spool; the spool file's number, or None without a spool or when the disk
+        refuses it (then the call waits for the commit; the spool is tried again after SPOOL_RETRY_S)."""
+        if self.spool is None or time.monotonic() < self._spool_retry_at:
+            return None
         try:
-            self._record(batch, failures=0)
-            return
-        except StoreUnavailable:
-            pass
-        if time.monotonic() < self._retry_at:
-            _count_failure("record_call", len(batch))
-            self._log_unrecorded(batch)
-            return
-        for decided in batch:
-            try:
-                self._record([decided])
-            except StoreUnavailable:
-                self._log_unrecorded([decided])
+            return self.spool.append({"id": call_id, "call": call, "decisions": decisions})
+        except OSError as exc:
+            _count_failure("spool")
+            self._spool_retry_at = time.monotonic() + SPOOL_RETRY_S
+            log.error("audit store: the spool %s cannot be written (%s); calls wait for their record's commit",
+                      self.spool.directory, describe_database_error(exc))
+            return None
 
-    def _log_unrecorded(self, batch: Sequence[Decided]) -> None:
-        """So that no answer is lost: what was decided goes to the log (no patient data, no payloads)."""
-        for call, decisions in batch:
-            given = "; ".join(f"{d.coverage_assertion_id} {d.order_reference} {d.policy_id}@{d.policy_version} "
-                              f"{d.outcome}" for d in decisions) or "none"
+    def _write_batch(self, items: list[Queued]) -> Outcomes:
+        """The writer's batch, in one transaction. When a bad record (a repeated coverage-assertion-id) spoils
+        it, each is tried alone, so that one costs only itself; when the database cannot take it, spooled
+        records stay in the spool. A record that is nowhere durable gets its StoreUnavailable: its call is
+        answered 503."""
+        try:
+            self._commit([_rows(*item[:3]) for item in items], "record_call", failures=0)
+        except StoreUnavailable as exc:
+            if _bad_record(exc):
+                return [self._write_alone(item) for item in items]
+            return self._not_taken(items, exc)
+        self._settle(items, committed=True)
+        if self.spool and self.spool.pending:
+            self._replay_spool()  # the database takes records again
+        return None
+
+    def _write_alone(self, item: Queued) -> StoreUnavailable | None:
+        try:
+            self._commit([_rows(*item[:3])], "record_call", failures=0)
+        except StoreUnavailable as exc:
+            if not _bad_record(exc):
+                return self._not_taken([item], exc)[0]
+            self._settle([item], committed=True)  # it can never be stored: not kept for a replay either
+            try:
+                self._lost([_rows(*item[:3])], exc)
+            except StoreUnavailable as lost:
+                return lost
+        self._settle([item], committed=True)
+        return None
+
+    def _not_taken(self, items: Sequence[Queued], cause: StoreUnavailable) -> list[StoreUnavailable | None]:
+        """Records the database did not take: spooled ones stay in the spool; the others are lost."""
+        self._settle(items, committed=False)
+        outcomes: list[StoreUnavailable | None] = []
+        for *record, number in items:
+            if number is None:
+                try:
+                    self._lost([_rows(*record)], cause)
+                except StoreUnavailable as lost:
+                    outcomes.append(lost)
+                    continue
+            outcomes.append(None)
+        spooled = sum(item[3] is not None for item in items)
+        if spooled:
+            _count_failure("spooled", spooled)
+            if not self._spooling:
+                self._spooling = True
+                log.error("audit store: the database does not take records (%s); they wait in the spool %s "
+                          "until it does", cause.reason, self.spool.directory)
+        return outcomes
+
+    def _settle(self, items: Sequence[Queued], committed: bool) -> None:
+        numbers = [item[3] for item in items if item[3] is not None]
+        if numbers:
+            self.spool.settle(numbers, committed)
+
+    def _lost(self, entries: Sequence[Entry], cause: StoreUnavailable) -> None:
+        """Records neither spooled nor committed: logged with what was decided, counted, and `cause` raised so
+        that their calls are answered 503."""
+        _count_failure("record_call", len(entries))
+        self._log_unrecorded(entries)
+        raise cause
+
+    def _replay_spool(self) -> None:
+        """Replay what this process spooled and what processes that died left. Quiet while the database is
+        still away: the records stay, and this runs again (the writer's idle task)."""
+        self.spool.rotate()
+        try:
+            own = self.spool.replay_own(self._replay_spooled)
+            orphaned = self.spool.replay_orphans(self._replay_spooled)
+        except StoreUnavailable:
+            return
+        if own:
+            log.warning("audit store: the database takes records again; %d spooled records replayed", own)
+        if orphaned:
+            log.warning("audit store: %d records spooled by processes that stopped replayed", orphaned)
+        self._spooling = False
+
+    def _replay_spooled(self, spooled: list[Entry]) -> None:
+        """Spooled records into the database, idempotently, in batches. Raises StoreUnavailable while it
+        cannot take them; a record it refuses for itself is logged, counted and dropped."""
+        entries = [_from_spool(entry) for entry in spooled]
+        for start in range(0, len(entries), MAX_REPLAY_BATCH):
+            batch = entries[start:start + MAX_REPLAY_BATCH]
+            try:
+                self._commit(batch, "replay", failures=0, idempotent=True)
+            except StoreUnavailable as exc:
+                if not _bad_record(exc):
+                    raise
+                for entry in batch:
+                    try:
+                        self._commit([entry], "replay", failures=0, idempotent=True)
+                    except StoreUnavailable as alone:
+                        if not _bad_record(alone):
+                            raise
+                        _count_failure("record_call")
+                        self._log_unrecorded([entry])
+
+    def _log_unrecorded(self, entries: Sequence[Entry]) -> None:
+        """What was decided goes to the log (no patient data, no payloads)."""
+        for entry in entries:
+            call = entry["call"]
+            given = "; ".join(f"{d['coverage_assertion_id']} {d['order_reference']} "
+                              f"{d['policy_id']}@{d['policy_version']} {d['outcome']}"
+                              for d in entry["decisions"]) or "none"
             log.error("hook call %s of %s not recorded in the audit store; decisions given: %s",
-                      quote(call.hook_instance, 130)[1:-1], call.service_id, given)
+                      quote(call["hook_instance"] or "(none)", 130)[1:-1], call["service_id"], given)
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -420,7 +572,9 @@ class Store:
         except Exception as exc:
             _count_failure(operation, failures)
             reason = describe_database_error(exc)
-            log.error("audit store: %s failed: %s", operation, reason)
+            # Said once when the database goes away, not again for each operation failed fast meanwhile.
+            log.log(logging.DEBUG if isinstance(exc, _KnownDown) else logging.ERROR, "audit store: %s failed: %s",
+                    operation, reason)
             raise StoreUnavailable(reason) from exc
         raise AssertionError("unreachable")
 
@@ -428,7 +582,7 @@ class Store:
         """A connection on a current schema. When the database cannot be reached, later calls fail fast
         for a few seconds rather than each waiting out the connect timeout."""
         if time.monotonic() < self._retry_at:
-            raise ConnectionError("the database could not be reached moments ago")
+            raise _KnownDown("the database could not be reached moments ago")
         try:
             self._ensure_schema()
             return engine.connect()
@@ -473,6 +627,38 @@ def _without_secrets(request: dict[str, Any] | None) -> dict[str, Any] | None:
     if request is not None and isinstance(authorization, dict) and "access_token" in authorization:
         return {**request, "fhirAuthorization": {**authorization, "access_token": "[not stored]"}}
     return request
+
+
+def _bad_record(exc: StoreUnavailable) -> bool:
+    """The database refused the records themselves (a key already taken, a value it cannot hold), not for
+    being away: trying them again will not help."""
+    return isinstance(exc.__cause__, IntegrityError | DataError)
+
+
+def _rows(call_id: str, call: HookCall, decisions: Sequence[DecisionRecord]) -> Entry:
+    """The rows of a call and its decisions, under the call's key."""
+    return {"call": {
+        "id": call_id, "time": call.time, "service_id": call.service_id, "hook": call.hook,
+        "hook_instance": call.hook_instance, "client_iss": call.client_iss, "client_tenant": call.client_tenant,
+        "patient_id": call.patient_id, "status": call.status, "latency_ms": call.latency_ms,
+        "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
+        "request": call.request, "response": call.response, "refusal": call.refusal,
+    }, "decisions": [{
+        "coverage_assertion_id": d.coverage_assertion_id, "call_id": call_id, "hook_instance": d.hook_instance,
+        "order_reference": d.order_reference, "order_codes": list(d.order_codes), "policy_id": d.policy_id,
+        "policy_version": d.policy_version, "outcome": d.outcome, "reason": d.reason, "card_uuid": d.card_uuid,
+        "suggestion_uuids": list(d.suggestion_uuids), "coverage_reference": d.coverage_reference,
+        "decided_at": d.decided_at,
+    } for d in decisions]}
+
+
+def _from_spool(spooled: dict[str, Any]) -> Entry:
+    """The rows of a record read back from the spool, where it is the call's key, the call and its decisions as
+    JSON (their field names are the columns' names)."""
+    call_id, call = spooled["id"], spooled["call"]
+    return {"call": {"refusal": None, **call, "id": call_id, "time": datetime.fromisoformat(call["time"])},
+            "decisions": [{**row, "call_id": call_id, "decided_at": datetime.fromisoformat(row["decided_at"])}
+                          for row in spooled["decisions"]]}
 
 
 def _as_datetime(value: datetime | float) -> datetime:

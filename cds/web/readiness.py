@@ -32,8 +32,8 @@ class StoreProbe:
     probe is still waiting, later checks wait on that one: at most one is in flight per process."""
 
     def __init__(self, store: Store, timeout_s: float = STORE_PROBE_TIMEOUT_S):
-        # A deferred BEGIN on SQLite: the probe never takes the write lock the store's writers queue for.
-        self._engine = store.engine.execution_options(sqlite_begin="DEFERRED")
+        self._store = store
+        self._engine = store.engine
         self._password = parse_database_url(store.url).password
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -58,8 +58,7 @@ class StoreProbe:
         def run() -> None:
             started = time.perf_counter()
             try:
-                with self._engine.connect() as connection:
-                    connection.exec_driver_sql("SELECT 1")
+                self._store.ping()
                 probe.set_result(time.perf_counter() - started)
             except BaseException as exc:  # handed to the waiting check
                 probe.set_exception(exc)

@@ -1,0 +1,224 @@
+"""The spool: a local append-only log of every hook-call record, written before the call is answered and
+deleted once the database has the records. What an answer was given for is on disk before the answer
+leaves, whatever then happens to the process or the database.
+
+Each process appends to files of its own in the spool directory (`<pid>-<random>.jsonl`, one JSON record a
+line) and holds an exclusive `flock` on each while it lives. The writer commits the records from memory as
+usual; a file whose records are all committed is deleted. A file whose records the database did not take
+is kept and replayed from disk once it takes them again. A file nobody holds a lock on was left by a process
+that died: any process of the service takes it over, replays it and deletes it. Replay is idempotent
+(records keep their keys), so a record committed and then replayed is stored once.
+
+Files are allocated up front and mapped into memory, so an append is a copy, with no system call. A record
+is in the operating system's page cache before the answer is sent, not fsynced: it survives the process
+being killed (as a SQLite commit with `synchronous=NORMAL` does), not the host losing power in the moment
+before the writer commits it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import logging
+import mmap
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+Entry = dict[str, Any]  # one spooled record: JSON-ready
+SUFFIX = ".jsonl"
+ROTATE_S = 1.0  # a process starts a new file this often, so that committed ones can be deleted
+FILE_BYTES = 1 << 20  # each file's size (or one record's, when larger); the unused rest is zeros
+
+
+@dataclass
+class _File:
+    fd: int
+    path: Path
+    opened: float
+    map: mmap.mmap  # the whole file, allocated up front: an append is a copy into memory, with no system call
+    used: int = 0
+    outstanding: int = 0  # records appended that the writer has not settled yet
+    kept: bool = False  # holds records the database did not take: replayed from disk
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
+
+
+class Spool:
+    """One per process and directory; safe to share between threads."""
+
+    def __init__(self, directory: str | Path, rotate_s: float = ROTATE_S):
+        self.directory = Path(directory)
+        self._rotate_s = rotate_s
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._files: dict[int, _File] = {}
+        self._current: int | None = None  # the file appends go to
+        self._next = 0
+
+    def append(self, entry: Entry) -> int:
+        """Append a record, before its call is answered; the number of the file it is in, to `settle` it with
+        once the writer is done with it. Raises OSError when the disk refuses it."""
+        line = orjson.dumps(entry) + b"\n"  # JSON escapes control characters: no NUL, which marks the end
+        with self._lock:
+            number = self._current_file(len(line))
+            spooled = self._files[number]
+            spooled.map[spooled.used:spooled.used + len(line)] = line
+            spooled.used += len(line)
+            spooled.outstanding += 1
+            return number
+
+    def settle(self, numbers: Sequence[int], committed: bool) -> None:
+        """The writer is done with these records: committed, or not taken by the database (kept, to replay)."""
+        with self._lock:
+            for number in numbers:
+                spooled = self._files[number]
+                spooled.outstanding -= 1
+                spooled.kept = spooled.kept or not committed
+            self._rotate()
+
+    def rotate(self) -> None:
+        """Start a new file when the current one is old enough, and delete those whose records are committed."""
+        with self._lock:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        if self._current is not None and time.monotonic() - self._files[self._current].opened >= self._rotate_s:
+            self._current = None
+        self._delete_committed()
+
+    @property
+    def pending(self) -> bool:
+        """This process holds records the database did not take."""
+        return self._pid == os.getpid() and any(spooled.kept for spooled in self._files.values())
+
+    def replay_own(self, replay: Callable[[list[Entry]], None]) -> int:
+        """Hand the records of this process the database did not take to `replay`, a file at a time, deleting
+        each once it returns; how many were replayed. When it raises, the rest stay for a later try."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return 0
+            if self._current is not None and self._files[self._current].kept:
+                self._current = None  # appends go to a new file; this one is replayed
+            ready = [spooled for number, spooled in self._files.items()
+                     if spooled.kept and spooled.outstanding == 0 and number != self._current]
+        replayed = 0
+        for spooled in ready:
+            entries = list(_read(spooled.fd, spooled.path))
+            replay(entries)
+            with self._lock:
+                spooled.kept = False
+                self._delete_committed()
+            replayed += len(entries)
+        return replayed
+
+    def replay_orphans(self, replay: Callable[[list[Entry]], None]) -> int:
+        """Replay and delete the spool files of processes that died; how many records were replayed."""
+        replayed = 0
+        for path in self._paths():
+            with _taken(path) as fd:
+                if fd is None:
+                    continue
+                entries = list(_read(fd, path))
+                replay(entries)
+                path.unlink(missing_ok=True)
+                replayed += len(entries)
+                log.info("replayed %d records spooled by a process that stopped (%s)", len(entries), path.name)
+        return replayed
+
+    def close(self) -> None:
+        """Delete the files whose records are all committed, and let go of the others: what they hold is
+        replayed by the next process of the service to look. Also run at exit (after the writer drained)."""
+        with self._lock:
+            if self._pid == os.getpid():
+                self._current = None
+                self._delete_committed()
+                for spooled in self._files.values():
+                    spooled.close()
+            self._pid, self._files, self._current = 0, {}, None
+
+    def _delete_committed(self) -> None:
+        """Delete the files, other than the current one, whose records are all committed."""
+        if self._pid != os.getpid():
+            return
+        for number, spooled in list(self._files.items()):
+            if number != self._current and spooled.outstanding == 0 and not spooled.kept:
+                spooled.path.unlink(missing_ok=True)
+                spooled.close()
+                del self._files[number]
+
+    def _paths(self) -> list[Path]:
+        """Every spool file; those of living processes (this one's included) are locked, so skipped."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(path for path in self.directory.iterdir() if path.suffix == SUFFIX)
+
+    def _current_file(self, room: int) -> int:
+        """The file to append `room` bytes to: a new one when there is none, or too little room is left."""
+        if self._pid != os.getpid():  # first append, or a forked child: the parent's files are not ours
+            self._pid, self._files, self._current = os.getpid(), {}, None
+            atexit.register(self.close)
+        current = self._files.get(self._current) if self._current is not None else None
+        if current is not None and current.used + room > len(current.map):
+            self._current = None
+            self._delete_committed()
+        if self._current is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+                size = max(FILE_BYTES, room)
+                os.posix_fallocate(fd, 0, size)  # the disk space is taken now, not while a call waits
+                self._next += 1
+                self._files[self._next] = _File(fd, path, time.monotonic(), mmap.mmap(fd, size))
+            except BaseException:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                raise
+            self._current = self._next
+        return self._current
+
+
+@contextmanager
+def _taken(path: Path) -> Iterator[int | None]:
+    """The file opened and locked, when no living process holds it (else None); closed afterwards."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:  # replayed and deleted by another process meanwhile
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its process lives, or another one is replaying it
+            yield None
+            return
+        yield None if os.fstat(fd).st_nlink == 0 else fd  # deleted once replayed by the one that held it
+    finally:
+        os.close(fd)
+
+
+def _read(fd: int, path: Path) -> Iterator[Entry]:
+    """The records of a spool file, up to the zeros of its unused rest. A last line cut short (its process
+    killed mid-write) was never answered for: it is skipped, and said so."""
+    data = os.pread(fd, os.fstat(fd).st_size, 0)
+    end = data.find(b"\0")
+    lines = (data if end < 0 else data[:end]).split(b"\n")
+    if lines[-1]:
+        log.warning("spool %s: its last record is incomplete (written as its process was killed); skipped",
+                    path.name)
+    for line in lines[:-1]:
+        yield orjson.loads(line)
