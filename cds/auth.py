@@ -6,7 +6,6 @@ import base64
 import binascii
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Collection, Iterable
@@ -143,21 +142,6 @@ class RemoteJwks:
 
 # One SMART scope: v1 `user/Coverage.read`, `patient/*.*`; v2 (CDS Hooks 3.0) `user/Coverage.rs`, `patient/*.r`,
 # optionally narrowed by a query (`patient/Condition.rs?category=problem-list-item`).
-_SCOPE = re.compile(r"(?:patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|c?r?u?d?s?)(?:\?\S*)?")
-
-
-def scope_reads(scope: str, resource_type: str) -> bool:
-    """Whether a `fhirAuthorization.scope` grants reading or searching `resource_type`, in SMART v1 or v2 syntax.
-    Used to say why a FHIR server refused a fetch; the FHIR server, not this service, enforces scopes."""
-    for item in scope.split():
-        found = _SCOPE.fullmatch(item)
-        if found and found[1] in ("*", resource_type):
-            permissions = found[2]
-            if permissions in ("*", "read") or (permissions != "write" and {"r", "s"} & set(permissions)):
-                return True
-    return False
-
-
 # --- Registry -------------------------------------------------------------------------------------------
 
 

@@ -27,7 +27,6 @@ from cds.policy.loader import DiagnosesFileError
 from cds.policy.orders import device_index
 from cds.protocol import HookRequest, parse_hook_request, to_wire
 from cds.record import Recorder
-from cds.record.refusals import record_refusal
 from cds.render import Configuration, render
 from hooks.spec import check_requested_version
 
@@ -57,7 +56,7 @@ def answer_hook_call(service: Service, service_id: str, http: Request,
         hook = hooks.hook_for(service_id, body)
         request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
     except (CdsError, HTTPException) as error:  # refused before it was decided: recorded too
-        record_refusal(service.recorder.store, service_id, error, _ms_since(started), client, body)
+        service.recorder.refused(service_id, error, _ms_since(started), client, body)
         raise
     service.hook_instances.note(client.iss if client else "(unauthenticated)", request.hook_instance)
     try:

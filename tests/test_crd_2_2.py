@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from cds.auth import scope_reads
+from cds.member.prefetch import scope_reads
 from tests.crd_profile import problems_2_0_1, problems_2_2
 from tests.helpers import free_port, load, outcome
 

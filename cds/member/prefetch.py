@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from typing import Any, Literal
 from urllib.parse import quote
 
-from cds.auth import scope_reads
 from cds.errors import CdsError
 from cds.errors import quote as quoted
 from cds.member.facts import MemberData
@@ -184,3 +183,18 @@ def _resources(value: Any, resource_type: str) -> tuple[dict[str, Any], ...]:
         if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
         and entry["resource"].get("resourceType") == resource_type
     )
+
+
+_SCOPE = re.compile(r"(?:patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|c?r?u?d?s?)(?:\?\S*)?")
+
+
+def scope_reads(scope: str, resource_type: str) -> bool:
+    """Whether a `fhirAuthorization.scope` grants reading or searching `resource_type`, in SMART v1 or v2 syntax.
+    Used to say why a FHIR server refused a fetch; the FHIR server, not this service, enforces scopes."""
+    for item in scope.split():
+        found = _SCOPE.fullmatch(item)
+        if found and found[1] in ("*", resource_type):
+            permissions = found[2]
+            if permissions in ("*", "read") or (permissions != "write" and {"r", "s"} & set(permissions)):
+                return True
+    return False

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from cds.protocol import HookRequest
 from cds.record.calls import call_records
 from cds.record.departures import DepartureLog
+from cds.record.refusals import record_refusal
 from cds.record.store import Store
 from cds.render.coverage import COVERED_CODE
 
@@ -36,6 +37,11 @@ class Recorder:
             metrics.decision(item.decision.policy_id, COVERED_CODE[item.decision.outcome])
         # R4 is checked only for orders the service speaks about: their integrators hear of it.
         self.departures.check((item.decision.order for item in rendered), client.iss if client else None)
+
+    def refused(self, service_id: str, error: Exception, latency_ms: float, client: RegisteredClient | None,
+                body: dict[str, Any] | None) -> None:
+        """Record a call refused before anything was decided (its status and why, never its body)."""
+        record_refusal(self.store, service_id, error, latency_ms, client, body)  # type: ignore[arg-type]
 
     def write(self, service_id: str, request: HookRequest, client: RegisteredClient | None, status: int,
               latency_ms: float, rendering: Rendering | None,

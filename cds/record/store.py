@@ -192,7 +192,7 @@ class Store:
         try:
             done = self._writer.submit((call_id, call, decisions, number), wait=number is None and wait)
         except queue.Full:
-            if number is not None:  # the writer cannot keep up: the record waits in the spool
+            if number is not None and self.spool:  # the writer cannot keep up: the record waits in the spool
                 self.spool.settle([number], committed=False)
                 return
             self._lost([_rows(call_id, call, decisions)], StoreUnavailable("the write queue is full"))
@@ -470,16 +470,16 @@ class Store:
         """Records the database did not take: spooled ones stay in the spool; the others are lost."""
         self._settle(items, committed=False)
         outcomes: list[StoreUnavailable | None] = []
-        for *record, number in items:
+        for call_id, call, decisions, number in items:
             if number is None:
                 try:
-                    self._lost([_rows(*record)], cause)
+                    self._lost([_rows(call_id, call, decisions)], cause)
                 except StoreUnavailable as lost:
                     outcomes.append(lost)
                     continue
             outcomes.append(None)
         spooled = sum(item[3] is not None for item in items)
-        if spooled:
+        if spooled and self.spool:
             _count_failure("spooled", spooled)
             if not self._spooling:
                 self._spooling = True
@@ -489,7 +489,7 @@ class Store:
 
     def _settle(self, items: Sequence[Queued], committed: bool) -> None:
         numbers = [item[3] for item in items if item[3] is not None]
-        if numbers:
+        if numbers and self.spool:
             self.spool.settle(numbers, committed)
 
     def _lost(self, entries: Sequence[Entry], cause: StoreUnavailable) -> None:
@@ -502,6 +502,8 @@ class Store:
     def _replay_spool(self) -> None:
         """Replay what this process spooled and what processes that died left. Quiet while the database is
         still away: the records stay, and this runs again (the writer's idle task)."""
+        if self.spool is None:
+            return
         self.spool.rotate()
         try:
             own = self.spool.replay_own(self._replay_spooled)

@@ -91,6 +91,8 @@ class BackgroundWriter(Generic[T]):
                 self._run_idle()
 
     def _run_idle(self) -> None:
+        if self._idle is None:
+            return
         try:
             self._idle()
         except Exception:  # the writer must outlive any error
