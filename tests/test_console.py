@@ -8,6 +8,7 @@ import json
 import stat
 
 import pytest
+import requests
 from werkzeug.datastructures import MultiDict
 
 from cds.config import Settings, SettingsError
@@ -17,7 +18,7 @@ from cds.console.key import DEMO_KEY_FILE, console_signer
 from cds.console.orders import build_request
 from cds.record.store import PolicyStats
 from tests import tokens
-from tests.helpers import EXAMPLES, run_cds
+from tests.helpers import EXAMPLES, run_cds, serve_on_loopback
 
 ADMIN_TOKEN = "an-admin-credential-of-some-length"
 SERVICE = "/cds-services/order-sign-crd"
@@ -242,3 +243,22 @@ def test_the_console_key_prints_as_the_public_key_set_to_register_elsewhere(make
     assert result.exit_code == 0
     [key] = json.loads(result.stdout)["keys"]
     assert key["kty"] == "EC" and key["alg"] == "ES384" and "d" not in key
+
+
+@pytest.mark.parametrize(("hook", "judged"), [("order-dispatch", "DeviceRequest"), ("appointment-book", "Appointment"),
+                                            ("encounter-start", "DeviceRequest")])
+def test_the_console_dispatches_and_books_the_orders_of_its_form(make_app, hook, judged):
+    server = serve_on_loopback(make_app(demo=True, auth_disabled=True))
+    url = next(server)
+    try:
+        form = example_form() | {"service": f"{hook}-crd", "hook": hook, "target": url,
+                                 "configuration": {"coverage-info": True, "off-guideline": True}}
+        sent = requests.post(f"{url}/console/api/send", json=form, timeout=10).json()
+    finally:
+        server.close()
+    assert sent["request"]["hook"] == hook
+    answer = sent["answer"]
+    assert answer["status"] == 200, answer
+    [card] = answer["body"]["cards"]
+    assert card["extension"]["davinci-crd.associated-resource"][0]["reference"].startswith(f"{judged}/")
+    assert [a["resource"]["resourceType"] for a in answer["body"]["systemActions"]] == [judged]

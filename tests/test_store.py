@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, make_url, select
 
 from cds.record import FeedbackReceipt, FeedbackRecord, Store, store_failures
-from cds.record.engine import head_revision, replay_url
+from cds.record.engine import _alembic_config, head_revision, make_engine, replay_url
 from cds.record.schema import decision, hook_call, metadata
 from tests.records import E0221, a_call, a_decision
 
@@ -35,8 +36,39 @@ def test_migrations_from_empty_build_the_schema_the_code_uses(empty_database_url
     store = Store(empty_database_url).start()
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection)
-        assert context.get_current_revision() == head_revision() == "0001"
+        assert context.get_current_revision() == head_revision() == "0002"
         assert compare_metadata(context, metadata) == []
+    store.close()
+
+
+def test_a_store_at_the_first_revision_is_upgraded_keeping_its_decisions(empty_database_url):
+    """0002 adds the performer a decided order was dispatched to; decisions recorded before it keep theirs."""
+    engine = make_engine(empty_database_url)
+    with engine.begin() as connection:
+        config = _alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    call = a_call()
+    before = a_decision(call)
+    with engine.begin() as connection:  # a call and its decision as the first revision's code wrote them
+        connection.execute(hook_call.insert(), {
+            "id": str(uuid.uuid4()), "time": call.time, "service_id": call.service_id, "hook": call.hook,
+            "hook_instance": call.hook_instance, "status": 200, "latency_ms": 1.0, "orders": []})
+        call_id = connection.execute(select(hook_call.c.id)).scalar_one()
+        connection.execute(decision.insert(), {
+            "coverage_assertion_id": before.coverage_assertion_id, "call_id": call_id,
+            "hook_instance": call.hook_instance, "order_reference": before.order_reference,
+            "order_codes": list(before.order_codes), "policy_id": before.policy_id,
+            "policy_version": before.policy_version, "outcome": before.outcome, "reason": before.reason,
+            "suggestion_uuids": [], "decided_at": before.decided_at})
+    engine.dispose()
+    store = Store(empty_database_url).start()
+    assert store.decision_report(before.coverage_assertion_id)["order_reference"] == before.order_reference
+    assert store.decision_report(before.coverage_assertion_id)["performer"] is None
+    dispatched = a_call()
+    after = replace(a_decision(dispatched), performer="Organization/supplier-1")
+    store.record_call(dispatched, [after])
+    assert store.decision_report(after.coverage_assertion_id)["performer"] == "Organization/supplier-1"
     store.close()
 
 

@@ -26,7 +26,7 @@ from uuid_utils.compat import uuid7
 from cds.config import Settings
 from cds.errors import CdsError, quote
 from cds.record.engine import create_replay_table, describe_database_error, make_engine, migrate, replay_url
-from cds.record.records import DecisionRecord, FeedbackRecord, HookCall
+from cds.record.records import DecisionRecord, FeedbackRecord, HookCall, JudgedOrder
 from cds.record.schema import decision, feedback, hook_call, seen_jti
 from cds.record.writer import BackgroundWriter
 
@@ -338,7 +338,7 @@ class Store:
                 "hook_instance": call.hook_instance, "client_iss": call.client_iss,
                 "client_tenant": call.client_tenant, "patient_id": call.patient_id, "status": call.status,
                 "latency_ms": call.latency_ms,
-                "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
+                "orders": [_judged_order(order) for order in call.orders],
                 "request": _without_secrets(call.request) if self.capture_payloads else None,
                 "response": call.response if self.capture_payloads else None,
             })
@@ -348,7 +348,7 @@ class Store:
                 "order_codes": list(d.order_codes), "policy_id": d.policy_id, "policy_version": d.policy_version,
                 "outcome": d.outcome, "reason": d.reason, "card_uuid": d.card_uuid,
                 "suggestion_uuids": list(d.suggestion_uuids), "coverage_reference": d.coverage_reference,
-                "decided_at": d.decided_at,
+                "decided_at": d.decided_at, "performer": d.performer,
             } for d in decisions)
 
         cards = [row["card_uuid"] for row in decision_rows if row["card_uuid"]]
@@ -464,6 +464,13 @@ def _utc_day(dialect: str) -> Any:
     if dialect == "postgresql":
         return func.to_char(func.timezone("UTC", decision.c.decided_at), "YYYY-MM-DD")
     return func.date(decision.c.decided_at)
+
+
+def _judged_order(order: JudgedOrder) -> dict[str, Any]:
+    row: dict[str, Any] = {"reference": order.reference, "codes": list(order.codes)}
+    if order.performer:
+        row["performer"] = order.performer
+    return row
 
 
 def _without_secrets(request: dict[str, Any] | None) -> dict[str, Any] | None:
