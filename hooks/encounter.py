@@ -7,39 +7,16 @@ from cds.fhir import OrderSearch, parse_draft_order
 from cds.fhirjson import as_dict, relative_reference, resources_in
 from cds.policy.facts import Order
 from cds.protocol import ContextShape, HookRequest
+from hooks import spec
 
 ORDER_TYPES = ("ServiceRequest", "DeviceRequest")
 PENDING = ("draft", "active")
 CONTEXT = ContextShape(orders_in=None, requires_encounter=True)
 PREFETCH = {f"{name[0].lower()}{name[1:]}s": f"{name}?patient={{{{context.patientId}}}}"
             f"&encounter={{{{context.encounterId}}}}&status={','.join(PENDING)}" for name in ORDER_TYPES}
-CONFIGURATION_OPTIONS = (
-    {
-        "code": "coverage-info",
-        "type": "boolean",
-        "name": "Coverage Information",
-        "description": "Whether each of the encounter's pending orders is covered or needs prior authorization: "
-        "the coverage-information system action stored on the order (never asking for documentation), and cards "
-        "explaining a coverage that depends on prior authorization or on information not in the request. Off "
-        "unless the client asks for it.",
-        "default": False,
-    },
-    {
-        "code": "off-guideline",
-        "type": "boolean",
-        "name": "Off guideline",
-        "description": "A card when one of the encounter's pending orders runs against the payer's medical policy, "
-        "with the verdict, its basis and links to the policy. Off unless the client asks for it.",
-        "default": False,
-    },
-    {
-        "code": "max-cards",
-        "type": "integer",
-        "name": "Maximum cards",
-        "description": "The most cards returned for one call; the most important come first.",
-        "default": 10,
-    },
-)
+# The options every hook declares (CRD dev-9: the same codes, names and descriptions), every switch off by default.
+CONFIGURATION_OPTIONS = tuple({**option, "default": False} if option["type"] == "boolean" else option
+                              for option in spec.CONFIGURATION_OPTIONS)
 
 
 def encounter_orders(request: HookRequest) -> tuple[Order, ...]:
