@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Any
 
@@ -32,6 +33,33 @@ class DraftOrder(Order):
         if model is None:
             return (f"{self.resource_type} is not a FHIR R4 resource type",)
         return validation_problems(model, self.resource)
+
+
+@dataclass(frozen=True)
+class OrderReference(Order):
+    """An order the call names only by reference (`Type/id`), to be resolved before it is judged: from
+    `candidates` (resources the call itself carries that may be it), the prefetch, else the FHIR server."""
+
+    named_at: str = ""  # where the call names it, e.g. context.dispatchedOrders[0]
+    candidates: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class OrderSearch(Order):
+    """Orders the call implies by a search the EHR did not prefetch (an encounter's pending orders): read from the
+    FHIR server by `query`, a prefetch template of this hook; those `keep` accepts are judged."""
+
+    named_at: str = ""  # the prefetch key that would have carried them, e.g. prefetch.serviceRequests
+    query: str = ""
+    keep: Callable[[dict[str, Any]], bool] = field(default=lambda resource: True, compare=False)
+
+
+def order_reference(reference: str, named_at: str, candidates: tuple[dict[str, Any], ...] = (),
+                    performer: str | None = None) -> OrderReference:
+    """The order `Type/id` names (the reference checked by the caller)."""
+    resource_type, _, order_id = reference.partition("/")
+    return OrderReference({}, resource_type, order_id, performer=performer, named_at=named_at,
+                          candidates=candidates)
 
 
 def parse_draft_order(resource: dict[str, Any]) -> DraftOrder:

@@ -4,6 +4,7 @@ policy core can read orders without loading a FHIR model."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
@@ -41,3 +42,15 @@ def fhir_date(value: Any) -> date | None:
         return date.fromisoformat(value[:10])
     except ValueError:
         return None
+
+
+def resources_in(values: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """Resources with a type and an id among `values` (e.g. prefetch values): resources, and Bundles' entries."""
+    for value in values:
+        if not isinstance(value, dict):
+            continue
+        items = value.get("entry") if value.get("resourceType") == "Bundle" else [{"resource": value}]
+        for entry in items if isinstance(items, list) else ():
+            item = as_dict(entry).get("resource")
+            if isinstance(item, dict) and isinstance(item.get("resourceType"), str) and isinstance(item.get("id"), str):
+                yield item

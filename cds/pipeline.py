@@ -23,6 +23,7 @@ from cds.hook_instances import HookInstances
 from cds.member.fetch import FhirFetcher
 from cds.member.plans import PlanDirectory, PlanDirectoryError, load_plan_directory
 from cds.policy import CompiledPolicy, PolicyError, PolicyMatch, decide, load_policies, match_order
+from cds.policy.facts import Order
 from cds.policy.loader import DiagnosesFileError
 from cds.policy.orders import device_index
 from cds.protocol import HookRequest, parse_hook_request, to_wire
@@ -54,26 +55,29 @@ def answer_hook_call(service: Service, service_id: str, http: Request,
         hooks.services_with_id(service_id)  # 404 before the body is read
         body = read_body()
         hook = hooks.hook_for(service_id, body)
-        request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders)
+        request = parse_hook_request(body, hook.requires_selections, settings.max_draft_orders, hook.context)
     except (CdsError, HTTPException) as error:  # refused before it was decided: recorded too
         service.recorder.refused(service_id, error, _ms_since(started), client, body)
         raise
     service.hook_instances.note(client.iss if client else "(unauthenticated)", request.hook_instance)
+    orders: Sequence[Order] = request.draft_orders
     try:
         check_requested_version(request.requested_version)
         orders = hook.judged_orders(request)
+        orders = member.resolve_orders(orders, request, service.fetcher, allowed_servers(settings, client))
         matches = match_orders(orders, service.policies, request)
         facts = member_facts(service, request, client) if matches else None  # fetched only when a policy applies
         today = service.today()
         decisions = [decide(m, member.order_facts(facts, m.order, today), today, new_assertion_id())
                      for m in matches if facts]
-        rendering = render(decisions, Configuration.from_request(request), hook.primary, settings.payer_name,
+        configuration = Configuration.from_request(request, hook.option_defaults)
+        rendering = render(decisions, configuration, hook.primary, settings.payer_name,
                            facts.coverage_gap if facts else None)
     except CdsError as error:  # e.g. 412 or a strict-mode 400: recorded too, then answered
-        service.recorder.record(service_id, request, client, error.status, _ms_since(started))
+        service.recorder.record(service_id, request, client, error.status, _ms_since(started), orders=orders)
         raise
     answer = to_wire(rendering.response)
-    service.recorder.record(service_id, request, client, 200, _ms_since(started), rendering, (body, answer))
+    service.recorder.record(service_id, request, client, 200, _ms_since(started), rendering, (body, answer), orders)
     return answer
 
 
@@ -85,9 +89,14 @@ def match_orders(orders: Sequence[Any], policies: Sequence[CompiledPolicy], requ
 
 def member_facts(service: Service, request: HookRequest, client: RegisteredClient | None) -> member.MemberFacts:
     settings = service.settings
-    allowed = (*settings.fhir_servers, *client.fhir_servers) if client else None
-    return member.facts_for_call(request, service.fetcher, service.plans, service.today(), allowed,
-                                 settings.served_payers if settings.strict_crd else None)
+    strict_payers = settings.served_payers if settings.strict_crd else None
+    return member.facts_for_call(request, service.fetcher, service.plans, service.today(),
+                                 allowed_servers(settings, client), strict_payers)
+
+
+def allowed_servers(settings: Settings, client: RegisteredClient | None) -> tuple[str, ...] | None:
+    """The FHIR servers this call may fetch from: the configured ones and the client's own (None: as configured)."""
+    return (*settings.fhir_servers, *client.fhir_servers) if client else None
 
 
 def new_assertion_id() -> str:
@@ -127,7 +136,8 @@ def _referable_devices(request: HookRequest, orders: Sequence[Any]) -> dict[str,
     """Devices a DeviceRequest.codeReference may point to, looked for only when an order has one."""
     if not any("codeReference" in order.resource for order in orders):
         return {}
-    return device_index([*(order.resource for order in request.draft_orders), *request.prefetch.values()])
+    sent = {id(order): order for order in (*request.draft_orders, *orders)}.values()
+    return device_index([*(order.resource for order in sent), *request.prefetch.values()])
 
 
 def _ms_since(started: float) -> float:

@@ -35,12 +35,25 @@ class FhirAuthorization:
 
 
 @dataclass(frozen=True)
+class ContextShape:
+    """What a hook's context holds, as its hook definition says: `orders_in`, the names (current first, then older
+    spellings) of the field holding a Bundle of the resources the hook judges (None: it holds none); whether
+    `userId` and `encounterId` are required."""
+
+    orders_in: tuple[str, ...] | None = ("draftOrders",)
+    requires_user: bool = True
+    requires_encounter: bool = False
+
+
+@dataclass(frozen=True)
 class HookRequest:
-    """A validated service call. Draft orders are parsed one by one; prefetch values are kept as sent."""
+    """A validated service call. Draft orders (or the resources the hook's context carries in their place, such as
+    appointments) are parsed one by one; prefetch values are kept as sent, and the context too, for the fields a
+    hook reads itself."""
 
     hook: str
     hook_instance: str
-    user_id: str
+    user_id: str | None
     patient_id: str
     draft_orders: tuple[DraftOrder, ...]
     selections: tuple[str, ...] = ()
@@ -49,6 +62,7 @@ class HookRequest:
     fhir_authorization: FhirAuthorization | None = None
     prefetch: dict[str, Any] = field(default_factory=dict)
     extension: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def configuration(self) -> dict[str, Any]:
@@ -64,8 +78,9 @@ class HookRequest:
         return value if isinstance(value, str) or value is None else str(value)
 
 
-def parse_hook_request(body: dict[str, Any], requires_selections: bool, max_orders: int) -> HookRequest:
-    """Check a service call against CDS Hooks 2.0 and the order-* hook context; lenient where clients are."""
+def parse_hook_request(body: dict[str, Any], requires_selections: bool, max_orders: int,
+                       shape: ContextShape = ContextShape()) -> HookRequest:
+    """Check a service call against CDS Hooks 2.0 and the hook's context (`shape`); lenient where clients are."""
     hook = _string(body, "hook")
     hook_instance = _string(body, "hookInstance", max_length=128)
     fhir_server = _fhir_server(body.get("fhirServer"))
@@ -75,12 +90,17 @@ def parse_hook_request(body: dict[str, Any], requires_selections: bool, max_orde
     context = body.get("context")
     if not isinstance(context, dict):
         raise BadRequest(_expected("context", "an object", context), "context", _missing_or_invalid(context))
-    user_id = _string(context, "userId", "context.userId", USER_ID_PATTERN, "Practitioner/123")
+    user_id = context.get("userId")
+    if user_id is not None or shape.requires_user:
+        user_id = _string(context, "userId", "context.userId", USER_ID_PATTERN, "Practitioner/123")
     patient_id = _string(context, "patientId", "context.patientId", ID_PATTERN, "an id such as 123")
     encounter_id = context.get("encounterId")
-    if encounter_id is not None:
+    if encounter_id is not None or shape.requires_encounter:
         encounter_id = _string(context, "encounterId", "context.encounterId", ID_PATTERN, "an id such as 987")
-    orders = _draft_orders(context.get("draftOrders"), max_orders)
+    orders: tuple[DraftOrder, ...] = ()
+    if shape.orders_in:
+        name = next((name for name in shape.orders_in if name in context), shape.orders_in[0])
+        orders = _draft_orders(context.get(name), max_orders, f"context.{name}")
     selections = _selections(context.get("selections"), orders) if requires_selections else ()
     return HookRequest(
         hook=hook,
@@ -94,7 +114,35 @@ def parse_hook_request(body: dict[str, Any], requires_selections: bool, max_orde
         fhir_authorization=authorization,
         prefetch=_object(body, "prefetch", values="an object or null"),
         extension=_object(body, "extension"),
+        context=context,
     )
+
+
+def context_references(request: HookRequest, names: tuple[str, ...], max_count: int) -> tuple[tuple[str, str], ...]:
+    """A required context field holding an array of `Type/id` references (the first of `names` present: the current
+    spelling, then older ones), with where each is named; 400 when it is missing or malformed."""
+    name = next((name for name in names if name in request.context), names[0])
+    path = f"context.{name}"
+    value = request.context.get(name)
+    if isinstance(value, str):  # one reference sent as a string
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise BadRequest(_expected(path, "a non-empty array of references", value), path, _missing_or_invalid(value))
+    if len(value) > max_count:
+        raise BadRequest(f"{path} holds {len(value)} references; at most {max_count} are accepted.", path,
+                         "too-costly")
+    for index, reference in enumerate(value):
+        if not isinstance(reference, str) or not REFERENCE_PATTERN.fullmatch(reference):
+            raise BadRequest(f"{path}[{index}] must be a reference such as DeviceRequest/123.", f"{path}[{index}]")
+    named: dict[str, str] = {}
+    for index, reference in enumerate(value):
+        named.setdefault(reference, f"{path}[{index}]")  # a reference named twice is judged once
+    return tuple(named.items())
+
+
+def context_reference(request: HookRequest, name: str) -> str:
+    """A required context field holding one `Type/id` reference (e.g. order-dispatch's performer); 400 otherwise."""
+    return _string(request.context, name, f"context.{name}", REFERENCE_PATTERN, "Organization/123")
 
 
 def _missing_or_invalid(value: Any) -> str:
@@ -179,8 +227,9 @@ def _fhir_authorization(value: Any) -> FhirAuthorization | None:
     )
 
 
-def _draft_orders(bundle: Any, max_orders: int) -> tuple[DraftOrder, ...]:
-    path = "context.draftOrders"
+def _draft_orders(bundle: Any, max_orders: int, path: str) -> tuple[DraftOrder, ...]:
+    if isinstance(bundle, list):  # the resources sent as a bare array, as an old appointment-book example does
+        bundle = {"resourceType": "Bundle", "entry": [{"resource": item} for item in bundle]}
     if not isinstance(bundle, dict):
         raise BadRequest(_expected(path, "a FHIR Bundle", bundle), path, _missing_or_invalid(bundle))
     if bundle.get("resourceType") != "Bundle":

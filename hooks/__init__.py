@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from cds.errors import BadRequest, NotFound, quote
-from hooks import order_select, order_sign
+from hooks import appointment_book, encounter_discharge, encounter_start, order_dispatch, order_select, order_sign
 from hooks.spec import Hook
 
-HOOKS: tuple[Hook, ...] = (order_sign.HOOK, order_select.HOOK)
+HOOKS: tuple[Hook, ...] = (order_sign.HOOK, order_select.HOOK, order_dispatch.HOOK, appointment_book.HOOK,
+                          encounter_start.HOOK, encounter_discharge.HOOK)
 SERVICE_IDS: frozenset[str] = frozenset(hook.service_id for hook in HOOKS)
 
 

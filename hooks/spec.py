@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cds.errors import CdsError, quote
 from cds.policy.facts import Order
-from cds.protocol import HookRequest
+from cds.protocol import ContextShape, HookRequest
 
 # What every coverage decision may need about the member; root-level context tokens only (CDS Hooks 2.0).
 PREFETCH = {
@@ -61,7 +61,16 @@ class Hook:
     description: str
     primary: bool  # CRD primary hooks must return coverage information for every judged order
     requires_selections: bool
+    # The orders judged; an order named only by reference (cds.fhir.OrderReference) is resolved before it is.
     judged_orders: Callable[[HookRequest], tuple[Order, ...]]
+    context: ContextShape = field(default_factory=ContextShape)  # what the hook's context holds
+    more_prefetch: Mapping[str, str] = field(default_factory=dict)  # templates beyond the member data's
+    # The davinci-crd.configuration options it declares; their defaults are what a call that names none gets.
+    configuration_options: tuple[dict[str, Any], ...] = tuple(CONFIGURATION_OPTIONS)
+
+    @property
+    def option_defaults(self) -> dict[str, Any]:
+        return {option["code"]: option["default"] for option in self.configuration_options}
 
     def discovery_entry(self) -> dict[str, Any]:
         return {
@@ -70,10 +79,10 @@ class Hook:
             "title": self.title,
             "description": self.description,
             "version": CDS_HOOKS_VERSION,
-            "prefetch": PREFETCH,
+            "prefetch": {**PREFETCH, **self.more_prefetch},
             "extension": {
                 "davinci-crd.version": CRD_VERSIONS,
-                "davinci-crd.configuration-options": CONFIGURATION_OPTIONS,
+                "davinci-crd.configuration-options": list(self.configuration_options),
             },
         }
 

@@ -11,17 +11,36 @@ def test_discovery_lists_one_service_per_hook(client):
     assert {(s["hook"], s["id"]) for s in services} == {
         ("order-sign", "order-sign-crd"),
         ("order-select", "order-select-crd"),
+        ("order-dispatch", "order-dispatch-crd"),
+        ("appointment-book", "appointment-book-crd"),
+        ("encounter-start", "encounter-start-crd"),
+        ("encounter-discharge", "encounter-discharge-crd"),
     }
     for service in services:
         assert service["title"] and service["description"]
 
 
-def test_prefetch_templates_use_root_level_context_tokens_only(client):
+ROOT_TOKENS = ("context.patientId", "context.userId", "context.encounterId")
+# Where the hook's context names its orders only by reference or in a Bundle, CRD's standard prefetch reaches them
+# with FHIRPath tokens (CRD 2.2 clients execute them; CDS Hooks 2.0 clients skip such templates).
+FHIRPATH_ROOTS = {"order-dispatch": "context.dispatchedOrders.", "appointment-book": "context.appointments."}
+
+
+def test_member_data_templates_use_root_level_context_tokens_only(client):
     for service in client.get("/cds-services").get_json()["services"]:
-        assert {"patient", "coverage", "conditions"} <= service["prefetch"].keys()
+        prefetch = service["prefetch"]
+        assert {"patient", "coverage", "conditions"} <= prefetch.keys()
+        for key in ("patient", "coverage", "conditions"):
+            assert all(token in ROOT_TOKENS for token in TOKEN.findall(prefetch[key])), prefetch[key]
+
+
+def test_other_templates_start_from_the_hook_context_or_another_key(client):
+    for service in client.get("/cds-services").get_json()["services"]:
         for template in service["prefetch"].values():
             for token in TOKEN.findall(template):
-                assert token in ("context.patientId", "context.userId", "context.encounterId"), template
+                root = FHIRPATH_ROOTS.get(service["hook"])
+                assert token in ROOT_TOKENS or (root and token.startswith(root)) or \
+                    (token.startswith("%") and token[1:].split(".")[0] in service["prefetch"]), template
 
 
 def test_discovery_carries_crd_extensions(client):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from hooks import HOOKS
 from tests.helpers import free_port, metric_value, wait_until_up
 
 CDS = str(Path(sys.executable).with_name("cds"))
@@ -25,7 +26,7 @@ def test_serve_demo_answers_discovery_and_says_what_it_relaxes(tmp_path):
     try:
         response = wait_until_up(f"http://127.0.0.1:{port}/cds-services", process)
         assert response.status_code == 200
-        assert len(response.json()["services"]) == 2
+        assert len(response.json()["services"]) == len(HOOKS)
         oversized = requests.get(f"http://127.0.0.1:{port}/cds-services", headers={"Authorization": "x" * 20000},
                                  timeout=5)
         assert oversized.status_code == 431

@@ -200,3 +200,34 @@ def test_order_refuses_malformed_options(live_service, fhir_server, args, says):
 ])
 def test_hcpcs_equipment_and_supplies_are_device_requests(text, order_type):
     assert Coding.parse(text).order_type == order_type
+
+
+@pytest.mark.parametrize(("hook", "code", "extra", "judged"), [
+    ("order-dispatch", "hcpcs|E0221", ["--performer", "Organization/dme-supplier-1"], "DeviceRequest"),
+    ("appointment-book", "cpt|97026", [], "Appointment"),
+    ("encounter-start", "cpt|97026", [], "ServiceRequest"),
+    ("encounter-discharge", "hcpcs|E0221", [], "DeviceRequest"),
+])
+def test_order_dispatches_and_books_against_the_real_app(live_service, fhir_server, hook, code, extra, judged):
+    result = run_cds("order", live_service, *order_args(fhir_server, "--code", code, "--hook", hook, "--json", *extra))
+    assert result.exit_code == 0, result.stderr
+    assert f"{hook} → {live_service}/cds-services/{hook}-crd: {judged} " in result.stderr
+    answer = json.loads(result.stdout)
+    [card] = answer["cards"]
+    assert " not covered" in card["summary"]
+    [action] = answer["systemActions"]
+    assert action["resource"]["resourceType"] == judged
+    assert card["extension"]["davinci-crd.associated-resource"] == [
+        {"reference": f"{judged}/{action['resource']['id']}"}]
+
+
+@pytest.mark.parametrize("args", [
+    ["--hook", "order-dispatch"],
+    ["--hook", "order-dispatch", "--performer", "the supplier"],
+    ["--performer", "Organization/dme-supplier-1"],
+])
+def test_order_takes_a_performer_for_order_dispatch_only(live_service, fhir_server, args):
+    result = run_cds("order", live_service, *order_args(fhir_server, "--code", "hcpcs|E0221", *args))
+    assert result.exit_code == 2
+    assert "--performer" in result.stderr
+    assert fhir_server.log == []

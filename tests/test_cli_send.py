@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cds.tools.printer import COVERAGE_INFORMATION
-from tests.helpers import DATA, load, run_cds
+from hooks import HOOKS
+from tests.helpers import DATA, EXAMPLES, load, run_cds
 
 REFERENCE_REQUESTS = sorted(path for path in DATA.glob("*.json") if "hook" in json.loads(path.read_text()))
 WIDE = {"COLUMNS": "200"}  # table rows on one line each, as in a wide terminal
@@ -84,12 +85,12 @@ def test_discover_shows_each_service_of_the_real_app_as_a_table_row(live_service
     result = run_cds("discover", live_service + path, env=WIDE)
     assert result.exit_code == 0, result.stderr
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "-crd" in line}
-    assert set(rows) == {"order-sign-crd", "order-select-crd"}
-    for hook, row in (("order-sign", rows["order-sign-crd"]), ("order-select", rows["order-select-crd"])):
-        cells = [cell.strip() for cell in row.split("│")[1:-1]]
-        assert cells[1] == hook
-        assert cells[2].startswith("Coverage requirements at order")
-        assert cells[3] == "patient, coverage, conditions"
+    assert set(rows) == {hook.service_id for hook in HOOKS}
+    for hook in HOOKS:
+        cells = [cell.strip() for cell in rows[hook.service_id].split("│")[1:-1]]
+        assert cells[1] == hook.name
+        assert cells[2] == hook.title
+        assert cells[3].startswith("patient, coverage, conditions")
     assert "\x1b[" not in result.stdout  # not a terminal: no escape codes
 
 
@@ -128,6 +129,16 @@ def test_send_routes_each_reference_request_to_the_service_for_its_hook(live_ser
         service = "order-select-crd" if load(path.name)["hook"] == "order-select" else "order-sign-crd"
         assert f"{path} → {live_service}/cds-services/{service}" in result.stdout
     assert result.stdout.count("No cards: the service has no guidance for this request.") == len(REFERENCE_REQUESTS)
+
+
+def test_send_routes_dispatch_and_booking_examples_to_their_services(live_service):
+    examples = [EXAMPLES / "order-dispatch-e0221-supplier.json", EXAMPLES / "appointment-book-97026-clinic.json"]
+    result = run_cds("send", live_service, *examples, env=WIDE)
+    assert result.exit_code == 0, result.stderr
+    for path, service in zip(examples, ("order-dispatch-crd", "appointment-book-crd"), strict=True):
+        assert f"{path} → {live_service}/cds-services/{service}" in result.stdout
+    assert "DeviceRequest/dr-e0221-4821: not covered" in result.stdout
+    assert "Appointment/apt-97026-1142: not covered" in result.stdout
 
 
 def test_send_json_prints_each_raw_answer(live_service):

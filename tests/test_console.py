@@ -276,3 +276,22 @@ def test_insights_say_when_the_store_cannot_be_read(make_app):
                       database_url="postgresql+psycopg://cds@127.0.0.1:9/cds").test_client()
     page = client.get("/console/insights", headers=basic(ADMIN_TOKEN))
     assert page.status_code == 200 and b"The audit store could not be read" in page.data
+
+
+@pytest.mark.parametrize(("hook", "judged"), [("order-dispatch", "DeviceRequest"), ("appointment-book", "Appointment"),
+                                            ("encounter-start", "DeviceRequest")])
+def test_the_console_dispatches_and_books_the_orders_of_its_form(make_app, hook, judged):
+    server = serve_on_loopback(make_app(demo=True, auth_disabled=True))
+    url = next(server)
+    try:
+        form = example_form() | {"service": f"{hook}-crd", "hook": hook, "target": url,
+                                 "configuration": {"coverage-info": True, "off-guideline": True}}
+        sent = requests.post(f"{url}/console/api/send", json=form, timeout=10).json()
+    finally:
+        server.close()
+    assert sent["request"]["hook"] == hook
+    answer = sent["answer"]
+    assert answer["status"] == 200, answer
+    [card] = answer["body"]["cards"]
+    assert card["extension"]["davinci-crd.associated-resource"][0]["reference"].startswith(f"{judged}/")
+    assert [a["resource"]["resourceType"] for a in answer["body"]["systemActions"]] == [judged]

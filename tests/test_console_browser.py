@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pytest_httpserver import HTTPServer
 
 from cds.record import Store
+from hooks import HOOKS
 from tests.browser import ROOT, demo_service, launch
 from tests.helpers import DATA, serve_on_loopback
 
@@ -73,7 +74,7 @@ def test_an_e0221_order_shows_card_and_coverage_information_and_its_feedback_rea
     url, data = service
     store = Store(f"sqlite:///{data}/cds.sqlite3")
     page.goto(f"{url}/console/")
-    expect(page.locator("#discovery-status")).to_contain_text("2 service(s)")
+    expect(page.locator("#discovery-status")).to_contain_text(f"{len(HOOKS)} service(s)")
     page.select_option("#scenario", "commercial-tx-ppo")
     expect(page.locator("#orders .o-code")).to_have_value("E0221")
 

@@ -5,14 +5,17 @@ import pytest
 import yaml
 from hypothesis import given
 
+from cds.fhir import model_class, validation_problems
 from cds.render.configuration import TOPIC_SYSTEM_TEMP
 from cds.render.coverage import COVERAGE_INFORMATION
+from hooks import HOOKS
 from tests.crd_profile import has_empty_element, problems_dual, required_order_elements
 from tests.helpers import DATA, EXAMPLES, load
 from tests.test_fuzz import FUZZ, mutated, post
 
 EXPECTED = yaml.safe_load((EXAMPLES / "expected.yaml").read_text())
-SERVICE = {"order-sign": "order-sign-crd", "order-select": "order-select-crd"}
+SERVICE = {hook.name: hook.service_id for hook in HOOKS}
+CRD_2_0_1_PROFILED = ("DeviceRequest", "ServiceRequest")  # the order profiles in tests/data/ig-crd-2.0.1
 CODED = ("covered", "pa-needed", "doc-needed", "doc-purpose", "info-needed")
 
 
@@ -66,8 +69,7 @@ def test_example_yields_exactly_its_expected_cards_and_actions(examples_client, 
     actions = answer.get("systemActions", [])
     assert [(a["resource"]["resourceType"] + "/" + a["resource"]["id"]) for a in actions] == \
         [want["order"] for want in expected["actions"]]
-    orders = {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
-              for e in body["context"]["draftOrders"]["entry"]}
+    orders = sent_resources(body)
     for action, want in zip(actions, expected["actions"], strict=True):
         assert action["type"] == "update" and action["description"]
         extension = action["resource"]["extension"][-1]
@@ -82,8 +84,30 @@ def test_example_yields_exactly_its_expected_cards_and_actions(examples_client, 
         original = orders[want["order"]]
         assert {k: v for k, v in action["resource"].items() if k != "extension"} == \
             {k: v for k, v in original.items() if k != "extension"}
-        for element in required_order_elements(original["resourceType"]):
-            assert any(key.startswith(element.removesuffix("[x]")) for key in action["resource"]), element
+        if original["resourceType"] in CRD_2_0_1_PROFILED:
+            for element in required_order_elements(original["resourceType"]):
+                assert any(key.startswith(element.removesuffix("[x]")) for key in action["resource"]), element
+        else:  # an Appointment: at least valid FHIR R4, coverage information included
+            assert validation_problems(model_class(original["resourceType"]), action["resource"]) == ()
+
+
+def sent_resources(body: dict) -> dict[str, dict]:
+    """Every resource with an id the request carries, by `Type/id`: in its context (draft orders, appointments,
+    fulfillment Tasks) and its prefetch."""
+    found: dict[str, dict] = {}
+
+    def walk(value):
+        if isinstance(value, dict):
+            if isinstance(value.get("resourceType"), str) and isinstance(value.get("id"), str):
+                found.setdefault(f"{value['resourceType']}/{value['id']}", value)
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk([body["context"], body.get("prefetch")])
+    return found
 
 
 MATCHING = [load(name) for name in ("text-only-anodyne.json", "device-code-reference.json",
@@ -106,3 +130,16 @@ MEMBER_DEPENDENT = [load(name) for name in ("il-child-cerebral-palsy-hmo.json", 
 @given(body=mutated(MEMBER_DEPENDENT))
 def test_mutated_member_data_never_5xx(examples_client, body):
     assert post(examples_client, "/cds-services/order-sign-crd", body).status_code in (200, 400)
+
+
+NEW_HOOKS = [load(name) for name in ("order-dispatch-e0221-supplier.json", "appointment-book-97026-clinic.json",
+                                     "encounter-start-il-child-mandate.json", "encounter-discharge-e0221-home.json")]
+
+
+@FUZZ
+@given(body=mutated(NEW_HOOKS))
+def test_mutated_dispatch_booking_and_encounter_requests_never_5xx(examples_client, body):
+    """Orders named by reference that cannot be had (no fhirServer here) are a 412; nothing is ever a 5xx."""
+    hook = body.get("hook")
+    service = SERVICE.get(hook, "order-dispatch-crd") if isinstance(hook, str) else "order-dispatch-crd"
+    assert post(examples_client, f"/cds-services/{service}", body).status_code in (200, 400, 412)

@@ -55,6 +55,36 @@ def test_a_store_at_the_first_revision_keeps_its_records_when_migrated(empty_dat
     with store.engine.connect() as connection:
         row = connection.execute(select(hook_call).where(hook_call.c.id == "old-call")).mappings().one()
     assert (row["hook_instance"], row["status"], row["refusal"]) == ("h-1", 200, None)
+
+
+def test_a_store_at_the_first_revision_is_upgraded_keeping_its_decisions(empty_database_url):
+    """0003 adds the performer a decided order was dispatched to; decisions recorded before it keep theirs."""
+    engine = make_engine(empty_database_url)
+    with engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    call = a_call()
+    before = a_decision(call)
+    with engine.begin() as connection:  # a call and its decision as the first revision's code wrote them
+        connection.execute(hook_call.insert(), {
+            "id": str(uuid.uuid4()), "time": call.time, "service_id": call.service_id, "hook": call.hook,
+            "hook_instance": call.hook_instance, "status": 200, "latency_ms": 1.0, "orders": []})
+        call_id = connection.execute(select(hook_call.c.id)).scalar_one()
+        connection.execute(decision.insert(), {
+            "coverage_assertion_id": before.coverage_assertion_id, "call_id": call_id,
+            "hook_instance": call.hook_instance, "order_reference": before.order_reference,
+            "order_codes": list(before.order_codes), "policy_id": before.policy_id,
+            "policy_version": before.policy_version, "outcome": before.outcome, "reason": before.reason,
+            "suggestion_uuids": [], "decided_at": before.decided_at})
+    engine.dispose()
+    store = Store(empty_database_url).start()
+    assert store.decision_report(before.coverage_assertion_id)["order_reference"] == before.order_reference
+    assert store.decision_report(before.coverage_assertion_id)["performer"] is None
+    dispatched = a_call()
+    after = replace(a_decision(dispatched), performer="Organization/supplier-1")
+    store.record_call(dispatched, [after])
+    assert store.decision_report(after.coverage_assertion_id)["performer"] == "Organization/supplier-1"
     store.close()
 
 

@@ -13,6 +13,8 @@ from cds.tools.order_request import CPT, HCPCS, coverage_references
 ORDER_TYPES = ("DeviceRequest", "ServiceRequest")
 SYSTEMS = {"CPT": CPT, "HCPCS": HCPCS}
 USER_ID = "PractitionerRole/console-user"
+PERFORMER = "Organization/console-dme-supplier"  # who order-dispatch sends the orders to
+ENCOUNTER_ID = "console-encounter"  # the encounter that starts or ends (encounter-start, encounter-discharge)
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,20 @@ def build_request(form: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(given, list) or not given:
         raise FormError("orders: add at least one draft order")
     orders = [draft_order(order, index, patient_id, insurance) for index, order in enumerate(given)]
-    context: dict[str, Any] = {
-        "userId": USER_ID, "patientId": patient_id,
-        "draftOrders": {"resourceType": "Bundle", "type": "collection",
-                        "entry": [{"resource": order} for order in orders]},
-    }
+    context: dict[str, Any] = {"userId": USER_ID, "patientId": patient_id, "draftOrders": _collection(orders)}
+    if hook == "order-dispatch":  # the orders, signed, sent to a supplier: named in the context, given in prefetch
+        signed = [{**order, "status": "active"} for order in orders]
+        context = {"patientId": patient_id, "dispatchedOrders": [f"{o['resourceType']}/{o['id']}" for o in signed],
+                   "performer": PERFORMER}
+        prefetch["dispatchedOrders"] = {**_collection(signed), "type": "searchset"}
+    elif hook == "appointment-book":  # a visit booked for each order's service
+        del context["draftOrders"]
+        context["appointments"] = _collection([_appointment(order, patient_id) for order in orders])
+    elif hook in ("encounter-start", "encounter-discharge"):  # the orders pending for the encounter, prefetched
+        del context["draftOrders"]
+        context["encounterId"] = ENCOUNTER_ID
+        pending = [{**order, "encounter": {"reference": f"Encounter/{ENCOUNTER_ID}"}} for order in orders]
+        prefetch["encounterOrders"] = {**_collection(pending), "type": "searchset"}
     if hook == "order-select":
         context["selections"] = [f"{o['resourceType']}/{o['id']}" for o, g in zip(orders, given, strict=True)
                                  if g.get("selected", True)]
@@ -110,6 +121,18 @@ def draft_order(order: Any, index: int, patient_id: str, insurance: list[str]) -
     if insurance:
         resource["insurance"] = [{"reference": reference} for reference in insurance]
     return resource
+
+
+def _appointment(order: dict[str, Any], patient_id: str) -> dict[str, Any]:
+    """A proposed visit for the service the order names."""
+    return {"resourceType": "Appointment", "id": order["id"].replace("order", "appointment"), "status": "proposed",
+            "serviceType": [order.get("code") or order["codeCodeableConcept"]],
+            "participant": [{"actor": {"reference": f"Patient/{patient_id}"}, "status": "accepted"},
+                            {"actor": {"reference": USER_ID}, "status": "accepted"}]}
+
+
+def _collection(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
 
 
 def crd_extension(form: dict[str, Any]) -> dict[str, Any]:

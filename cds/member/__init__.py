@@ -9,12 +9,13 @@ from datetime import date
 from cds.errors import BadRequest
 from cds.member.facts import member_facts, order_facts, strict_coverage_problem
 from cds.member.fetch import FhirFetcher
+from cds.member.orders import resolve_orders
 from cds.member.plans import PlanDirectory
 from cds.member.prefetch import member_data
 from cds.policy.facts import MemberFacts
 from cds.protocol import HookRequest
 
-__all__ = ["facts_for_call", "order_facts"]
+__all__ = ["facts_for_call", "order_facts", "resolve_orders"]
 
 
 def facts_for_call(request: HookRequest, fetcher: FhirFetcher, plans: PlanDirectory | None, today: date,

@@ -77,13 +77,19 @@ def member_facts(data: MemberData, directory: PlanDirectory | None, today: date)
 
 def order_facts(facts: MemberFacts, order: Order, today: date) -> MemberFacts:
     """The member's facts for one order: its date of service (`today` when it names none) and its reasons
-    (reasonCode, reasonReference to a contained or known Condition) first among the diagnoses."""
-    reasons, notes = _order_reasons(order, facts.condition_diagnoses)
+    (reasonCode, reasonReference to a contained or known Condition), then those of the requests it is based on,
+    first among the diagnoses."""
+    reasons: list[Diagnosis] = []
+    notes: list[str] = []
+    for source in (order, *order.based_on):
+        found, said = _order_reasons(source, facts.condition_diagnoses)
+        reasons.extend(found)
+        notes.extend(said)
     return replace(
         facts,
-        service_date=service_date(order) or today,
+        service_date=service_date(order) or next(filter(None, map(service_date, order.based_on)), None) or today,
         diagnoses=tuple(dict.fromkeys((*reasons, *facts.diagnoses))),
-        unavailable=facts.unavailable + notes,
+        unavailable=(*facts.unavailable, *notes),
     )
 
 
@@ -125,6 +131,8 @@ def service_date(order: Order) -> date | None:
     r = order.resource
     timing_events = _dict(r.get("occurrenceTiming")).get("event")
     candidates = (
+        r.get("start"),  # Appointment
+        _dict(next(iter(_list(r.get("requestedPeriod"))), None)).get("start"),  # Appointment not yet scheduled
         r.get("occurrenceDateTime"),
         _dict(r.get("occurrencePeriod")).get("start"),
         timing_events[0] if isinstance(timing_events, list) and timing_events else None,

@@ -162,9 +162,9 @@ def _gap(error: FetchError) -> Gap:
 
 def fill_template(template: str, request: HookRequest) -> str | None:
     """The template with its tokens filled from this call's context; None when a token has no value here."""
-    kind, _, user = request.user_id.partition("/")
+    kind, _, user = (request.user_id or "").partition("/")
     values = {"context.patientId": request.patient_id, "context.userId": request.user_id,
-              "context.encounterId": request.encounter_id, f"user{kind}Id": user}
+              "context.encounterId": request.encounter_id, f"user{kind}Id": user or None}
     tokens = TOKEN.findall(template)
     if any(values.get(token) is None for token in tokens):
         return None

@@ -26,11 +26,15 @@ _FIELD_LABELS = {"line_of_business": "line of business", "product": "product", "
 
 @dataclass(frozen=True)
 class Order:
-    """One order as the client sent it (normalised JSON), with its type and id."""
+    """One order as the client sent it (normalised JSON), with its type and id. `based_on`: the requests it carries
+    out (an Appointment's basedOn), whose codes and reasons count as its own; `performer`: who is asked to carry it
+    out, when the call names one (order-dispatch)."""
 
     resource: dict[str, Any]
     resource_type: str
     id: str | None
+    based_on: tuple[Order, ...] = ()
+    performer: str | None = None
 
     @property
     def reference(self) -> str | None:

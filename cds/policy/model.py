@@ -13,7 +13,7 @@ from cds.states import state_code
 
 CodeSystem = Literal["CPT", "HCPCS"]
 OrderType = Literal["DeviceRequest", "ServiceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
-                    "CommunicationRequest"]
+                    "CommunicationRequest", "Appointment"]
 _CODE = re.compile(r"[A-Za-z0-9]{4,7}")
 # An ICD-10-CM category (G80) or a code prefix below it (Q93.5, E11.621): it stands for itself and every code under it.
 _ICD10CM_STEM = re.compile(r"[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?")

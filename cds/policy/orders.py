@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cds.fhirjson import as_list as _list
@@ -18,6 +18,7 @@ CODE_ELEMENT = {
     "DeviceRequest": "codeCodeableConcept",
     "MedicationRequest": "medicationCodeableConcept",
     "CommunicationRequest": "category",
+    "Appointment": "serviceType",
 }
 MAX_TEXT = 500  # bound the text searched per element: order text is free text
 
@@ -67,6 +68,18 @@ def _is_device(value: Any) -> bool:
 
 
 def read_order(order: Order, devices: Mapping[str, dict[str, Any]]) -> OrderContent:
+    """The order's codings and texts, then those of each request it is based on."""
+    content = _read_own(order, devices)
+    for request in order.based_on:
+        based = _read_own(request, devices)
+        prefix = f"{request.reference or request.resource_type}, which {order.resource_type} is based on: "
+        content = OrderContent(
+            (*content.codings, *(replace(c, where=prefix + c.where) for c in based.codings)),
+            (*content.texts, *(replace(t, where=prefix + t.where) for t in based.texts)))
+    return content
+
+
+def _read_own(order: Order, devices: Mapping[str, dict[str, Any]]) -> OrderContent:
     resource = order.resource
     codings: list[Coded] = []
     texts: list[Described] = []

@@ -30,11 +30,14 @@ def call_records(
     rendered: Sequence[Rendered] = (),
     response: CdsResponse | None = None,
     payloads: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    orders: Sequence[Order] | None = None,
 ) -> tuple[HookCall, list[DecisionRecord]]:
-    """The call and its decisions as records; `payloads` (request, response JSON) only with capture on."""
+    """The call and its decisions as records; `payloads` (request, response JSON) only with capture on. `orders`:
+    the orders (or appointments) the call was about, by default its draft orders."""
     now = datetime.now(UTC)
     sent_cards = {card.uuid for card in response.cards} if response else set()
-    codes = {id(order): order_codes(order) for order in request.draft_orders}
+    orders = request.draft_orders if orders is None else orders
+    codes = {id(order): order_codes(order) for order in orders}
     call = HookCall(
         time=now,
         service_id=service_id,
@@ -42,7 +45,7 @@ def call_records(
         hook_instance=request.hook_instance,
         status=status,
         latency_ms=latency_ms,
-        orders=tuple(JudgedOrder(order.reference, codes[id(order)]) for order in request.draft_orders),
+        orders=tuple(JudgedOrder(order.reference, codes[id(order)], order.performer) for order in orders),
         client_iss=client.iss if client else None,
         client_tenant=client.tenant if client else None,
         patient_id=request.patient_id,
@@ -66,16 +69,19 @@ def call_records(
             card_uuid=card.uuid if sent else None,
             suggestion_uuids=tuple(s.uuid for s in card.suggestions) if sent else (),
             coverage_reference=decision.coverage.reference if decision.coverage else None,
+            performer=decision.order.performer,
         ))
     return call, decisions
 
 
 def order_codes(order: Order) -> tuple[str, ...]:
-    """The order's codes as FHIR tokens (`system|code`), from the element that names what its type orders."""
-    concept = order.resource.get(code_element(order.resource_type))
-    codings = concept.get("coding") if isinstance(concept, dict) else None
-    return tuple(
+    """The order's codes as FHIR tokens (`system|code`), from the element that names what its type orders (one
+    concept, or several as in Appointment.serviceType), then those of the requests it is based on."""
+    concepts = order.resource.get(code_element(order.resource_type))
+    codings = [coding for concept in (concepts if isinstance(concepts, list) else [concepts])
+               if isinstance(concept, dict) and isinstance(concept.get("coding"), list) for coding in concept["coding"]]
+    own = tuple(
         f"{coding['system'] if isinstance(coding.get('system'), str) else ''}|{coding['code']}"
-        for coding in (codings if isinstance(codings, list) else ())
-        if isinstance(coding, dict) and isinstance(coding.get("code"), str)
+        for coding in codings if isinstance(coding, dict) and isinstance(coding.get("code"), str)
     )
+    return tuple(dict.fromkeys((*own, *(code for request in order.based_on for code in order_codes(request)))))

@@ -3,8 +3,10 @@ where decided orders depart from FHIR R4 (logged from a sample)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from cds.policy.facts import Order
 from cds.protocol import HookRequest
 from cds.record.calls import call_records
 from cds.record.departures import DepartureLog
@@ -25,11 +27,13 @@ class Recorder:
 
     def record(self, service_id: str, request: HookRequest, client: RegisteredClient | None, status: int,
                latency_ms: float, rendering: Rendering | None = None,
-               payloads: tuple[dict[str, Any], dict[str, Any]] | None = None) -> None:
+               payloads: tuple[dict[str, Any], dict[str, Any]] | None = None,
+               orders: Sequence[Order] | None = None) -> None:
         """Record one call: answered (`rendering`, and the request and answer JSON as `payloads`, kept only with
-        payload capture on), or refused with `status`."""
+        payload capture on), or refused with `status`. `orders`: those the call was about (its draft orders when
+        not given)."""
         self.write(service_id, request, client, status, latency_ms, rendering,
-                   payloads if self.capture_payloads else None)
+                   payloads if self.capture_payloads else None, orders)
         from cds import metrics  # imported late: gunicorn sets up multiprocess metrics before workers import it
 
         rendered = rendering.rendered if rendering else ()
@@ -45,8 +49,8 @@ class Recorder:
 
     def write(self, service_id: str, request: HookRequest, client: RegisteredClient | None, status: int,
               latency_ms: float, rendering: Rendering | None,
-              payloads: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
+              payloads: tuple[dict[str, Any], dict[str, Any]] | None, orders: Sequence[Order] | None = None) -> None:
         """The call's audit records, to the store."""
         self.store.audit(*call_records(service_id, request, client, status, latency_ms,
                                        rendering.rendered if rendering else (),
-                                       rendering.response if rendering else None, payloads))
+                                       rendering.response if rendering else None, payloads, orders))

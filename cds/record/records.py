@@ -16,6 +16,7 @@ from typing import Any, Protocol
 class JudgedOrder:
     reference: str | None
     codes: tuple[str, ...] = ()
+    performer: str | None = None  # who it is dispatched to (order-dispatch)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class DecisionRecord:
     card_uuid: str | None = None
     suggestion_uuids: tuple[str, ...] = ()
     coverage_reference: str | None = None
+    performer: str | None = None  # who the order is dispatched to (order-dispatch)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ hook_call = Table(
     # not-found, invalid, required, not-supported, too-costly, ...). NULL for a call that was decided.
     Column("refusal", String),
     Column("latency_ms", Float, nullable=False),
-    Column("orders", JSON, nullable=False),  # [{"reference": ..., "codes": ["system|code", ...]}]
+    Column("orders", JSON, nullable=False),  # [{"reference": ..., "codes": ["system|code", ...], "performer"?: ...}]
     # Only with CDS_AUDIT_CAPTURE_PAYLOADS, until `cds audit purge` clears them (SQL NULL, not JSON null).
     Column("request", JSON(none_as_null=True)),
     Column("response", JSON(none_as_null=True)),
@@ -85,6 +85,7 @@ decision = Table(
     Column("suggestion_uuids", JSON, nullable=False),
     Column("coverage_reference", String),
     Column("decided_at", UtcDateTime, nullable=False, index=True),
+    Column("performer", String),  # who the order was dispatched to (order-dispatch), as the call names it
 )
 
 feedback = Table(

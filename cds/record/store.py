@@ -34,7 +34,7 @@ from uuid_utils import uuid7  # the native one: a call key costs 1 µs, not 7 (t
 from cds.config import Settings
 from cds.errors import CdsError, quote
 from cds.record.engine import create_replay_table, describe_database_error, make_engine, migrate, replay_url
-from cds.record.records import DecisionRecord, FeedbackRecord, HookCall
+from cds.record.records import DecisionRecord, FeedbackRecord, HookCall, JudgedOrder
 from cds.record.schema import decision, feedback, hook_call, seen_jti
 from cds.record.spool import Entry, Spool
 from cds.record.writer import BackgroundWriter, Outcomes
@@ -623,6 +623,13 @@ def _utc_day(dialect: str) -> Any:
     return func.date(decision.c.decided_at)
 
 
+def _judged_order(order: JudgedOrder) -> dict[str, Any]:
+    row: dict[str, Any] = {"reference": order.reference, "codes": list(order.codes)}
+    if order.performer:
+        row["performer"] = order.performer
+    return row
+
+
 def _without_secrets(request: dict[str, Any] | None) -> dict[str, Any] | None:
     """The request as captured: never the FHIR access token it carries."""
     authorization = (request or {}).get("fhirAuthorization")
@@ -643,14 +650,14 @@ def _rows(call_id: str, call: HookCall, decisions: Sequence[DecisionRecord]) -> 
         "id": call_id, "time": call.time, "service_id": call.service_id, "hook": call.hook,
         "hook_instance": call.hook_instance, "client_iss": call.client_iss, "client_tenant": call.client_tenant,
         "patient_id": call.patient_id, "status": call.status, "latency_ms": call.latency_ms,
-        "orders": [{"reference": order.reference, "codes": list(order.codes)} for order in call.orders],
+        "orders": [_judged_order(order) for order in call.orders],
         "request": call.request, "response": call.response, "refusal": call.refusal,
     }, "decisions": [{
         "coverage_assertion_id": d.coverage_assertion_id, "call_id": call_id, "hook_instance": d.hook_instance,
         "order_reference": d.order_reference, "order_codes": list(d.order_codes), "policy_id": d.policy_id,
         "policy_version": d.policy_version, "outcome": d.outcome, "reason": d.reason, "card_uuid": d.card_uuid,
         "suggestion_uuids": list(d.suggestion_uuids), "coverage_reference": d.coverage_reference,
-        "decided_at": d.decided_at,
+        "decided_at": d.decided_at, "performer": d.performer,
     } for d in decisions]}
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cds.protocol import HookRequest
 
@@ -22,9 +24,11 @@ class Configuration:
     requested_version: tuple[int, int] | None = None
 
     @classmethod
-    def from_request(cls, request: HookRequest) -> Configuration:
-        options = request.configuration
-        max_cards = options.get("max-cards")
+    def from_request(cls, request: HookRequest, defaults: Mapping[str, Any] | None = None) -> Configuration:
+        """`defaults`: the values of the switches (booleans) the hook declares, for those the call leaves out."""
+        switches = {code: value for code, value in (defaults or {}).items() if isinstance(value, bool)}
+        options = {**switches, **request.configuration}
+        max_cards = request.configuration.get("max-cards")
         version = _VERSION.fullmatch(request.requested_version or "")
         return cls(
             coverage_info=options.get("coverage-info") is not False,

@@ -72,6 +72,7 @@ def show(coverage_assertion_id: str) -> None:
         ("Reason", report["reason"]),
         ("Policy", f"{report['policy_id']} version {report['policy_version']}"),
         ("Order", _order(report["order_reference"], report["order_codes"])),
+        ("Performer", report.get("performer")),
         ("Coverage", report["coverage_reference"]),
         ("Card", _card(report["card_uuid"], report["suggestion_uuids"])),
         ("Hook call", f"{report['hook']} to {report['service_id']} at {_time(report['call_time'])}, "

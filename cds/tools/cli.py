@@ -23,7 +23,7 @@ from cds.pipeline import load_configured_plans, load_configured_policies
 from cds.protocol import USER_ID_PATTERN
 from cds.tools.audit import audit
 from cds.tools.client import CallFailed, CdsClient, FhirClient, split_service_url
-from cds.tools.order_request import Coding, build_order_request
+from cds.tools.order_request import ORDER_HOOKS, Coding, build_order_request
 from cds.tools.printer import console, print_answer, print_failure, print_services
 from cds.tools.signing import KeyFileError, Signer, new_private_jwk, public_jwks, read_private_jwk, write_private_jwk
 from cds.web.serving import gunicorn_options
@@ -200,15 +200,17 @@ def read_hook_request(path: Path, needs_hook: bool) -> dict[str, Any]:
 @click.option("--code", "code_text", required=True, metavar="SYSTEM|CODE",
               help="What is ordered, e.g. hcpcs|E0221 or cpt|97026 (cpt, hcpcs, snomed, loinc stand for their "
               "system URIs).")
-@click.option("--hook", type=click.Choice(["order-sign", "order-select"]), default="order-sign", show_default=True)
+@click.option("--hook", type=click.Choice(ORDER_HOOKS), default="order-sign", show_default=True)
+@click.option("--performer", metavar="TYPE/ID", help="order-dispatch: who the order is sent to, e.g. "
+              "Organization/dme-supplier.")
 @click.option("--user", default="Practitioner/cds-cli", show_default=True, metavar="TYPE/ID",
               help="Who orders: context.userId and the order's requester.")
 @click.option("--token", envvar="FHIR_TOKEN", help="Bearer token for the FHIR server (or set FHIR_TOKEN); the "
               "service gets it too, as fhirAuthorization.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as the service sent it (JSON).")
 @signing_options
-def order(url: str, fhir_server: str, patient: str, code_text: str, hook: str, user: str, token: str | None,
-          as_json: bool, signer: Signer | None) -> None:
+def order(url: str, fhir_server: str, patient: str, code_text: str, hook: str, performer: str | None, user: str,
+          token: str | None, as_json: bool, signer: Signer | None) -> None:
     """Order one code for a patient as an EHR would, and show the answer.
 
     Reads what the service's prefetch asks for (patient, active coverage, conditions) from the FHIR server,
@@ -228,12 +230,15 @@ def order(url: str, fhir_server: str, patient: str, code_text: str, hook: str, u
         raise click.BadParameter(f"{patient!r} is not a FHIR id", param_hint="--patient")
     if not USER_ID_PATTERN.fullmatch(user):
         raise click.BadParameter(f"{user!r} is not a reference such as Practitioner/123", param_hint="--user")
+    if (hook == "order-dispatch") != bool(performer) or (performer and not USER_ID_PATTERN.fullmatch(performer)):
+        raise click.BadParameter("order-dispatch needs, and only it takes, a reference such as Organization/123",
+                                 param_hint="--performer")
     client = CdsClient(base, signer)
     service = or_exit(lambda: client.service_for(hook, service_id))
     target = client.service_url(service["id"])
-    request = or_exit(lambda: build_order_request(service, coding, patient, user, fhir, token))
-    draft = request["context"]["draftOrders"]["entry"][0]["resource"]
-    click.echo(f"{hook} → {target}: {draft['resourceType']} {coding.code} ({coding.system}) "
+    request = or_exit(lambda: build_order_request(service, coding, patient, user, fhir, token, performer))
+    judged = "Appointment" if hook == "appointment-book" else coding.order_type
+    click.echo(f"{hook} → {target}: {judged} {coding.code} ({coding.system}) "
                f"for Patient/{patient}", err=True)
     answer = or_exit(lambda: client.call(target, request))
     if as_json:

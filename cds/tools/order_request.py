@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from cds.fhirjson import as_dict
 from cds.tools.client import FhirClient
 
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -30,6 +31,8 @@ USER_TOKENS = {"Practitioner": "userPractitionerId", "PractitionerRole": "userPr
 TEMPLATE_TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 CRD_VERSION = re.compile(r"[1-9]\d*\.\d+")
 ASSUMED_TOKEN_LIFETIME = 300  # seconds; fhirAuthorization requires expires_in and a bare token does not say
+ENCOUNTER_HOOKS = ("encounter-start", "encounter-discharge")
+ORDER_HOOKS = ("order-sign", "order-select", "order-dispatch", "appointment-book", *ENCOUNTER_HOOKS)
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,31 @@ class Coding:
 
 
 def build_order_request(service: dict[str, Any], coding: Coding, patient_id: str, user_id: str,
-                        fhir: FhirClient, token: str | None = None) -> dict[str, Any]:
-    """A complete call to `service` for one new order, as a CDS Hooks 2.0 client makes it."""
+                        fhir: FhirClient, token: str | None = None, performer: str | None = None) -> dict[str, Any]:
+    """A complete call to `service` for one new order, as a CDS Hooks 2.0 client makes it: signed or selected
+    (order-sign, order-select), dispatched to `performer` (order-dispatch), or booked as an Appointment whose
+    service type is the code (appointment-book), or pending for the encounter that starts or ends, with every
+    switch of the service's configuration on (encounter-start, encounter-discharge)."""
     hook = service["hook"]
     context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
     prefetch = read_prefetch(service.get("prefetch"), context, fhir)
     order = draft_order(coding, patient_id, user_id, coverage_references(prefetch))
-    context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
+    reference = f"{order['resourceType']}/{order['id']}"
+    if hook == "order-dispatch":  # the order is signed; the EHR sends it in the prefetch, naming it in the context
+        context = {"patientId": patient_id, "dispatchedOrders": [reference], "performer": performer}
+        prefetch[_prefetch_key(service, order["resourceType"])] = _searchset({**order, "status": "active"})
+    elif hook == "appointment-book":
+        context["appointments"] = _collection(booked_appointment(coding, patient_id, user_id))
+    elif hook in ENCOUNTER_HOOKS:  # the new encounter's one pending order, prefetched (and no other kind)
+        context["encounterId"] = f"cds-cli-{uuid.uuid4().hex[:12]}"
+        order["encounter"] = {"reference": f"Encounter/{context['encounterId']}"}
+        for resource_type in ("ServiceRequest", "DeviceRequest"):
+            found = [order] if order["resourceType"] == resource_type else []
+            prefetch[_prefetch_key(service, resource_type)] = _searchset(*found)
+    else:
+        context["draftOrders"] = _collection(order)
     if hook == "order-select":
-        context["selections"] = [f"{order['resourceType']}/{order['id']}"]
+        context["selections"] = [reference]
     request: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "fhirServer": fhir.base_url,
                                "context": context}
     if token:
@@ -71,6 +90,10 @@ def build_order_request(service: dict[str, Any], coding: Coding, patient_id: str
         request["prefetch"] = prefetch
     if version := latest_crd_version(service):
         request["extension"] = {"davinci-crd.requestedVersion": version}
+    if hook in ENCOUNTER_HOOKS:  # secondary hooks answer only what the client switches on: everything here
+        switches = {o["code"]: True for o in service.get("extension", {}).get("davinci-crd.configuration-options", [])
+                    if isinstance(o, dict) and o.get("type") == "boolean"}
+        request.setdefault("extension", {})["davinci-crd.configuration"] = switches
     return request
 
 
@@ -92,6 +115,35 @@ def draft_order(coding: Coding, patient_id: str, user_id: str, insurance: list[s
     if insurance:
         order["insurance"] = [{"reference": reference} for reference in insurance]
     return order
+
+
+def booked_appointment(coding: Coding, patient_id: str, user_id: str) -> dict[str, Any]:
+    """A proposed Appointment for the service the code names, with the patient and the user as participants."""
+    return {
+        "resourceType": "Appointment", "id": str(uuid.uuid4()), "status": "proposed",
+        "serviceType": [{"coding": [{"system": coding.system, "code": coding.code}]}],
+        "created": datetime.now().astimezone().date().isoformat(),
+        "participant": [{"actor": {"reference": f"Patient/{patient_id}"}, "status": "accepted"},
+                        {"actor": {"reference": user_id}, "status": "accepted"}],
+    }
+
+
+def _prefetch_key(service: dict[str, Any], resource_type: str) -> str:
+    """The service's prefetch key for orders of this type (its template searches them), else a plain name."""
+    templates = as_dict(service.get("prefetch"))
+    keys = [key for key, template in templates.items() if str(template).startswith(f"{resource_type}?")]
+    return keys[0] if keys else "dispatchedOrders"
+
+
+def _collection(resource: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
+
+
+def _searchset(*resources: dict[str, Any]) -> dict[str, Any]:
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(resources)}
+    if resources:  # FHIR JSON has no empty arrays
+        bundle["entry"] = [{"resource": resource} for resource in resources]
+    return bundle
 
 
 def read_prefetch(templates: Any, context: dict[str, str], fhir: FhirClient) -> dict[str, Any]:
