@@ -36,7 +36,7 @@ def test_migrations_from_empty_build_the_schema_the_code_uses(empty_database_url
     store = Store(empty_database_url).start()
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection)
-        assert context.get_current_revision() == head_revision() == "0002"
+        assert context.get_current_revision() == head_revision() == "0003"
         assert compare_metadata(context, metadata) == []
     store.close()
 

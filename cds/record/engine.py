@@ -157,12 +157,20 @@ def migrate(url: str) -> None:
             current = MigrationContext.configure(connection).get_current_revision()
         if current == head_revision():
             return
-        with engine.connect().execution_options(sqlite_begin="EXCLUSIVE") as connection, connection.begin():
-            if engine.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")  # finds nothing to do when another process just did it
+        with engine.connect().execution_options(sqlite_begin="EXCLUSIVE") as connection:
+            sqlite = engine.dialect.name == "sqlite"
+            if sqlite:  # SQLite alters a table by copying it: its children's foreign keys are checked after
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            with connection.begin():
+                if not sqlite:
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")  # finds nothing to do when another process just did it
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("audit store migration left records whose foreign keys do not hold")
+            if sqlite:
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
         log.info("audit store schema at revision %s (was %s)", head_revision(), current or "empty")
     finally:
         engine.dispose()
