@@ -92,7 +92,7 @@ def test_a_weak_description_is_conditional_on_the_billing_code(policies, phrase)
 def test_crd_2_2_asks_for_the_billing_code_with_detail_code_and_2_0_safe_answers_oth(policies):
     decision = decided(policies, {"text": "Infrared light unit"})
     def needed(version):
-        return [p["valueCode"] for p in coverage_information(decision, True, version)["extension"]
+        return [p["valueCode"] for p in coverage_information(decision, True, version=version)["extension"]
                 if p["url"] == "info-needed"]
     assert needed(None) == ["OTH"] and needed((2, 1)) == ["OTH"]
     assert needed((2, 2)) == ["detail-code"]
