@@ -4,6 +4,7 @@ module or package named for it. `Service` holds what the steps need, built once 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ from cds.member.plans import PlanDirectory, PlanDirectoryError, load_plan_direct
 from cds.policy import CompiledPolicy, PolicyError, PolicyMatch, decide, load_policies, match_order
 from cds.policy.facts import Order
 from cds.policy.loader import DiagnosesFileError
-from cds.policy.orders import device_index
+from cds.policy.orders import device_index, not_being_placed
 from cds.protocol import HookRequest, parse_hook_request, to_wire
 from cds.record import Recorder
 from cds.render import Configuration, render
 from hooks.spec import check_requested_version
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,9 +85,15 @@ def answer_hook_call(service: Service, service_id: str, http: Request,
 
 
 def match_orders(orders: Sequence[Any], policies: Sequence[CompiledPolicy], request: HookRequest) -> list[PolicyMatch]:
-    """The orders a policy covers, each with its policy and how it matched."""
-    devices = _referable_devices(request, orders)
-    return [found for found in (match_order(order, policies, devices) for order in orders) if found]
+    """The orders being placed that a policy covers, each with its policy and how it matched."""
+    placed = []
+    for number, order in enumerate(orders, 1):
+        if why := not_being_placed(order):
+            log.info("order %d (%s) not judged: %s", number, order.resource_type, why)
+        else:
+            placed.append(order)
+    devices = _referable_devices(request, placed)
+    return [found for found in (match_order(order, policies, devices) for order in placed) if found]
 
 
 def member_facts(service: Service, request: HookRequest, client: RegisteredClient | None) -> member.MemberFacts:

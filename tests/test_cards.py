@@ -50,17 +50,23 @@ def test_detail_states_policy_basis_match_and_that_the_plan_governs(policies):
     _, card = render(policies)
     assert "> The use of infrared therapy devices and any related accessories" in card.detail
     assert "is considered not medically necessary." in card.detail
-    assert "National Coverage Determination (NCD) 270.6" in card.detail and "1862(a)(1)(A)" in card.detail
+    assert "**Basis** (the policy's Rationale):\n\n> This policy is based on a review of coverage" in card.detail
+    assert "1862(a)(1)(A)" in card.detail
     assert "**How this order matched:** billing code HCPCS E0221 (Infrared heating pad system)" in card.detail
-    assert "benefit plan, summary plan description or contract governs" in card.detail
+    assert ("**The benefit plan governs** (the policy's Disclaimer):\n\n> If there is a discrepancy between a Medical "
+            "Policy and a member's benefit plan") in card.detail
     assert "No coverage for this patient" not in card.detail and "Not evaluated" not in card.detail
 
 
 def test_text_only_match_says_so_and_offers_a_matching_override(policies):
     _, card = render(policies, {"text": "Anodyne Therapy System, home unit"})
     assert card.summary.startswith("Anodyne Therapy System, home unit not covered")
-    assert 'by its description only, not by a billing code: "Anodyne Therapy System, home unit"' in card.detail
-    assert "Check that the order is for an item this policy covers" in card.detail
+    assert ('by its description, not by a billing code: "Anodyne Therapy System, home unit" '
+            "(DeviceRequest.codeCodeableConcept) names \"Anodyne\", a description the policy file lists as naming "
+            "this policy's devices.") in card.detail
+    assert ("The policy's Description defines its devices:\n\n> Infrared therapy devices are used to treat an area of "
+            "the skin") in card.detail
+    assert "disregard" not in card.detail
     assert "not-this-item" in {reason.code for reason in card.override_reasons}
     assert "not-this-item" not in {reason.code for reason in render(policies)[1].override_reasons}
 
@@ -88,8 +94,7 @@ def test_one_suggestion_removes_the_order(policies):
 def test_override_reasons_have_display_text(policies):
     _, card = render(policies)
     assert [(r.system, r.code) for r in card.override_reasons] == [
-        (OVERRIDE_REASON_SYSTEM, "patient-pays"), (OVERRIDE_REASON_SYSTEM, "benefit-verified"),
-        (OVERRIDE_REASON_SYSTEM, "state-mandate")]
+        (OVERRIDE_REASON_SYSTEM, "patient-pays"), (OVERRIDE_REASON_SYSTEM, "benefit-verified")]
     assert all(len(r.display) > 10 for r in card.override_reasons)
 
 

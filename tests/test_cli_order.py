@@ -78,8 +78,10 @@ def test_order_against_the_real_app_reads_the_fhir_server_with_the_token(live_se
     assert result.exit_code == 0, result.stderr
     assert f"order-sign → {live_service}/cds-services/order-sign-crd: DeviceRequest E0221 ({HCPCS}) " \
            "for Patient/pat1" in result.stderr
-    assert "WARNING  Infrared heating pad system (E0221) not covered" in result.stdout
-    assert ": not covered · reason \"Not medically necessary" in result.stdout.splitlines()[-1]
+    # An Illinois child whose recorded diagnosis (E11.42) is not on the mandate's screen: conditional, not denied.
+    assert "WARNING  Infrared heating pad system (E0221) not medically necessary unless an Illinois mandate " \
+           "applies" in result.stdout
+    assert ": coverage conditional · prior auth conditional" in result.stdout.splitlines()[-1]
     reads = [request for request, _ in fhir_server.log]
     assert sorted(request.path for request in reads) == ["/fhir/Condition", "/fhir/Coverage", "/fhir/Patient/pat1"]
     assert {request.headers.get("Authorization") for request in reads} == {f"Bearer {TOKEN}"}

@@ -146,22 +146,24 @@ def test_the_diagnoses_file_replaces_the_qualifying_groups(make_app, tmp_path):
     client = make_app(plan_directory=PLANS, mandate_diagnoses_file=str(path)).test_client()
     body = load("il-child-cerebral-palsy-hmo.json")
     card, coded = post(client, body)
-    assert coded == {"covered": "not-covered"}
-    assert "- no active condition and no reason for the order is a diagnosis with low tone neuromuscular" \
-           in card["detail"]
+    assert coded == {"covered": "conditional", "pa-needed": "conditional", "info-needed": "OTH"}
+    assert "- the plan's diagnosis screen found no qualifying diagnosis among the patient's recorded diagnoses " \
+           "(G80.1)" in card["detail"]
     body["context"]["draftOrders"]["entry"][0]["resource"]["reasonCode"] = [
         {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F84.0", "display": "Autistic disorder"}]}]
     card, coded = post(client, body)
     assert coded["covered"] == "covered"
-    assert "F84.0 Autistic disorder (the order's reason) is a qualifying diagnosis (autism spectrum disorder)" \
-           in card["detail"]
+    assert "F84.0 Autistic disorder (the order's reason) is a qualifying diagnosis (autism spectrum disorder, on the " \
+           "plan's diagnosis screen)" in card["detail"]
 
 
 def test_the_child_age_limit_setting_decides_over_http(make_app):
     client = make_app(plan_directory=PLANS, mandate_child_age_limit=9).test_client()
     card, coded = post(client, load("il-child-cerebral-palsy-hmo.json"))
-    assert coded == {"covered": "not-covered"}
-    assert "- the patient is 9 on the order's date, and the mandate reaches children under 9 only" in card["detail"]
+    assert coded == {"covered": "conditional", "pa-needed": "conditional", "info-needed": "OTH"}
+    assert "- the patient is 9 on the order's date: the Act does not define \"children\", and the plan's rule counts " \
+           "patients under 9 as children: verify with the payer whether the mandate reaches a patient aged 9" \
+           in card["detail"]
 
 
 def test_order_select_may_cover_without_asking_for_documentation(make_app):
@@ -169,7 +171,8 @@ def test_order_select_may_cover_without_asking_for_documentation(make_app):
     body["hook"] = "order-select"
     body["context"]["selections"] = ["DeviceRequest/dr-e0221-5102"]
     card, coded = post(make_app(plan_directory=PLANS).test_client(), body)
-    assert card["indicator"] == "info" and "Prior authorization with documentation" in card["detail"]
+    assert card["indicator"] == "info" and "Plan requirement (the plan's utilization management, as this mandate " \
+        "file states it): Prior authorization, with clinical documentation" in card["detail"]
     assert coded == {"covered": "covered", "pa-needed": "auth-needed"}  # no doc-needed on a secondary hook (§hook-19)
 
 

@@ -129,15 +129,25 @@ def test_unresolvable_or_malformed_references_do_not_fail(policies):
 # ------------------------------------------------------------------------------------------------- text matching
 
 @pytest.mark.parametrize("phrase", [
-    "Anodyne Therapy System", "infrared therapy to both feet", "Infra-red therapy", "infra red heat therapy",
+    "Anodyne Therapy System", "infrared therapy to both feet", "Infra-red therapy", "INFRARED THERAPY",
     "monochromatic infrared energy (MIRE)", "MIRE", "near-infrared light therapy", "Near infrared pad",
-    "IR light treatment", "infrared heating pad", "Photo energy therapy", "superluminous diode array",
-    "INFRARED LAMP",
+    "infrared heating pad", "Photo energy therapy", "superluminous diode array",
 ])
-def test_vocabulary_terms_match_text(policies, phrase):
+def test_strong_descriptions_match_text(policies, phrase):
     match = matched(device_request(text(phrase)), policies)
-    assert match.basis == "text" and match.text == phrase
+    assert match.basis == "text" and match.text == phrase and match.strength == "strong" and not match.weak
     assert "not by a billing code" in match.describe()
+
+
+@pytest.mark.parametrize("phrase", ["infra red heat therapy", "IR light treatment", "Red light therapy",
+                                    "Photobiomodulation", "Near infrared light, 850 nm", "infrared energy unit"])
+def test_weak_descriptions_match_as_weak(policies, phrase):
+    match = matched(device_request(text(phrase)), policies)
+    assert match.basis == "text" and match.weak and "may name this policy's devices or another item" in match.describe()
+
+
+def any_term(policy, phrase):
+    return any(pattern and pattern.search(phrase) for pattern in (policy.strong, policy.weak))
 
 
 def test_text_is_searched_in_coding_display_too(policies):
@@ -146,7 +156,8 @@ def test_text_is_searched_in_coding_display_too(policies):
 
 
 @pytest.mark.parametrize("phrase", ["admired", "mirepoix", "infrared coagulation of hemorrhoids", "Thermal pad",
-                                    "Hot pack", "Red light therapy", "Photobiomodulation"])
+                                    "Hot pack", "Admire walker", "mire", "Infrared", "infra red",
+                                    "Infrared coagulator treatment of internal hemorrhoids", "Infrared imaging camera"])
 def test_words_that_merely_contain_or_resemble_a_term_do_not_match(policies, phrase):
     assert matched(device_request(text(phrase)), policies) is None
 
@@ -156,10 +167,12 @@ def test_words_that_merely_contain_or_resemble_a_term_do_not_match(policies, phr
     "thermographic imaging with infrared light", "Cerebral oximetry by near-infrared spectroscopy (NIRS)",
     "NIRS monitoring, near infrared", "IR spectroscopy with IR light", "Infrared vein finder (near-infrared light)",
     "Near-infrared vein viewer", "Infrared heat lamp", "Far infrared heat blanket", "Infrared sauna, infrared heat",
-    "Low-level laser, near infrared 808 nm", "Cold laser, infrared light therapy",
+    "Low-level laser, near infrared 808 nm", "Cold laser, infrared light therapy", "INFRARED HEAT LAMP",
+    "Infrared light therapy by laser",
+    "Infrared therapy in a sauna", "infrared light therapy lamp",
 ])
 def test_must_not_match_terms_win_over_vocabulary(policies, phrase):
-    assert policies[0].terms.search(phrase)  # the phrase has a vocabulary term: the must-not term is what stops it
+    assert any_term(policies[0], phrase)  # the phrase has a vocabulary term: the must-not term is what stops it
     assert matched(device_request(text(phrase)), policies) is None
 
 
@@ -170,18 +183,18 @@ def test_must_not_match_anywhere_in_the_order_stops_the_text_match(policies):
 
 
 @pytest.mark.parametrize(("system", "code", "display"), [
-    (HCPCS_URIS[1], "E0200", "Infrared lamp, without stand (table model)"),
-    (HCPCS_URIS[1], "E0205", "Lamp with stand, infrared heat"),
+    (HCPCS_URIS[1], "E0200", "Infrared heat element, without stand (table model)"),
+    (HCPCS_URIS[1], "E0205", "With stand, infrared heat"),
     (HCPCS_URIS[0], "E0210", "Electric heat pad, standard (infrared heat)"),
     (HCPCS_URIS[0], "E0249", "Pad for water circulating heat unit, infrared heating pad style"),
     (None, "E0215", "Electric heat pad, moist, infrared heat"),
     (CPT_URIS[0], "97024", "Diathermy with infrared heat"),
     (CPT_URIS[0], "97028", "Ultraviolet and infrared light"),
-    (HCPCS_URIS[3], "S8948", "Laser, near infrared, each 15 minutes"),
+    (HCPCS_URIS[3], "S8948", "Near infrared light, each 15 minutes"),
     (CPT_URIS[0], "0552T", "Infrared light therapy, dynamic photonic"),
 ])
 def test_codes_of_other_items_never_fire_even_when_their_text_mentions_infrared(policies, system, code, display):
-    assert policies[0].terms.search(display) and not policies[0].must_not_match.search(display)
+    assert any_term(policies[0], display) and not policies[0].must_not_match.search(display)
     assert matched(service_request(coded(system, code, display)), policies) is None
 
 

@@ -2,7 +2,9 @@
 condition (met, failed, unknown), age on the order's date, and the Medicare basis with its indications named."""
 
 import dataclasses
+import re
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -53,15 +55,22 @@ def test_illinois_child_with_a_qualifying_diagnosis_on_a_fully_insured_hmo(polic
     assert {f.status for f in evaluation(policies).findings} == {"met"}
     got = decision(policies)
     assert (got.outcome, got.indicator) == (Outcome.COVERED_WITH_PA, "info")
-    assert got.verdict == "may be covered under an Illinois mandate, prior auth required"
+    assert got.verdict == "may be covered under an Illinois mandate, plan requires prior auth"
     assert got.reason.startswith(f"May be covered under {ACT}, which reaches children with low tone neuromuscular, "
                                  "neurological or cognitive impairment, as an exception to medical policy DME101.045")
-    assert got.reason.endswith("prior authorization with documentation of the qualifying diagnosis is required.")
+    assert got.reason.endswith('as an exception to medical policy DME101.045 "Infrared Therapy Devices". Plan '
+                               "requirement (the plan's utilization management, as this mandate file states it): "
+                               "Prior authorization, with clinical documentation of the qualifying diagnosis.")
     (paragraph,) = got.rationale
     assert paragraph.startswith(f"**Illinois mandate for children with impairments: the order may be covered.** {ACT}")
-    assert "- the patient is 9 on the order's date, a child under 19\n" in paragraph
+    assert "- the patient is 9 on the order's date: a child by the plan's rule (under 19; the Act does not define " \
+           "\"children\")\n" in paragraph
+    assert f'{ACT}, as HCSC medical policy DME101.045, Legislative Mandates quotes it: "all group or individual ' \
+        in paragraph
+    assert paragraph.endswith("Plan requirement (the plan's utilization management, as this mandate file states it): "
+                              "Prior authorization, with clinical documentation of the qualifying diagnosis.")
     assert "- G80.1 Spastic diplegic cerebral palsy (an active condition) is a qualifying diagnosis " \
-           "(neurological impairment)" in paragraph
+           "(neurological impairment, on the plan's diagnosis screen)" in paragraph
     assert got.unknowns == ()
     assert any("103-0458" in str(ref.url) for ref in got.references)
 
@@ -78,11 +87,8 @@ FAILING = {
     # A plan year that began before the mandate's date and has not renewed by the order's date (03/10/2025).
     "plan year": (member(plan_start=date(2024, 7, 1)), "the plan year began 07/01/2024 and has not renewed by the "
                                                        "order's date"),
-    "age": (dataclasses.replace(CHILD, birth_date=date(2007, 3, 10)),
-            "the patient is 19 on the order's date, and the mandate reaches children under 19 only"),
-    "diagnosis": (dataclasses.replace(CHILD, diagnoses=(Diagnosis(ICD10CM, "M17.11", None, "Condition/oa"),)),
-                  "no active condition and no reason for the order is a diagnosis with low tone neuromuscular, "
-                  "neurological or cognitive impairment"),
+    "age": (dataclasses.replace(CHILD, birth_date=date(2000, 3, 10)),
+            "the patient is 26 on the order's date: by the plan's rule a patient of 26 or older is not a child"),
 }
 
 
@@ -93,6 +99,10 @@ def test_each_condition_failing_alone_rules_the_exception_out_and_says_why(polic
     failed = evaluation(policies, facts, day).having("failed")
     assert len(failed) == 1 and failed[0].text.startswith(text), failed
     got = decide_order(order(authored=day.isoformat()), facts, policies, on=day)
+    if condition == "line of business":  # a Medicaid plan: the policy does not govern it, nor decide
+        assert got.outcome is Outcome.CONDITIONAL and got.verdict == "not decided here: Medicaid plan"
+        assert text in got.rationale[-1]
+        return
     assert (got.outcome, got.indicator) == (Outcome.NOT_COVERED, "warning")
     assert got.verdict == "not covered: not medically necessary"
     assert got.reason == policies[0].spec.decision.reason
@@ -102,18 +112,26 @@ def test_each_condition_failing_alone_rules_the_exception_out_and_says_why(polic
     assert got.unknowns == ()
 
 
-def test_a_missing_qualifying_diagnosis_says_how_to_give_one(policies):
-    facts, _ = FAILING["diagnosis"]
-    (paragraph,) = decision(policies, facts).rationale
-    assert paragraph.endswith("; if the patient has a diagnosis with low tone neuromuscular, neurological or "
-                              "cognitive impairment, give it as the order's reason, coded in ICD-10-CM")
+@pytest.mark.parametrize("diagnoses", [(), (Diagnosis(ICD10CM, "M17.11", None, "Condition/oa"),)])
+def test_no_qualifying_diagnosis_on_the_screen_is_unknown_never_failed(policies, diagnoses):
+    got = decision(policies, dataclasses.replace(CHILD, diagnoses=diagnoses))
+    assert got.outcome is Outcome.CONDITIONAL and got.mandate_may_apply
+    assert "does not apply" not in "".join(got.rationale)
+    (unknown,) = got.unknowns
+    said = ("the plan's diagnosis screen found no qualifying diagnosis among the patient's recorded diagnoses "
+            "(M17.11)" if diagnoses else "no diagnosis of the patient is recorded")
+    assert unknown.what.startswith(said)
+    assert unknown.what.endswith("what would qualify: a disease, syndrome or disorder that includes low tone "
+                                 "neuromuscular, neurological or cognitive impairment")
+    assert unknown.how_to_resolve == ("if the patient has a diagnosis with low tone neuromuscular, neurological or "
+                                      "cognitive impairment, give it as the order's reason, coded in ICD-10-CM")
 
 
 def test_a_failed_condition_outweighs_unknown_ones(policies):
-    facts = member(funding="unknown", product="unknown", situs_state="IL", line_of_business="medicaid")
+    facts = member(funding="self-funded", product="unknown", plan_start=None)
     got = decision(policies, facts)
     assert got.outcome is Outcome.NOT_COVERED and got.unknowns == ()
-    assert "the plan is Medicaid" in got.rationale[0] and "funding" not in got.rationale[0]
+    assert "the plan is self-funded" in got.rationale[0] and "product" not in got.rationale[0]
 
 
 # ------------------------------------------------------------------------------------ each condition unknown
@@ -166,9 +184,10 @@ def test_each_condition_unknown_alone_makes_coverage_conditional_and_says_how_to
     assert got.unknowns[0].what == what and got.unknowns[0].how_to_resolve == how
     assert got.reason.startswith(policies[0].spec.decision.reason + f" {ACT} may require coverage for children")
     assert got.reason.endswith(f"; not known: {unknown[0].unknown}.")
-    (paragraph,) = got.rationale
+    paragraph = got.rationale[-1]  # after, for an unknown line of business, the note that says so
     assert paragraph.startswith("**Illinois mandate for children with impairments: may apply.**")
-    assert "Met:\n- " in paragraph and "otherwise the denial stands." in paragraph
+    assert "Met:\n- " in paragraph
+    assert "otherwise the coverage statement of medical policy DME101.045 stands." in paragraph
 
 
 def test_an_illinois_child_without_coverage_data_gets_every_plan_fact_asked_for(policies):
@@ -210,27 +229,29 @@ def test_the_mandate_speaks_when_the_member_lives_or_the_plan_is_sitused_in_illi
 
 @pytest.mark.parametrize(("authored", "age", "outcome"), [
     ("2026-03-09", 18, Outcome.COVERED_WITH_PA),  # the day before the 19th birthday
-    ("2026-03-10", 19, Outcome.NOT_COVERED),  # the 19th birthday
+    ("2026-03-10", 19, Outcome.CONDITIONAL),  # the 19th birthday: the Act does not define children, so verify
 ])
 def test_age_counts_on_the_order_date_under_19(policies, authored, age, outcome):
     facts = dataclasses.replace(CHILD, birth_date=date(2007, 3, 10))
     got = decide_order(order(authored=authored), facts, policies, on=date(2026, 1, 5))  # decided well before either
     assert got.outcome is outcome
-    assert f"the patient is {age} on the order's date" in got.rationale[0]
+    assert f"the patient is {age} on the order's date" in (got.rationale[0] + "".join(u.what for u in got.unknowns))
 
 
 def test_the_date_of_service_beats_the_writing_date(policies):
     facts = dataclasses.replace(CHILD, birth_date=date(2007, 3, 10))
     got = decide_order(order(authored="2026-03-01", occurrenceDateTime="2026-03-12"), facts, policies, on=ON)
-    assert got.outcome is Outcome.NOT_COVERED and "the patient is 19" in got.rationale[0]
+    assert got.outcome is Outcome.CONDITIONAL and "the patient is 19" in got.unknowns[0].what
 
 
 def test_the_child_age_limit_is_a_setting():
     under_18 = load_policies(child_age_limit=18)
     facts = dataclasses.replace(CHILD, birth_date=date(2008, 3, 9))  # 18 on the order's date
     got = decide_order(order(), facts, under_18, on=ON)
-    assert got.outcome is Outcome.NOT_COVERED
-    assert "the patient is 18 on the order's date, and the mandate reaches children under 18 only" in got.rationale[0]
+    assert got.outcome is Outcome.CONDITIONAL
+    assert got.unknowns[0].what == ("the patient is 18 on the order's date: the Act does not define \"children\", and "
+                                    "the plan's rule counts patients under 18 as children")
+    assert got.unknowns[0].how_to_resolve == "verify with the payer whether the mandate reaches a patient aged 18"
     assert decide_order(order(), facts, load_policies(child_age_limit=26), on=ON).outcome is Outcome.COVERED_WITH_PA
 
 
@@ -247,9 +268,9 @@ def medicare(*codes, state="TX"):
 
 @pytest.mark.parametrize(("code", "indication"), [
     ("E11.42", "diabetic peripheral sensory neuropathy"),
-    ("E08.40", "diabetic peripheral sensory neuropathy"),
+    ("E08.42", "diabetic peripheral sensory neuropathy"),
     ("G62.9", "non-diabetic peripheral sensory neuropathy"),
-    ("G60.0", "non-diabetic peripheral sensory neuropathy"),
+    ("G60.3", "non-diabetic peripheral sensory neuropathy"),
     ("L97.412", "ulcers of skin or subcutaneous tissue"),
     ("E11.621", "ulcers of skin or subcutaneous tissue"),
     ("L89.154", "ulcers of skin or subcutaneous tissue"),
@@ -266,17 +287,19 @@ def test_medicare_names_the_ncd_indication_and_the_code(policies, code, indicati
                              "NCD names as not covered.",)
 
 
-def test_medicare_without_a_named_indication_lists_them_and_applies_the_policy(policies):
+def test_medicare_without_a_named_indication_is_not_decided_by_the_ncd(policies):
     got = decision(policies, medicare("M17.11", "E11.9", "R20.2"))
-    assert got.outcome is Outcome.NOT_COVERED and got.verdict == "not covered: not medically necessary"
-    assert "CMS NCD 270.6" in got.reason and "1862(a)(1)(A)" in got.reason
-    assert got.reason.endswith("Other uses: not medically necessary per HCSC medical policy DME101.045 \"Infrared "
-                               "Therapy Devices\" (effective 10/01/2025), based on CMS NCD 270.6 (effective "
-                               "10/24/2006).")
+    assert got.outcome is Outcome.CONDITIONAL and got.verdict == "use not addressed by Medicare NCD 270.6"
+    assert "CMS NCD 270.6 does not address other uses" in got.reason and "not medically necessary" not in got.reason
+    assert got.reason.endswith('Medical policy DME101.045: "Coverage may be subject to local carrier discretion."')
     (paragraph,) = got.rationale
     assert "It names as not covered: diabetic peripheral sensory neuropathy, non-diabetic peripheral sensory " \
            "neuropathy, ulcers of skin or subcutaneous tissue and wounds of skin or subcutaneous tissue." in paragraph
-    assert paragraph.endswith("so for this use medical policy DME101.045 applies.")
+    assert "No diagnosis of the patient falls in these: the NCD does not address this use, and local Medicare " \
+           "contractor discretion may apply." in paragraph
+    assert "DME101.045 applies" not in paragraph
+    assert [u.what for u in got.unknowns] == ["Medicare coverage of this use: CMS NCD 270.6 does not address it, and "
+                                              "local Medicare contractor discretion may apply"]
 
 
 def test_the_orders_own_reason_is_named_before_the_problem_list(policies):
@@ -289,7 +312,7 @@ def test_the_orders_own_reason_is_named_before_the_problem_list(policies):
 def test_the_illinois_exception_never_applies_to_medicare(policies):
     facts = dataclasses.replace(CHILD, coverages=(dataclasses.replace(IL_HMO, line_of_business="medicare"),))
     got = decision(policies, facts)
-    assert got.outcome is Outcome.NOT_COVERED
+    assert got.outcome is Outcome.CONDITIONAL and not got.mandate_may_apply  # the NCD does not name palsy
     assert "- the plan is a Medicare plan, which state insurance law does not reach" in got.rationale[-1]
 
 
@@ -301,8 +324,8 @@ def test_commercial_names_an_ncd_indication_as_supporting_rationale_only(policie
                                                        policies[0].spec.decision.reason)
     assert got.rationale == ("**Indication:** L97.412 Heel ulcer (an active condition) falls under ulcers of skin or "
                              "subcutaneous tissue, one of the indications for which CMS NCD 270.6 finds these "
-                             "devices not reasonable and necessary. Medical policy DME101.045 applies to every "
-                             "indication.",)
+                             "devices not reasonable and necessary. The coverage statement of medical policy "
+                             "DME101.045 names no indication.",)
     without = decision(policies, dataclasses.replace(facts, diagnoses=()))
     assert without.outcome is Outcome.NOT_COVERED and without.rationale == ()
 
@@ -326,3 +349,54 @@ def test_a_long_diagnosis_display_is_shortened_in_the_card_text(policies):
     got = decision(policies, dataclasses.replace(CHILD, diagnoses=(long,)))
     assert got.outcome is Outcome.COVERED_WITH_PA
     assert "G80.1 cerebral palsy cerebral palsy" in got.rationale[0] and len(got.rationale[0]) < 1500
+
+
+@pytest.mark.parametrize(("born", "age", "outcome"), [
+    (date(2007, 3, 11), 18, Outcome.COVERED_WITH_PA), (date(2007, 3, 10), 19, Outcome.CONDITIONAL),
+    (date(2001, 3, 11), 24, Outcome.CONDITIONAL), (date(2000, 3, 11), 25, Outcome.CONDITIONAL),
+    (date(2000, 3, 10), 26, Outcome.NOT_COVERED), (date(1992, 1, 1), 34, Outcome.NOT_COVERED),
+])
+def test_the_act_does_not_define_children_so_ages_from_the_setting_to_26_are_verified(policies, born, age, outcome):
+    got = decision(policies, dataclasses.replace(CHILD, birth_date=born))
+    assert got.outcome is outcome
+    said = "".join(got.rationale) + "".join(u.what for u in got.unknowns)
+    assert f"the patient is {age} on the order's date" in said
+    assert "reaches children under" not in said  # the setting is the plan's rule, never the Act's
+    assert ("verify with the payer whether the mandate reaches a patient aged" in
+            "".join(u.how_to_resolve or "" for u in got.unknowns)) == (outcome is Outcome.CONDITIONAL)
+
+
+def test_the_mandate_file_sets_the_age_up_to_which_a_patient_is_verified(tmp_path):
+    source = Path(__file__).parent.parent / "cds/policies/mandates/IL-PA-103-0458.yaml"
+    (tmp_path / "mandates").mkdir()
+    (tmp_path / "mandates" / "IL-PA-103-0458.yaml").write_text(
+        source.read_text().replace("children_verify_under: 26", "children_verify_under: 21"))
+    from cds.policy.loader import load_mandates
+    (mandate,) = load_mandates([tmp_path]).values()
+    facts = dataclasses.replace(CHILD, birth_date=date(2004, 3, 10))  # 22
+    assert mandate.evaluate(facts, ON).status == "failed"
+    assert mandate.evaluate(dataclasses.replace(CHILD, birth_date=date(2006, 3, 10)), ON).status == "unknown"
+
+
+def test_prior_authorization_follows_the_plan_requirements_data(policies, tmp_path):
+    source = Path(__file__).parent.parent / "cds/policies/mandates/IL-PA-103-0458.yaml"
+    (tmp_path / "mandates").mkdir()
+    (tmp_path / "mandates" / "IL-PA-103-0458.yaml").write_text(
+        source.read_text().replace("    prior_authorization: true\n", ""))
+    from cds.policy.loader import load_mandates
+    (mandate,) = load_mandates([tmp_path]).values()
+    no_pa = dataclasses.replace(policies[0], mandates=(mandate,))
+    got = decide_order(order(), CHILD, (no_pa,), on=ON)
+    assert got.outcome is Outcome.COVERED and got.verdict == "may be covered under an Illinois mandate"
+    assert "prior auth" not in got.verdict
+    assert decision(policies).verdict == "may be covered under an Illinois mandate, plan requires prior auth"
+
+
+def test_the_mandate_texts_quote_only_the_act_and_attribute_the_rest_to_the_plan(policies):
+    got = decision(policies)
+    text = " ".join([got.reason, *got.rationale])
+    assert "Coverage stays subject to" not in text
+    assert "Prior authorization with documentation of the qualifying diagnosis is required" not in text
+    quoted = re.findall(r'quotes it: "([^"]+)"', text)
+    source = " ".join((Path(__file__).parent / "data/sources/policy-DME101.045.txt").read_text().split())
+    assert quoted and all(" ".join(q.split()) in source for q in quoted)

@@ -28,7 +28,10 @@ def _view(policy: CompiledPolicy) -> dict[str, Any]:
     mandates = []
     for mandate in policy.mandates:
         m = mandate.spec
-        said += [(f"{m.id}: what the law requires", "card detail (members it may reach)", m.requires, m.citation),
+        said += [(f"{m.id}: what the law says", "card detail (members it may reach)", m.quote,
+                  f"{m.citation}, as {m.quoted_from} quotes it"),
+                 *((f"{m.id}: plan requirement", "card detail and reason (every condition met)", r.text,
+                    f"plan rule: {r.source}") for r in m.plan_requirements),
                  (f"{m.id}: every condition met", "card summary", m.covered_verdict, m.citation),
                  (f"{m.id}: a condition not known", "card summary", m.conditional_verdict, m.citation)]
         mandates.append({"id": m.id, "title": m.title, "citation": m.citation, "jurisdiction": m.jurisdiction,
@@ -39,7 +42,8 @@ def _view(policy: CompiledPolicy) -> dict[str, Any]:
     return {
         "id": spec.id, "title": spec.title, "publisher": spec.publisher, "version": spec.version,
         "effective": spec.effective, "link": policy.link, "applies_to": spec.applies_to, "codes": spec.codes,
-        "excluded": spec.excluded_codes, "terms": spec.text.terms if spec.text else [],
+        "excluded": spec.excluded_codes, "terms": spec.text.strong if spec.text else [],
+        "weak_terms": spec.text.weak if spec.text else [],
         "must_not_match": spec.text.must_not_match if spec.text else [],
         "indications": [(g.name, g.icd10cm) for g in spec.national_coverage.indications]
         if spec.national_coverage else [],

@@ -29,8 +29,22 @@ def code_system(uri: object) -> str | None:
     return _SYSTEMS.get(uri.strip().rstrip("/").lower())
 
 
+# A five-character CPT or HCPCS code followed by up to four two-character modifiers ("E0221-RR", "97026 GP",
+# "E0221NURR"): the code is what a policy lists, the modifiers only qualify it.
+_MODIFIED = re.compile(r"([A-Z0-9]{5})((?:[\s\-:]?[A-Z0-9]{2}){1,4})")
+
+
 def normalise_code(code: object) -> str | None:
     return code.strip().upper() if isinstance(code, str) and code.strip() else None
+
+
+def split_modifiers(code: str) -> tuple[str, tuple[str, ...]]:
+    """A normalised code and the modifiers appended to it, if any: "E0221-RR" -> ("E0221", ("RR",))."""
+    found = _MODIFIED.fullmatch(code)
+    if not found:
+        return code, ()
+    modifiers = re.sub(r"[\s\-:]", "", found[2])
+    return found[1], tuple(modifiers[i:i + 2] for i in range(0, len(modifiers), 2))
 
 
 def code_in(code: str, ranges: Iterable[str]) -> bool:
@@ -42,17 +56,25 @@ def code_in(code: str, ranges: Iterable[str]) -> bool:
     return False
 
 
-def terms_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
-    """One regex for all terms: case-insensitive, on word boundaries, a space or hyphen matching either or none.
+def terms_pattern(terms: Iterable[str], acronyms_in_capitals: bool = True) -> re.Pattern[str] | None:
+    """One regex for all terms, on word boundaries: a space or hyphen in a term matches one or more spaces or
+    hyphens (never nothing: "infra red" does not match "infrared"); a word written in capitals (an acronym such as
+    MIRE or NIR) matches only in capitals (unless `acronyms_in_capitals` is off, as for negatives, which are better
+    over-matched), any other word in any case.
 
     Longer terms come first so a match reports the most specific term ("Anodyne therapy", not "Anodyne").
     """
-    parts = [_term_regex(term) for term in sorted(set(terms), key=len, reverse=True)]
+    parts = [_term_regex(term, acronyms_in_capitals) for term in sorted(set(terms), key=len, reverse=True)]
     if not parts:
         return None
     return re.compile(r"(?<![a-z0-9])(?:" + "|".join(parts) + r")(?![a-z0-9])", re.IGNORECASE)
 
 
-def _term_regex(term: str) -> str:
-    words = [re.escape(word) for word in re.split(r"[\s\-]+", term.strip()) if word]
-    return r"[\s\-]*".join(words)
+def _term_regex(term: str, acronyms_in_capitals: bool) -> str:
+    words = [word for word in re.split(r"[\s\-]+", term.strip()) if word]
+    return r"[\s\-]+".join(f"(?-i:{re.escape(word)})" if acronyms_in_capitals and _acronym(word) else re.escape(word)
+                            for word in words)
+
+
+def _acronym(word: str) -> bool:
+    return len(word) > 1 and word.isupper()

@@ -7,6 +7,7 @@ from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
+from cds.policy import wording as w
 from cds.policy.facts import CoverageFacts, Order
 from cds.policy.model import PolicyCode, Reference
 
@@ -20,6 +21,7 @@ class Outcome(StrEnum):
     """The coverage position for the order; each maps to one dual-valid coverage-information shape (cds/crd.py)."""
 
     NOT_COVERED = "not-covered"  # the policy's denial applies
+    COVERED = "covered"  # covered (under a state mandate), and the plan requires no prior authorization
     COVERED_WITH_PA = "covered-with-pa"  # covered only through prior authorization with clinical documentation
     CONDITIONAL = "conditional"  # depends on facts not in the request; `unknowns` says which
 
@@ -32,18 +34,25 @@ class Match:
     where: str  # the element it was found in, e.g. "DeviceRequest.codeCodeableConcept"
     code: PolicyCode | None = None  # the policy's code (basis "code")
     system_sent: str | None = None  # the code system URI as the client sent it ("" when it sent none)
+    modifiers: tuple[str, ...] = ()  # modifiers appended to the code as sent ("E0221-RR")
     term: str | None = None  # the words of the order that matched a vocabulary term (basis "text")
     text: str | None = None  # the order's text the term was found in (basis "text")
+    # A text match's strength: "strong" names the policy's devices, "weak" may name them or another item.
+    strength: Literal["strong", "weak"] = "strong"
+
+    @property
+    def weak(self) -> bool:
+        return self.basis == "text" and self.strength == "weak"
 
     def describe(self) -> str:
         """In words a clinician reads in the card."""
         if self.code:
-            how = "with no code system" if self.system_sent == "" else ""
-            return " ".join(part for part in (
-                f"billing code {self.code.system} {self.code.code} ({self.code.descriptor})", how, f"in {self.where}"
-            ) if part) + "."
-        return (f'by its description only, not by a billing code: "{self.text}" ({self.where}) '
-                f'names "{self.term}".')
+            return w.MATCHED_CODE(
+                system=self.code.system, code=self.code.code, descriptor=self.code.descriptor,
+                modifiers=f" with modifier {', '.join(self.modifiers)}" if self.modifiers else "",
+                no_system=" with no code system" if self.system_sent == "" else "", element=self.where)
+        wording = w.MATCHED_STRONG if self.strength == "strong" else w.MATCHED_WEAK
+        return wording(text=self.text, element=self.where, term=self.term)
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,8 @@ class Unknown:
 
     what: str
     how_to_resolve: str | None = None
+    # What would resolve it, as CRD 2.2 codes `info-needed`: "detail-code" (a billing code), else "OTH".
+    needs: Literal["detail-code", "OTH"] = "OTH"
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,8 @@ class Decision:
     rationale: tuple[str, ...] = ()  # further Markdown paragraphs for the card (indication, exception, ...)
     unknowns: tuple[Unknown, ...] = ()
     references: tuple[Reference, ...] = ()
+    # A state mandate may yet apply (its conditions are not all known): a clinician may override on that ground.
+    mandate_may_apply: bool = False
 
     @property
     def policy_id(self) -> str:

@@ -4,11 +4,12 @@ Policies are compiled once (at start-up, by the loader) into lookups, regular ex
 deciding an order costs a few dictionary look-ups, at most two regex searches per text and a prefix test per
 diagnosis.
 
-The decision is the policy's, stated on the basis that binds the member (the CMS national coverage determination
-for Medicare and Medicare Advantage), unless a state mandate the policy references reaches the member: then the
-order may be covered with prior authorization (every condition met), or coverage depends on what is not known
-(no condition failed). A diagnosis among the national coverage determination's indications is named, never
-required.
+The decision is the policy's for the lines of business it governs; for Medicare and Medicare Advantage it is the
+CMS national coverage determination's, which decides only the indications it names; for lines the policy does not
+govern, whose rules govern is said and nothing is decided. A state mandate the policy references may then cover
+the order (every condition met) or make its coverage depend on what is not known (no condition failed). An order
+matched by a description that may name another item is conditional on its billing code. An assertion is never
+firmer than what is known: what is not known makes it `conditional`, naming what would decide it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
+from cds.policy import wording as w
 from cds.policy.codes import code_in, terms_pattern
 from cds.policy.decision import Decision, Match, Outcome, Unknown
 from cds.policy.diagnoses import DiagnosisGroups
-from cds.policy.facts import MemberFacts, Order
+from cds.policy.facts import ICD10CM, CoverageFacts, KnownLineOfBusiness, MemberFacts, Order
 from cds.policy.mandate import CompiledMandate, Evaluation, Finding
 from cds.policy.model import Policy, PolicyCode
 from cds.policy.orders import OrderContent, read_order
@@ -35,10 +37,12 @@ class CompiledPolicy:
     codes: Mapping[tuple[str, str], PolicyCode]  # (normalised system, code)
     codes_any_system: Mapping[str, PolicyCode]  # by code alone, when the policy allows it
     excluded: Mapping[str, tuple[str, ...]]  # normalised system -> codes and ranges
-    terms: re.Pattern[str] | None
+    strong: re.Pattern[str] | None  # descriptions that name the policy's devices
+    weak: re.Pattern[str] | None  # descriptions that may name them or another item
     must_not_match: re.Pattern[str] | None
     indications: DiagnosisGroups | None = None  # the national coverage determination's non-covered indications
     mandates: tuple[CompiledMandate, ...] = ()
+    source_file: str = ""  # the policy file's name, as texts attribute the plan's rules to it
 
     @property
     def id(self) -> str:
@@ -53,18 +57,21 @@ class CompiledPolicy:
             if found is None and coded.system is not None:  # CPT, HCPCS or no system at all
                 found = self.codes_any_system.get(coded.code)
             if found is not None:
-                return Match("code", coded.where, code=found, system_sent=coded.uri)
+                return Match("code", coded.where, code=found, system_sent=coded.uri, modifiers=coded.modifiers)
         return None
 
     def match_text(self, content: OrderContent) -> Match | None:
-        if self.terms is None or any(self._excluded(coded.system, coded.code) for coded in content.codings):
+        """A strong description in any of the order's texts, else a weak one; none when the order carries a code
+        of another item or any text names something the policy is not about."""
+        if self.strong is None or any(self._excluded(coded.system, coded.code) for coded in content.codings):
             return None
         if self.must_not_match and any(self.must_not_match.search(d.text) for d in content.texts):
             return None
-        for described in content.texts:
-            found = self.terms.search(described.text)
-            if found:
-                return Match("text", described.where, term=found.group(0), text=described.text)
+        for strength, pattern in (("strong", self.strong), ("weak", self.weak)):
+            for described in content.texts if pattern else ():
+                if pattern and (found := pattern.search(described.text)):
+                    return Match("text", described.where, term=found.group(0), text=described.text,
+                                 strength=strength)  # type: ignore[arg-type]
         return None
 
     def _excluded(self, system: str | None, code: str) -> bool:
@@ -74,20 +81,24 @@ class CompiledPolicy:
         return any(code_in(code, self.excluded.get(name, ())) for name in systems)
 
 
-def compile_policy(spec: Policy, link: str | None = None, mandates: Sequence[CompiledMandate] = ()) -> CompiledPolicy:
+def compile_policy(spec: Policy, link: str | None = None, mandates: Sequence[CompiledMandate] = (),
+                   source_file: str = "") -> CompiledPolicy:
     excluded: dict[str, tuple[str, ...]] = {}
     for group in spec.excluded_codes:
         excluded[group.system] = excluded.get(group.system, ()) + tuple(group.codes)
+    text = spec.text
     return CompiledPolicy(
         spec=spec,
         link=link or str(spec.link),
         codes={(code.system, code.code): code for code in spec.codes},
         codes_any_system={code.code: code for code in spec.codes} if spec.match_code_without_system else {},
         excluded=excluded,
-        terms=terms_pattern(spec.text.terms) if spec.text else None,
-        must_not_match=terms_pattern(spec.text.must_not_match) if spec.text else None,
+        strong=terms_pattern(text.strong) if text else None,
+        weak=terms_pattern(text.weak) if text else None,
+        must_not_match=terms_pattern(text.must_not_match, acronyms_in_capitals=False) if text else None,
         indications=DiagnosisGroups.compile(spec.national_coverage.indications) if spec.national_coverage else None,
         mandates=tuple(mandates),
+        source_file=source_file,
     )
 
 
@@ -117,90 +128,163 @@ def match_order(
 def decide(found: PolicyMatch, facts: MemberFacts, on: date, assertion_id: str) -> Decision:
     """The coverage position on a matched order for this member, decided on `on`, under the id `assertion_id`.
     `facts` are the order's own (`member.order_facts`): its date of service counts for age and plan dates, its
-    reasons come first."""
-    spec = found.policy.spec
-    day = facts.service_date or on
-    verdict, reason, rationale = _basis(found.policy, facts)
-    evaluations = [mandate.evaluate(facts, day) for mandate in found.policy.mandates if mandate.concerns(facts)]
+    reasons come first.
+
+    In steps: the basis that governs the member's line of business (the policy, the national coverage
+    determination for Medicare, or rules the service does not hold); then the state mandates that concern the
+    member; then, for an order matched only by a description that may name another item, what is ordered is not
+    known, so neither is its coverage."""
+    policy, spec = found.policy, found.policy.spec
     coverage_notes = {coverage.unknown_note for coverage in facts.coverages}
     decision = Decision(
         order=found.order,
-        policy=found.policy,
+        policy=policy,
         match=found.match,
         outcome=Outcome.NOT_COVERED,
         indicator="warning",
-        verdict=verdict,
-        reason=reason,
+        verdict=spec.decision.verdict,
+        reason=spec.decision.reason,
         coverage=facts.coverage,
         decided_on=on,
         assertion_id=assertion_id,
-        rationale=rationale + tuple(_ruled_out(e) for e in evaluations if e.status == "failed"),
-        # Unknown plan facts matter only where a mandate needs them, and then its findings say so.
+        # Unknown plan facts matter only where a rule needs them, and then its findings say so.
         unknowns=tuple(Unknown(note) for note in facts.unavailable if note not in coverage_notes),
-        references=(*spec.references, *(ref for e in evaluations for ref in e.mandate.spec.references)),
+        references=tuple(spec.references),
+    )
+    line = facts.coverage.line_of_business if facts.coverage else "unknown"
+    if line in spec.governed_elsewhere or (line == "medicare" and spec.national_coverage is None):
+        decision = _governed_elsewhere(decision, line)
+    elif line == "medicare":
+        decision = _medicare(decision, facts)
+    else:
+        decision = _indication_named(decision, facts)
+        if facts.coverage is not None and line == "unknown":
+            decision = _add(decision, w.LINE_UNKNOWN(why=_why(facts.coverage), policy=spec.id,
+                                                     lines=_lines(policy)))
+    decision = _mandates(decision, facts, facts.service_date or on)
+    return _item_not_known(decision) if found.match.weak else decision
+
+
+def _add(decision: Decision, *paragraphs: str) -> Decision:
+    return replace(decision, rationale=(*decision.rationale, *paragraphs))
+
+
+def _conditional(decision: Decision, verdict: str, reason: str, rationale: str, unknowns: Sequence[Unknown],
+                 ) -> Decision:
+    return replace(decision, outcome=Outcome.CONDITIONAL, verdict=verdict, reason=reason,
+                   rationale=(*decision.rationale, rationale), unknowns=(*unknowns, *decision.unknowns))
+
+
+def _unknown(wording: w.Wording, **values: Any) -> Unknown:
+    return Unknown(wording(**values), wording.how(**values))
+
+
+def _governed_elsewhere(decision: Decision, line: KnownLineOfBusiness) -> Decision:
+    """A plan of a line of business the policy does not govern: whose rules govern, and nothing decided."""
+    spec = decision.policy.spec
+    values = {"policy": spec.id, "title": spec.title, "lines": _lines(decision.policy),
+              "rules": spec.governed_elsewhere.get(line, "the coverage rules of the member's program"),
+              "line": w.LINES[line], "a_line": f"{_article(w.LINES[line])} {w.LINES[line]}"}
+    return _conditional(decision, w.ELSEWHERE_VERDICT(**values), w.ELSEWHERE_REASON(**values), w.ELSEWHERE(**values),
+                        [_unknown(w.ELSEWHERE_UNKNOWN, **values)])
+
+
+def _medicare(decision: Decision, facts: MemberFacts) -> Decision:
+    """Medicare and Medicare Advantage: the national coverage determination decides the indications it names; for
+    any other use it does not decide, and neither does this service."""
+    policy = decision.policy
+    spec, ncd = policy.spec, policy.spec.national_coverage
+    assert ncd is not None and policy.indications is not None
+    binds = w.MEDICARE_BINDS(ncd=ncd.name)
+    if found := policy.indications.first(facts.diagnoses):
+        return replace(
+            decision, verdict=ncd.verdict, reason=f"{ncd.reason} {w.NCD_NAMED_REASON(group=found.group)}",
+            rationale=(*decision.rationale, f"{binds} {w.NCD_NAMED(diagnosis=found.describe(), group=found.group)}"))
+    coded = any(d.system == ICD10CM for d in facts.diagnoses)
+    values = {"ncd": ncd.name, "named": w.listed(policy.indications.names), "policy": spec.id,
+              "discretion": ncd.discretion, "discretion_source": ncd.discretion_source,
+              "which": (w.NCD_NONE_FALLS if coded else w.NCD_NONE_CODED)()}
+    unknowns = [_unknown(w.NCD_OTHER_UNKNOWN, **values)]
+    if not coded:
+        unknowns.insert(0, _unknown(w.NCD_INDICATION_UNKNOWN, **values))
+    reason = w.NCD_OTHER_REASON(**{**values, "which": "the order is not for one of them" if coded
+                                   else "the order names none of them"})
+    return _conditional(decision, ncd.not_addressed_verdict, reason, f"{binds} {w.NCD_OTHER(**values)}", unknowns)
+
+
+def _indication_named(decision: Decision, facts: MemberFacts) -> Decision:
+    """The policy decides every use; a diagnosis among the national coverage determination's indications is named
+    as supporting rationale, never required."""
+    policy = decision.policy
+    ncd = policy.spec.national_coverage
+    found = policy.indications.first(facts.diagnoses) if policy.indications else None
+    if ncd is None or found is None:
+        return decision
+    return _add(decision, w.INDICATION(diagnosis=found.describe(), group=found.group, ncd=ncd.name,
+                                       policy=policy.spec.id))
+
+
+def _mandates(decision: Decision, facts: MemberFacts, day: date) -> Decision:
+    """The state mandates the policy references that concern the member: one that reaches the order may cover it;
+    one that may reach it makes coverage conditional; those ruled out are said to be."""
+    evaluations = [mandate.evaluate(facts, day) for mandate in decision.policy.mandates if mandate.concerns(facts)]
+    decision = replace(
+        decision,
+        rationale=(*decision.rationale, *(_ruled_out(e) for e in evaluations if e.status == "failed")),
+        references=(*decision.references, *(ref for e in evaluations for ref in e.mandate.spec.references)),
     )
     if applies := next((e for e in evaluations if e.status == "met"), None):
-        mandate = applies.mandate
-        return replace(
-            decision, outcome=Outcome.COVERED_WITH_PA, indicator="info", verdict=mandate.spec.covered_verdict,
-            reason=f"May be covered under {mandate.spec.citation}, which reaches {_whom(mandate)}, as an exception "
-                   f"to medical policy {spec.id} \"{spec.title}\": prior authorization {_documentation(mandate)} is "
-                   "required.",
-            rationale=(*rationale, _applies(applies)),
-        )
+        return _covered(decision, applies)
     if open_ := next((e for e in evaluations if e.status == "unknown"), None):
         mandate, unknown = open_.mandate, open_.having("unknown")
-        return replace(
-            decision, outcome=Outcome.CONDITIONAL, verdict=mandate.spec.conditional_verdict,
-            reason=f"{spec.decision.reason} {mandate.spec.citation} may require coverage for {_whom(mandate)}; "
-                   f"not known: {'; '.join(f.unknown or f.text for f in unknown)}.",
-            rationale=(*rationale, _may_apply(open_)),
-            unknowns=(*(Unknown(f.text, f.how_to_resolve) for f in unknown), *decision.unknowns),
+        decision = _conditional(
+            decision, mandate.spec.conditional_verdict if decision.outcome is Outcome.NOT_COVERED else decision.verdict,
+            w.MANDATE_CONDITIONAL_REASON(reason=decision.reason, whom=_whom(mandate),
+                                         unknown="; ".join(f.unknown or f.text for f in unknown), **_law(mandate)),
+            _may_apply(open_, decision.policy.spec.id),
+            [Unknown(f.text, f.how_to_resolve) for f in unknown],
         )
+        return replace(decision, mandate_may_apply=True)
     return decision
 
 
-def _basis(policy: CompiledPolicy, facts: MemberFacts) -> tuple[str, str, tuple[str, ...]]:
-    """Verdict, reason and rationale on the basis that binds the member: the national coverage determination for
-    Medicare members, else the policy, with a diagnosis among the determination's indications named."""
-    spec, ncd = policy.spec, policy.spec.national_coverage
-    if ncd is None or policy.indications is None:
-        return spec.decision.verdict, spec.decision.reason, ()
-    found = policy.indications.first(facts.diagnoses)
-    if facts.coverage is None or facts.coverage.line_of_business != "medicare":
-        if found is None:
-            return spec.decision.verdict, spec.decision.reason, ()
-        return spec.decision.verdict, spec.decision.reason, (
-            f"**Indication:** {found.describe()} falls under {found.group}, one of the indications for which "
-            f"{ncd.name} finds these devices not reasonable and necessary. Medical policy {spec.id} applies to "
-            "every indication.",)
-    binds = f"**Medicare:** {ncd.name} binds Medicare and Medicare Advantage plans."
-    if found:
-        return ncd.verdict, f"{ncd.reason} The order's indication, {found.group}, is one of them.", (
-            f"{binds} {found.describe()} falls under {found.group}, an indication the NCD names as not covered.",)
-    other_uses = spec.decision.reason[:1].lower() + spec.decision.reason[1:]
-    return spec.decision.verdict, f"{ncd.reason} Other uses: {other_uses}", (
-        f"{binds} It names as not covered: {_listed(policy.indications.names)}. No diagnosis of the patient "
-        f"falls in these, so for this use medical policy {spec.id} applies.",)
+def _covered(decision: Decision, applies: Evaluation) -> Decision:
+    """Every condition of a mandate met: the order may be covered under it, with what the plan requires of it."""
+    mandate, spec = applies.mandate, decision.policy.spec
+    requirements = _requirements(mandate)
+    verdict = mandate.spec.covered_verdict
+    return replace(
+        decision, outcome=Outcome.COVERED_WITH_PA if mandate.prior_authorization else Outcome.COVERED,
+        indicator="info",
+        verdict=w.MANDATE_PA_VERDICT(verdict=verdict) if mandate.prior_authorization else verdict,
+        reason=" ".join([w.MANDATE_COVERED_REASON(whom=_whom(mandate), policy=spec.id, title=spec.title,
+                                                  **_law(mandate)), *requirements]),
+        rationale=(*decision.rationale, "\n\n".join([
+            f"{w.MANDATE_APPLIES(title=mandate.spec.title)} {_quoted(mandate)}",
+            f"{w.MANDATE_ALL_MET()}\n" + _bullets(applies.having("met")), *requirements])),
+    )
 
 
-def _applies(evaluation: Evaluation) -> str:
-    mandate = evaluation.mandate
-    return "\n\n".join([
-        f"**{mandate.spec.title}: the order may be covered.** {mandate.spec.citation}: {mandate.spec.requires}",
-        "Every condition is met:\n" + _bullets(evaluation.having("met")),
-        f"Prior authorization {_documentation(mandate)} is required.",
-    ])
+def _item_not_known(decision: Decision) -> Decision:
+    """A description that may name the policy's devices or another item: what is ordered, and so its coverage,
+    is not known until its billing code is."""
+    spec, match = decision.policy.spec, decision.match
+    assert spec.text is not None
+    values = {"text": match.text, "term": match.term, "policy": spec.id, "title": spec.title,
+              "codes": w.listed([f"{code.system} {code.code}" for code in spec.codes], "or")}
+    unknown = replace(_unknown(w.WEAK_UNKNOWN, **values), needs="detail-code")
+    return replace(
+        decision, outcome=Outcome.CONDITIONAL, indicator="warning", verdict=spec.text.weak_verdict,
+        reason=w.WEAK_REASON(reason=decision.reason, **values), unknowns=(unknown, *decision.unknowns))
 
 
-def _may_apply(evaluation: Evaluation) -> str:
+def _may_apply(evaluation: Evaluation, policy_id: str) -> str:
     mandate = evaluation.mandate
     met = evaluation.having("met")
     return "\n\n".join(part for part in [
-        f"**{mandate.spec.title}: may apply.** {mandate.spec.citation}: {mandate.spec.requires}",
-        "Met:\n" + _bullets(met) if met else "",
-        "If what is not known (below) is confirmed, the order may be covered with prior authorization "
-        f"{_documentation(mandate)}; otherwise the denial stands.",
+        f"{w.MANDATE_MAY_APPLY(title=mandate.spec.title)} {_quoted(mandate)}",
+        f"{w.MANDATE_MET()}\n" + _bullets(met) if met else "",
+        w.MANDATE_IF_CONFIRMED(policy=policy_id), *_requirements(mandate),
     ] if part)
 
 
@@ -209,8 +293,16 @@ def _ruled_out(evaluation: Evaluation) -> str:
     resolve the one failure that alone rules it out, if it can be."""
     mandate, failed = evaluation.mandate, evaluation.having("failed")
     hint = failed[0].how_to_resolve if len(failed) == 1 and failed[0].how_to_resolve else None
-    return (f"**{mandate.spec.title}: does not apply** ({mandate.spec.citation}):\n" + _bullets(failed)
+    return (w.MANDATE_RULED_OUT(title=mandate.spec.title, citation=mandate.spec.citation) + "\n" + _bullets(failed)
             + (f"; {hint}" if hint else ""))
+
+
+def _law(mandate: CompiledMandate) -> dict[str, str]:
+    return {"citation": mandate.spec.citation, "quoted_from": mandate.spec.quoted_from}
+
+
+def _quoted(mandate: CompiledMandate) -> str:
+    return w.MANDATE_QUOTED(quote=mandate.spec.quote, **_law(mandate))
 
 
 def _whom(mandate: CompiledMandate) -> str:
@@ -218,14 +310,22 @@ def _whom(mandate: CompiledMandate) -> str:
     return f"{who} with {mandate.spec.diagnoses_label}" if mandate.diagnoses else who
 
 
-def _documentation(mandate: CompiledMandate) -> str:
-    return "with documentation of the qualifying diagnosis" if mandate.diagnoses else "with clinical documentation"
+def _why(coverage: CoverageFacts) -> str:
+    return coverage.unknown_why or w.NOT_SAID
+
+
+def _lines(policy: CompiledPolicy) -> str:
+    return w.listed([w.LINES[name] for name in policy.spec.lines_of_business])
+
+
+def _requirements(mandate: CompiledMandate) -> list[str]:
+    return [w.PLAN_REQUIREMENT(source=r.source, text=r.text) for r in mandate.spec.plan_requirements]
 
 
 def _bullets(findings: Sequence[Finding]) -> str:
     return "\n".join(f"- {finding.text}" for finding in findings)
 
 
-def _listed(words: Sequence[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" and {words[-1]}"
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 

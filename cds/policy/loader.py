@@ -53,7 +53,8 @@ def load_policies(extra_dirs: Iterable[str | Path] = (), url_template: str = "",
             if missing:
                 raise PolicyError(f"{path}: mandates: no mandate file defines {', '.join(missing)} (looked in the "
                                   f"{MANDATES}/ folder of each policy directory)")
-            compiled = compile_policy(spec, policy_url(spec, url_template), [mandates[m] for m in spec.mandates])
+            compiled = compile_policy(spec, policy_url(spec, url_template), [mandates[m] for m in spec.mandates],
+                                      path.name)
             policies[spec.id] = (path, compiled)
     return tuple(compiled for _, compiled in sorted(policies.values(), key=lambda item: item[1].id))
 
@@ -82,8 +83,9 @@ def load_mandates(directories: Iterable[Path], child_age_limit: int = DEFAULT_CH
             diagnoses=DiagnosisGroups.compile(overrides.get(name, spec.qualifying_diagnoses))
             if spec.qualifying_diagnoses or name in overrides else None,
             child_age_limit=child_age_limit if spec.children else None,
+            source_file=f"{MANDATES}/{path.name}",
         )
-        for name, (_, spec) in specs.items()
+        for name, (path, spec) in specs.items()
     }
 
 

@@ -6,11 +6,11 @@ A mandate concerns a member who lives in its state or whose plan is sitused ther
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
+from cds.policy import wording as w
 from cds.policy.diagnoses import DiagnosisGroups
 from cds.policy.facts import ICD10CM, CoverageFacts, MemberFacts
 from cds.policy.model import Mandate
@@ -18,8 +18,6 @@ from cds.states import state_name
 
 Status = Literal["met", "failed", "unknown"]
 DEFAULT_CHILD_AGE_LIMIT = 19  # under 19, as Illinois' habilitative-services mandate for children (215 ILCS 5/356z.15)
-_VERIFY_PLAN = "verify the member's plan with the payer"
-_LINES = {"commercial": "commercial", "medicare": "Medicare", "medicaid": "Medicaid", "other": "non-commercial"}
 _FUNDING = {"fully-insured": "fully insured", "self-funded": "self-funded"}
 
 
@@ -52,10 +50,16 @@ class CompiledMandate:
     spec: Mandate
     diagnoses: DiagnosisGroups | None  # None: the mandate has no diagnosis condition
     child_age_limit: int | None  # None: not only for children
+    source_file: str = ""  # the mandate file's name, as texts attribute the plan's rules to it
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def prior_authorization(self) -> bool:
+        """Whether the plan requires prior authorization of the orders the mandate may cover (its own rule)."""
+        return any(requirement.prior_authorization for requirement in self.spec.plan_requirements)
 
     def concerns(self, facts: MemberFacts) -> bool:
         """Whether the member lives in the mandate's state or the plan is sitused there."""
@@ -73,99 +77,105 @@ class CompiledMandate:
             findings.append(self._diagnosis(facts))
         return Evaluation(self, tuple(findings))
 
+    def _law(self) -> dict[str, str]:
+        return {"citation": self.spec.citation, "quoted_from": self.spec.quoted_from}
+
     # ------------------------------------------------------------------------------------------- the plan
 
     def _situs(self, coverage: CoverageFacts | None) -> Finding:
         state = self.spec.jurisdiction
         situs = coverage.situs_state if coverage else None
         if situs is None:
-            return _unknown("the plan's situs state (whose insurance law governs the plan)", coverage,
-                            "verify with the payer in which state the member's plan is sitused")
+            return _unknown(w.SITUS_UNKNOWN, "the plan's situs state", coverage)
         if situs == state:
-            return Finding("met", f"the plan is sitused in {state_name(state)}")
-        return Finding("failed", f"the plan is sitused in {state_name(situs)}, not {state_name(state)}")
+            return Finding("met", w.SITUS_MET(state=state_name(state)))
+        return Finding("failed", w.SITUS_FAILED(situs=state_name(situs), state=state_name(state)))
 
     def _line_of_business(self, coverage: CoverageFacts | None) -> Finding:
         line = coverage.line_of_business if coverage else "unknown"
         if line == "unknown":
-            return _unknown("the plan's line of business (commercial, Medicare or Medicaid)", coverage, _VERIFY_PLAN)
+            return _unknown(w.LINE_UNKNOWN_MANDATE, "the plan's line of business", coverage)
         if line in self.spec.lines_of_business:
-            return Finding("met", f"the plan is {_LINES[line]}")
+            return Finding("met", w.LINE_MET(line=w.LINES[line]))
         if line == "medicare":
-            return Finding("failed", "the plan is a Medicare plan, which state insurance law does not reach")
-        return Finding("failed", f"the plan is {_LINES[line]}, and the mandate reaches "
-                                 f"{_either([_LINES[name] for name in self.spec.lines_of_business])} plans only")
+            return Finding("failed", w.LINE_MEDICARE())
+        lines = w.listed([w.LINES[name] for name in self.spec.lines_of_business], "or")
+        return Finding("failed", w.LINE_FAILED(line=w.LINES[line], lines=lines, **self._law()))
 
     def _funding(self, coverage: CoverageFacts | None) -> Finding:
         funding = coverage.funding if coverage else "unknown"
         if funding == "unknown":
-            return _unknown("plan funding (fully insured or self-funded)", coverage, _VERIFY_PLAN)
+            return _unknown(w.FUNDING_UNKNOWN, "plan funding (fully insured or self-funded)", coverage)
         if funding in self.spec.funding:
-            return Finding("met", f"the plan is {_FUNDING[funding]}")
-        reach = " (self-funded employer plans fall under federal law, ERISA, not state mandates)" \
+            return Finding("met", w.FUNDING_MET(funding=_FUNDING[funding]))
+        erisa = " (self-funded employer plans fall under federal law, ERISA, not state mandates)" \
             if funding == "self-funded" else ""
-        return Finding("failed", f"the plan is {_FUNDING[funding]}, and the mandate reaches "
-                                 f"{_either([_FUNDING[f] for f in self.spec.funding])} plans only{reach}")
+        return Finding("failed", w.FUNDING_FAILED(funding=_FUNDING[funding], erisa=erisa, **self._law(),
+                                                  fundings=w.listed([_FUNDING[f] for f in self.spec.funding], "or")))
 
     def _product(self, coverage: CoverageFacts | None) -> Finding:
         product = coverage.product if coverage else "unknown"
-        products = _either(self.spec.products)
+        products = w.listed(self.spec.products, "or")
         if product == "unknown":
-            return _unknown(f"the plan's product ({products})", coverage, _VERIFY_PLAN)
+            return _unknown(w.PRODUCT_UNKNOWN, f"the plan's product ({products})", coverage, products=products)
         if product in self.spec.products:
-            return Finding("met", f"the plan is {_article(product)} {product}")
+            return Finding("met", w.PRODUCT_MET(a_product=f"{_article(product)} {product}"))
         kind = f"{_article(product)} {product}" if product != "other" else "neither of these"
-        return Finding("failed", f"the plan is {kind}, and the mandate reaches {products} plans only")
+        return Finding("failed", w.PRODUCT_FAILED(a_product=kind, products=products, **self._law()))
 
     def _plan_date(self, coverage: CoverageFacts | None, day: date) -> Finding:
-        since = self.spec.plans_on_or_after
+        since = f"{self.spec.plans_on_or_after:%m/%d/%Y}"
         start = coverage.plan_start if coverage else None
         if start is None:
-            return _unknown("the plan's issue or renewal date", coverage,
-                            "verify the start of the member's current plan year with the payer")
-        if start >= since:
-            return Finding("met", f"the plan year began {start:%m/%d/%Y}, on or after {since:%m/%d/%Y}")
+            return _unknown(w.PLAN_DATE_UNKNOWN, "the plan's issue or renewal date", coverage)
+        if start >= self.spec.plans_on_or_after:
+            return Finding("met", w.PLAN_DATE_MET(start=f"{start:%m/%d/%Y}", since=since))
         if day < _anniversary(start):  # an annual plan that began before the date has not renewed yet
-            return Finding("failed", f"the plan year began {start:%m/%d/%Y} and has not renewed by the order's "
-                                     f"date; the mandate reaches plans issued or renewed on or after {since:%m/%d/%Y}")
-        return Finding("unknown", f"the plan began {start:%m/%d/%Y}, before {since:%m/%d/%Y}, and whether it was "
-                                  "renewed since is not known", "the plan's latest issue or renewal date",
-                       "verify the start of the member's current plan year with the payer")
+            return Finding("failed", w.PLAN_DATE_FAILED(start=f"{start:%m/%d/%Y}", since=since, **self._law()))
+        return Finding("unknown", w.PLAN_RENEWAL_UNKNOWN(start=f"{start:%m/%d/%Y}", since=since),
+                       "the plan's latest issue or renewal date", w.PLAN_RENEWAL_UNKNOWN.how())
 
     # ----------------------------------------------------------------------------------------- the patient
 
     def _age(self, facts: MemberFacts, day: date) -> Finding:
-        limit = self.child_age_limit
+        """The law says "children" and does not define them: the plan's rule (the setting) says who counts as one,
+        and from that age up to `children_verify_under` the answer is to be verified, not assumed."""
+        limit, verify_under = self.child_age_limit, self.spec.children_verify_under
         age = facts.age_on(day)
         if age is None:
-            return Finding("unknown", "the patient's age on the order's date is not known (no full birth date)",
-                           "the patient's age", "record the patient's birth date in the EHR")
+            return Finding("unknown", w.AGE_UNKNOWN(), "the patient's age", w.AGE_UNKNOWN.how())
         if limit is None or age < limit:
-            return Finding("met", f"the patient is {age} on the order's date, a child under {limit}")
-        return Finding("failed", f"the patient is {age} on the order's date, and the mandate reaches children "
-                                 f"under {limit} only")
+            return Finding("met", w.AGE_MET(age=age, limit=limit))
+        if age < verify_under:
+            return Finding("unknown", w.AGE_VERIFY(age=age, limit=limit),
+                           f"whether the mandate reaches a patient aged {age}", w.AGE_VERIFY.how(age=age))
+        return Finding("failed", w.AGE_FAILED(age=age, verify_under=verify_under))
 
     def _diagnosis(self, facts: MemberFacts) -> Finding:
+        """A screen can show that a qualifying diagnosis is present, never that none is: the law names categories,
+        and the screen's codes are the plan's reading of them. So no qualifying diagnosis on it is unknown."""
         label = self.spec.diagnoses_label
         found = self.diagnoses.first(facts.diagnoses) if self.diagnoses else None
         if found:
-            return Finding("met", f"{found.describe()} is a qualifying diagnosis ({found.group})")
-        resolve = f"if the patient has a diagnosis with {label}, give it as the order's reason, coded in ICD-10-CM"
+            return Finding("met", w.DIAGNOSIS_MET(diagnosis=found.describe(), group=found.group))
+        resolve = w.DIAGNOSIS_RESOLVE(label=label)
+        coded = [d for d in facts.diagnoses if d.system == ICD10CM]
         if "conditions" in facts.unavailable_keys:
-            return Finding("unknown", "a qualifying diagnosis is not known: the patient's active conditions could "
-                                      "not be obtained", f"a diagnosis with {label}", resolve)
-        coded = {d.source for d in facts.diagnoses if d.system == ICD10CM}
-        if any(d.source not in coded for d in facts.diagnoses):
-            return Finding("unknown", "a qualifying diagnosis is not known: some of the patient's diagnoses have no "
-                                      "ICD-10-CM code to screen", f"a diagnosis with {label}", resolve)
-        return Finding("failed", f"no active condition and no reason for the order is a diagnosis with {label}",
-                       how_to_resolve=resolve)
+            wording, values = w.DIAGNOSIS_UNOBTAINED, dict[str, str]()
+        elif len(coded) < len(facts.diagnoses):
+            wording, values = w.DIAGNOSIS_UNSCREENED, {}
+        elif not coded:
+            wording, values = w.DIAGNOSIS_NONE_RECORDED, {"label": label}
+        else:
+            codes = ", ".join(dict.fromkeys(d.code for d in coded))
+            wording, values = w.DIAGNOSIS_NONE_FOUND, {"label": label, "codes": codes}
+        return Finding("unknown", wording(**values), f"a diagnosis with {label}", wording.how(resolve=resolve))
 
 
-def _unknown(what: str, coverage: CoverageFacts | None, how: str) -> Finding:
+def _unknown(wording: w.Wording, what: str, coverage: CoverageFacts | None, **values: str) -> Finding:
     why = (coverage.unknown_why if coverage else "no coverage for the patient came with the request") \
-        or "neither the Coverage nor the plan directory says"
-    return Finding("unknown", f"{what} is not known ({why})", what, how)
+        or w.NOT_SAID
+    return Finding("unknown", wording(why=why, **values), what, wording.how())
 
 
 def _anniversary(day: date) -> date:
@@ -173,10 +183,6 @@ def _anniversary(day: date) -> date:
         return day.replace(year=day.year + 1)
     except ValueError:  # 29 February
         return date(day.year + 1, 3, 1)
-
-
-def _either(words: Sequence[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" or {words[-1]}"
 
 
 def _article(word: str) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from cds.states import state_code
 
 CodeSystem = Literal["CPT", "HCPCS"]
+LineOfBusiness = Literal["commercial", "medicare", "medicaid", "other"]
 OrderType = Literal["DeviceRequest", "ServiceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
                     "CommunicationRequest", "Appointment"]
 _CODE = re.compile(r"[A-Za-z0-9]{4,7}")
@@ -60,21 +61,35 @@ class ExcludedCodes(Strict):
 
 
 class TextMatching(Strict):
-    """Fallback when no code identifies the order: terms searched in code.text, coding.display and device names.
+    """Fallback when no code identifies the order: descriptions searched in code.text, coding.display and device
+    names.
 
-    Case-insensitive, on word boundaries; a space or hyphen in a term matches a space, a hyphen or nothing.
+    Case-insensitive, on word boundaries; a space or hyphen in a term matches spaces or hyphens, never nothing
+    (spell "infrared" and "infra red" each where both are meant); a word in capitals (MIRE) matches only in capitals.
     """
 
-    terms: list[str] = Field(min_length=1)
+    # What the policy's devices are, in the policy's own words (quoted on cards for a match by description).
+    device_definition: str = Field(min_length=10)
+    definition_source: str = Field(min_length=3)  # where in the policy the definition stands: "Description"
+    strong: list[str] = Field(min_length=1)  # descriptions that name the policy's devices: the policy decides
+    # Descriptions that may name the policy's devices or another item: coverage is conditional on the billing code.
+    weak: list[str] = []
+    weak_verdict: str = Field("", max_length=60)  # card summary verdict for a weak match
     must_not_match: list[str] = []  # any of these anywhere in the order's text: no text match at all
 
-    @field_validator("terms", "must_not_match")
+    @field_validator("strong", "weak", "must_not_match")
     @classmethod
     def _words(cls, values: list[str]) -> list[str]:
         for value in values:
             if not re.search(r"[A-Za-z0-9]", value):
                 raise ValueError(f"term {value!r} has no letters or digits")
         return values
+
+    @model_validator(mode="after")
+    def _weak_verdict(self) -> TextMatching:
+        if self.weak and not self.weak_verdict:
+            raise ValueError("weak_verdict must say, for a card summary, what a weak match means")
+        return self
 
 
 class Reference(Strict):
@@ -105,8 +120,13 @@ class NationalCoverage(Strict):
     name: str = Field(min_length=3)  # as cards cite it: "CMS NCD 270.6"
     verdict: str = Field(min_length=3, max_length=60)  # summary verdict when a diagnosis is a named indication
     reason: str = Field(min_length=10)  # coverage-information reason for Medicare members
-    # The nationally non-covered indications, as ICD-10-CM groups (named in cards; never a condition of denial).
+    # The nationally non-covered indications, as ICD-10-CM groups: a Medicare member's order for one of them is
+    # not covered under the determination; for any other use the determination does not decide.
     indications: list[DiagnosisGroup] = Field(min_length=1)
+    not_addressed_verdict: str = Field(min_length=3, max_length=60)  # summary verdict for a use it does not name
+    # What the policy itself says of Medicare coverage beyond the determination, quoted, and where it says it.
+    discretion: str = Field(min_length=10)
+    discretion_source: str = Field(min_length=3)
 
 
 class PolicyDecision(Strict):
@@ -126,9 +146,15 @@ class Policy(Strict):
     link: HttpUrl  # the policy's page; a deployment may override it with CDS_POLICY_URL_TEMPLATE
     applies_to: list[OrderType] = Field(min_length=1)
     coverage_statement: str = Field(min_length=10)  # verbatim from the policy
-    basis: str = Field(min_length=10)  # where the position comes from (Markdown, one paragraph)
-    plan_governs: str = Field(min_length=10)  # the policy's disclaimer: the member's benefit plan governs
+    basis: str = Field(min_length=10)  # where the position comes from, verbatim from the policy
+    basis_source: str = Field(min_length=3)  # the policy's section it is quoted from: "Rationale"
+    plan_governs: str = Field(min_length=10)  # the policy's disclaimer that the benefit plan governs, verbatim
+    plan_governs_source: str = Field(min_length=3)  # "Disclaimer"
     decision: PolicyDecision
+    # The lines of business whose plans the policy governs (Medicare: through `national_coverage`), and for the
+    # others, in words, whose rules govern instead ("the state Medicaid program's rules").
+    lines_of_business: list[Literal["commercial", "medicaid", "other"]] = Field(min_length=1)
+    governed_elsewhere: dict[LineOfBusiness, str] = {}
     codes: list[PolicyCode] = Field(min_length=1)
     match_code_without_system: bool = False  # only for codes that cannot collide across code systems
     excluded_codes: list[ExcludedCodes] = []
@@ -146,6 +172,15 @@ class Policy(Strict):
         return values
 
     @model_validator(mode="after")
+    def _lines(self) -> Policy:
+        both = set(self.lines_of_business) & set(self.governed_elsewhere)
+        if both:
+            raise ValueError(f"governed_elsewhere names lines the policy governs: {', '.join(sorted(both))}")
+        if self.national_coverage and "medicare" in self.governed_elsewhere:
+            raise ValueError("governed_elsewhere names medicare, which national_coverage governs")
+        return self
+
+    @model_validator(mode="after")
     def _codes_unique(self) -> Policy:
         seen = [code.code for code in self.codes]
         duplicates = sorted({code for code in seen if seen.count(code) > 1})
@@ -154,27 +189,44 @@ class Policy(Strict):
         return self
 
 
+class PlanRequirement(Strict):
+    """What the payer requires, beyond the law, of orders a mandate may cover: the plan's own rule, shown as the
+    plan's and never as the law's. A prior-authorization requirement makes the CRD assertion `auth-needed` with
+    clinical documentation; without one a covered order needs no authorization."""
+
+    text: str = Field(min_length=10)  # as a card shows it: "Prior authorization, with clinical documentation ..."
+    source: str = Field(min_length=3)  # who sets it, as a card attributes it: "BCBSIL benefit verification"
+    prior_authorization: bool = False
+
+
 class Mandate(Strict):
     """A state benefit mandate that overrides medical policies for the members it reaches: its conditions as data.
 
     The conditions are checked against the member's facts: the plan's situs state (`jurisdiction`), line of
     business, funding, product and issue or renewal date; when `children` is set, the patient's age on the order's
-    date (under CDS_MANDATE_CHILD_AGE_LIMIT); and, when groups are listed, a qualifying diagnosis.
+    date; and, when groups are listed, a qualifying diagnosis. The law's words are `quote`, as `quoted_from` quotes
+    them; what the payer adds is `plan_requirements`.
     """
 
     id: str = Field(pattern=_MANDATE_ID)
     jurisdiction: str  # USPS code of the state whose law it is
     title: str = Field(min_length=3, max_length=80)  # card heading: "Illinois mandate for children with impairments"
     citation: str = Field(min_length=3)  # how every text cites it
-    requires: str = Field(min_length=10)  # what the law requires, one paragraph
+    quote: str = Field(min_length=10)  # what the law says, word for word as `quoted_from` quotes it
+    quoted_from: str = Field(min_length=3)  # "HCSC medical policy DME101.045, Legislative Mandates"
     plans_on_or_after: date  # it reaches plans amended, delivered, issued or renewed on or after this date
     # State law never reaches Medicare, so it is not a choice here.
     lines_of_business: list[Literal["commercial", "medicaid", "other"]] = Field(min_length=1)
     funding: list[Literal["fully-insured", "self-funded"]] = Field(min_length=1)
     products: list[Literal["PPO", "HMO", "POS", "EPO", "other"]] = Field(min_length=1)
+    # The law reaches children. Where it does not define them, a patient under CDS_MANDATE_CHILD_AGE_LIMIT counts as
+    # one by the plan's rule, a patient from that age up to `children_verify_under` is to be verified, and an older
+    # one is not a child by the plan's rule.
     children: bool = False
+    children_verify_under: int = Field(26, ge=1, le=130)
     diagnoses_label: str = Field("", max_length=120)  # the qualifying diagnoses in words, for texts
     qualifying_diagnoses: list[DiagnosisGroup] = []  # empty: no diagnosis condition
+    plan_requirements: list[PlanRequirement] = []
     covered_verdict: str = Field(min_length=3, max_length=70)  # every condition met
     conditional_verdict: str = Field(min_length=3, max_length=70)  # some condition not known, none failed
     references: list[Reference] = []

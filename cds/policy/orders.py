@@ -8,7 +8,7 @@ from typing import Any
 
 from cds.fhirjson import as_list as _list
 from cds.fhirjson import relative_reference
-from cds.policy.codes import code_system, normalise_code
+from cds.policy.codes import code_system, normalise_code, split_modifiers
 from cds.policy.facts import Order
 
 BILLING_OPTIONS = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-billing-options"
@@ -21,14 +21,20 @@ CODE_ELEMENT = {
     "Appointment": "serviceType",
 }
 MAX_TEXT = 500  # bound the text searched per element: order text is free text
+# Order statuses (FHIR R4 request-status) of an order being placed; the others (on-hold, completed, revoked,
+# entered-in-error, unknown) are not judged. An order without a status, or with one FHIR does not define, is judged
+# (it departs from R4, and is answered as sent).
+BEING_PLACED = ("draft", "active")
+REQUEST_STATUSES = ("draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown")
 
 
 @dataclass(frozen=True)
 class Coded:
     system: str | None  # normalised: "CPT", "HCPCS", "" (no system) or None (another system)
     uri: str  # as sent
-    code: str
+    code: str  # without modifiers
     where: str
+    modifiers: tuple[str, ...] = ()  # as appended to the code: "E0221-RR" -> ("RR",)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,15 @@ class Described:
 class OrderContent:
     codings: tuple[Coded, ...]
     texts: tuple[Described, ...]
+
+
+def not_being_placed(order: Order) -> str | None:
+    """Why an order is not judged: its status, when that says it is not being placed; None for an order that is,
+    or may be."""
+    status = order.resource.get("status")
+    if not isinstance(status, str) or status not in REQUEST_STATUSES or status in BEING_PLACED:
+        return None
+    return f"its status is {status}; only draft or active orders are being placed"
 
 
 def device_index(resources: Iterable[Any]) -> dict[str, dict[str, Any]]:
@@ -129,7 +144,9 @@ def _read_coding(coding: Any, where: str, codings: list[Coded], texts: list[Desc
     code = normalise_code(coding.get("code"))
     if code:
         uri = coding.get("system")
-        codings.append(Coded(code_system(uri), uri if isinstance(uri, str) else "", code, where))
+        system = code_system(uri)
+        code, modifiers = split_modifiers(code) if system is not None else (code, ())
+        codings.append(Coded(system, uri if isinstance(uri, str) else "", code, where, modifiers))
     _read_text(coding.get("display"), where, texts)
 
 

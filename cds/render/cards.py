@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid_utils.compat import uuid7
 
+from cds.policy import wording as w
 from cds.policy.decision import Decision, Outcome
 from cds.policy.facts import CoverageGap
 from cds.protocol import MAX_SUMMARY, Action, Card, Coding, Link, Source, Suggestion
@@ -13,8 +14,8 @@ OVERRIDE_REASON_SYSTEM = "urn:cds-coverage:override-reason"
 OVERRIDE_REASONS = (
     ("patient-pays", "Patient informed of non-coverage and chooses to pay"),
     ("benefit-verified", "Coverage verified with the member's health plan"),
-    ("state-mandate", "A state benefit mandate applies"),
 )
+STATE_MANDATE = ("state-mandate", "A state benefit mandate applies")  # only where the card says one may apply
 NOT_THIS_ITEM = ("not-this-item", "The order is not for an item this policy covers")
 TOPIC_DISPLAY = {"off-guideline": "Off Guideline", "coverage-info": "Coverage Information"}
 SEVERITY = {"critical": 0, "warning": 1, "info": 2}
@@ -35,11 +36,12 @@ def card_for(decision: Decision, configuration: Configuration, payer_name: str,
     reference = decision.order.reference
     topic = card_type(decision)
     # Removing the order, or overriding the card, answers a denial; an order that may be covered needs neither.
-    denial = decision.outcome is not Outcome.COVERED_WITH_PA
+    denial = decision.outcome not in (Outcome.COVERED, Outcome.COVERED_WITH_PA)
     removable = reference if denial else None
     actions = [Action(type="delete", description=f"Remove the order for {decision.item}.", resource_id=removable)]
     suggestions = [Suggestion(label=f"Remove the order for {decision.item}", uuid=str(uuid7()), actions=actions)]
-    reasons = [*OVERRIDE_REASONS, *([NOT_THIS_ITEM] if decision.match.basis == "text" else [])] if denial else []
+    reasons = [*OVERRIDE_REASONS, *([STATE_MANDATE] if decision.mandate_may_apply else []),
+               *([NOT_THIS_ITEM] if decision.match.basis == "text" else [])] if denial else []
     return Card(
         uuid=str(uuid7()),
         summary=summary(decision),
@@ -69,7 +71,7 @@ def _payer(decision: Decision) -> str | None:
 
 def summary(decision: Decision) -> str:
     """"<item> <verdict>, policy <id>", shortening the item (never the verdict) to stay under 140 characters."""
-    tail = f" {decision.verdict}, policy {decision.policy_id}"
+    tail = w.CARD_SUMMARY(item="", verdict=decision.verdict, policy=decision.policy_id)
     room = MAX_SUMMARY - len(tail)
     item = decision.item if len(decision.item) <= room else decision.item[: room - 1].rstrip() + "…"
     return item + tail
@@ -79,23 +81,23 @@ def detail(decision: Decision, gap: CoverageGap | None = None) -> str:
     """The card's Markdown detail; `gap`: why no coverage of the member could be used, if none was."""
     policy = decision.policy.spec
     paragraphs = [
-        f'**Medical policy {policy.id} "{policy.title}"**, {policy.publisher}, effective '
-        f"{policy.effective:%m/%d/%Y}:",
-        f"> {policy.coverage_statement}",
-        f"**Basis:** {policy.basis}",
-        f"**How this order matched:** {decision.match.describe()}"
-        + (" Check that the order is for an item this policy covers; if it is not, disregard this card."
-           if decision.match.basis == "text" else ""),
+        w.POLICY_HEADING(policy=policy.id, title=policy.title, publisher=policy.publisher,
+                         effective=f"{policy.effective:%m/%d/%Y}"),
+        w.QUOTE(text=policy.coverage_statement),
+        w.BASIS(section=policy.basis_source),
+        w.QUOTE(text=policy.basis),
+        w.MATCHED(how=decision.match.describe()),
+        *([w.DEFINITION(section=policy.text.definition_source), w.QUOTE(text=policy.text.device_definition)]
+          if decision.match.basis == "text" and policy.text else []),
         *decision.rationale,
     ]
     if decision.unknowns:
-        heading = "Not known, and how to resolve it" if decision.outcome is Outcome.CONDITIONAL else "Not evaluated"
-        paragraphs.append(f"**{heading}:**\n" + "\n".join(
+        heading = w.NOT_KNOWN if decision.outcome is Outcome.CONDITIONAL else w.NOT_EVALUATED
+        paragraphs.append(heading() + "\n" + "\n".join(
             f"- {u.what}" + (f": {u.how_to_resolve}" if u.how_to_resolve else "") for u in decision.unknowns))
     if decision.coverage is None:
-        why = gap.text if gap else "No coverage of this patient could be used"
-        paragraphs.append(f"{why}, so this states the medical policy without checking the member's benefits.")
-    paragraphs.append(f"**The benefit plan governs:** {policy.plan_governs}")
+        paragraphs.append(w.NO_COVERAGE(why=gap.text if gap else "No coverage of this patient could be used"))
+    paragraphs += [w.PLAN_GOVERNS(section=policy.plan_governs_source), w.QUOTE(text=policy.plan_governs)]
     return "\n\n".join(paragraphs)
 
 

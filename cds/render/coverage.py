@@ -2,7 +2,8 @@
 
 The extension is built to be valid under CRD 2.0.1 (what Inferno validates) and 2.2 at once (crd.md §1.3):
 `pa-needed` only when not `not-covered`, `info-needed` exactly when something is `conditional`, a text-only
-`reason`, and none of the elements whose shape differs between the versions.
+`reason`, and none of the elements whose shape differs between the versions. A client that asks for CRD 2.2 or
+later (`requestedVersion`) gets `info-needed` `detail-code` where a billing code would decide the assertion.
 
 When no Coverage of the member could be used, CRD 2.2 (resp-43/44/45) asks for an assertion all the same:
 `indeterminate` with reason `technical` when fetching it failed, else `not-covered` with `no-member-found`,
@@ -28,9 +29,10 @@ GAP_ASSERTIONS_FROM = (2, 2)  # the first CRD version with `indeterminate` and t
 # Per outcome: the coded parts of the assertion, in the extension's element order.
 _CODES: dict[Outcome, tuple[tuple[str, str], ...]] = {
     Outcome.NOT_COVERED: (("covered", "not-covered"),),
+    Outcome.COVERED: (("covered", "covered"), ("pa-needed", "no-auth")),
     Outcome.COVERED_WITH_PA: (("covered", "covered"), ("pa-needed", "auth-needed"), ("doc-needed", "clinical"),
                               ("doc-purpose", "withpa")),
-    Outcome.CONDITIONAL: (("covered", "conditional"), ("pa-needed", "conditional"), ("info-needed", "OTH")),
+    Outcome.CONDITIONAL: (("covered", "conditional"), ("pa-needed", "conditional")),  # + info-needed (below)
 }
 # The CRD `covered` value of each outcome.
 COVERED_CODE: dict[Outcome, str] = {outcome: dict(codes)["covered"] for outcome, codes in _CODES.items()}
@@ -38,6 +40,7 @@ COVERED_CODE: dict[Outcome, str] = {outcome: dict(codes)["covered"] for outcome,
 _PRIMARY_ONLY = {"doc-needed", "doc-purpose"}
 _PHRASE = {
     Outcome.NOT_COVERED: "not covered",
+    Outcome.COVERED: "covered",
     Outcome.COVERED_WITH_PA: "covered with prior authorization",
     Outcome.CONDITIONAL: "coverage depends on information not in the request",
 }
@@ -59,7 +62,18 @@ def coverage_information(decision: Decision, primary: bool = True, gap: Coverage
     if coverage is None or not REFERENCE_PATTERN.fullmatch(coverage):
         return None
     codes = [(url, code) for url, code in _CODES[decision.outcome] if primary or url not in _PRIMARY_ONLY]
+    codes += [("info-needed", code) for code in info_needed(decision, version)]
     return _assertion(decision, coverage, codes, {"text": decision.reason})
+
+
+def info_needed(decision: Decision, version: tuple[int, int] | None = None) -> list[str]:
+    """What a conditional assertion needs: `OTH` (the reason says what), or under CRD 2.2 `detail-code` for each
+    unknown a billing code would resolve."""
+    if decision.outcome is not Outcome.CONDITIONAL:
+        return []
+    if version is None or version < (2, 2):
+        return ["OTH"]
+    return sorted({unknown.needs for unknown in decision.unknowns if unknown.how_to_resolve} or {"OTH"})
 
 
 def gap_information(decision: Decision, gap: CoverageGap | None,

@@ -1,0 +1,202 @@
+"""Answers no firmer than their sources: matching by description, lines of business, Medicare beyond the NCD, the
+NCD's indications, orders not being placed, modifiers and short descriptors. Through the engine and over HTTP."""
+
+import logging
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from cds.fhir import parse_draft_order
+from cds.policy import Outcome, load_policies
+from cds.policy.facts import ICD10CM, CoverageFacts, Diagnosis, MemberFacts
+from cds.render.coverage import coverage_information
+from tests.helpers import decide_order, load
+
+POLICY_TEXT = Path(__file__).parent / "data/sources/policy-DME101.045.txt"  # the policy as published
+ON = date(2026, 3, 10)
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+COMMERCIAL = CoverageFacts("Coverage/c", line_of_business="commercial", situs_state="TX")
+
+
+@pytest.fixture(scope="module")
+def policies():
+    return load_policies()
+
+
+def device_request(concept, status="draft"):
+    return parse_draft_order({"resourceType": "DeviceRequest", "id": "dr-1", "status": status,
+                              "intent": "original-order", "codeCodeableConcept": concept,
+                              "subject": {"reference": "Patient/p"}, "authoredOn": ON.isoformat()})
+
+
+def decided(policies, concept, coverage=COMMERCIAL, diagnoses=()):
+    facts = MemberFacts(state="TX", coverages=(coverage,) if coverage else (), diagnoses=tuple(
+        Diagnosis(ICD10CM, code, None, "Condition/x") for code in diagnoses))
+    return decide_order(device_request(concept), facts, policies, on=ON)
+
+
+# ------------------------------------------------------------------------------------- words of the policy itself
+
+def _normal(text: str) -> str:
+    return " ".join(text.replace("**", "").split())
+
+
+def test_every_quoted_passage_of_the_policy_file_is_word_for_word_in_the_policy(policies):
+    source = _normal(POLICY_TEXT.read_text())
+    spec = policies[0].spec
+    for quoted in (spec.coverage_statement, spec.basis, spec.plan_governs, spec.text.device_definition,
+                   spec.national_coverage.discretion):
+        assert _normal(quoted) in source, quoted
+
+
+def test_cpt_codes_are_shown_with_short_descriptors_only(policies):
+    descriptors = {code.code: code.descriptor for code in policies[0].spec.codes}
+    assert descriptors["97026"] == "Infrared therapy"
+    card_text = str(decided(policies, {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97026"}]}))
+    assert "Application of a modality" not in card_text
+
+
+# ---------------------------------------------------------------------------------------- matching by description
+
+@pytest.mark.parametrize("phrase", [
+    "Infrared coagulator treatment of internal hemorrhoids", "IRC of grade II hemorrhoids, infrared light",
+    "Infrared imaging camera", "Infrared thermal imaging of the feet", "Infrared sauna, home",
+    "Far-infrared therapy blanket", "Infrared laser therapy, 904 nm", "Infrared light therapy lamp",
+    "Near-infrared fluorescence imaging", "Admire walker, folding", "Infrared ear thermometer",
+    "Near-infrared spectroscopy (NIRS) monitoring", "Infrared", "infra red", "mire boots",
+])
+def test_other_uses_of_infrared_and_look_alikes_get_no_decision(policies, phrase):
+    assert decided(policies, {"text": phrase}) is None
+
+
+@pytest.mark.parametrize("phrase", ["MIRE therapy, home", "Anodyne therapy system", "Infrared heating pad",
+                                    "Infra-red therapy to both feet", "monochromatic infrared energy"])
+def test_a_strong_description_decides_and_says_it_names_the_device(policies, phrase):
+    decision = decided(policies, {"text": phrase})
+    assert decision.outcome is Outcome.NOT_COVERED and decision.match.strength == "strong"
+    assert "a description the policy file lists as naming this policy's devices" in decision.match.describe()
+
+
+@pytest.mark.parametrize("phrase", ["Infrared light unit", "Near-infrared light, 850 nm", "Infrared heat wrap",
+                                    "Photobiomodulation pad", "Red light therapy panel"])
+def test_a_weak_description_is_conditional_on_the_billing_code(policies, phrase):
+    decision = decided(policies, {"text": phrase})
+    assert decision.outcome is Outcome.CONDITIONAL
+    assert decision.verdict == "not medically necessary if an infrared therapy device"
+    assert decision.reason.startswith(f'Not known: whether the order, described as "{phrase}"')
+    (unknown,) = decision.unknowns
+    assert unknown.needs == "detail-code" and "CPT 97026, HCPCS E0221 or HCPCS A4639" in unknown.how_to_resolve
+
+
+def test_crd_2_2_asks_for_the_billing_code_with_detail_code_and_2_0_safe_answers_oth(policies):
+    decision = decided(policies, {"text": "Infrared light unit"})
+    def needed(version):
+        return [p["valueCode"] for p in coverage_information(decision, True, version=version)["extension"]
+                if p["url"] == "info-needed"]
+    assert needed(None) == ["OTH"] and needed((2, 1)) == ["OTH"]
+    assert needed((2, 2)) == ["detail-code"]
+
+
+def test_a_strong_description_wins_over_a_weak_one_in_another_element(policies):
+    concept = {"text": "Infrared light unit", "coding": [{"system": "http://snomed.info/sct", "code": "1",
+                                                          "display": "Anodyne therapy"}]}
+    assert decided(policies, concept).outcome is Outcome.NOT_COVERED
+
+
+# ---------------------------------------------------------------------------------------------------- codes
+
+@pytest.mark.parametrize("code", ["E0221-RR", "E0221 NU", "e0221rr", "E0221-KX-RR", "E0221:NU"])
+def test_a_code_with_modifiers_matches_and_names_them(policies, code):
+    decision = decided(policies, {"coding": [{"system": HCPCS, "code": code}]})
+    assert decision.match.code.code == "E0221" and decision.match.modifiers
+    assert "with modifier" in decision.match.describe()
+
+
+def test_an_excluded_code_with_a_modifier_still_stops_a_text_match(policies):
+    concept = {"coding": [{"system": HCPCS, "code": "E0215-RR"}], "text": "Infrared heating pad"}
+    assert decided(policies, concept) is None
+
+
+@pytest.mark.parametrize("code", ["E022", "E02211", "E0221-R"])
+def test_codes_that_are_not_a_code_and_modifiers_do_not_match(policies, code):
+    assert decided(policies, {"coding": [{"system": HCPCS, "code": code}]}) is None
+
+
+# ------------------------------------------------------------------------------------------- lines of business
+
+@pytest.mark.parametrize(("line", "rules"), [
+    ("medicaid", "the state Medicaid program's coverage rules"),
+    ("other", "the coverage rules of the member's program (for example FEP or TRICARE)"),
+])
+def test_a_line_the_policy_does_not_govern_says_whose_rules_do_and_decides_nothing(policies, line, rules):
+    decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]},
+                       CoverageFacts("Coverage/c", line_of_business=line))
+    assert decision.outcome is Outcome.CONDITIONAL and decision.verdict.startswith("not decided here")
+    assert f"for which {rules} govern" in decision.reason
+    assert "not medically necessary" not in decision.reason.lower()
+    assert decision.unknowns[0].how_to_resolve == f"verify coverage under {rules}"
+
+
+def test_the_policy_file_must_name_its_lines_of_business(tmp_path):
+    text = (Path(__file__).parent / "data/policies/TST900.001.yaml").read_text()
+    (tmp_path / "TST900.001.yaml").write_text(text.replace("lines_of_business: [commercial, medicaid]\n", ""))
+    with pytest.raises(Exception, match="lines_of_business"):
+        load_policies([tmp_path])
+
+
+# ---------------------------------------------------------------------------------------- Medicare and the NCD
+
+MEDICARE = CoverageFacts("Coverage/ma", line_of_business="medicare", product="PPO")
+
+
+@pytest.mark.parametrize("code", ["M17.11", "M54.50", "E11.41", "E11.43", "E11.44", "E11.40", "G61.0", "G60.0",
+                                  "S31.600A", "S01.511A"])
+def test_uses_the_ncd_does_not_name_are_left_to_contractor_discretion(policies, code):
+    decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]}, MEDICARE, [code])
+    assert decision.outcome is Outcome.CONDITIONAL and decision.verdict == "use not addressed by Medicare NCD 270.6"
+    assert "local Medicare contractor discretion may apply" in decision.rationale[0]
+    assert "applies" not in decision.rationale[0].replace("may apply", "")
+
+
+@pytest.mark.parametrize("code", ["E11.42", "E10.42", "G62.9", "G63", "L97.412", "L89.154", "S81.801A"])
+def test_the_ncd_decides_the_indications_it_names(policies, code):
+    decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]}, MEDICARE, [code])
+    assert decision.outcome is Outcome.NOT_COVERED and decision.verdict == "not covered under Medicare NCD 270.6"
+
+
+def test_a_medicare_order_without_any_diagnosis_asks_for_its_indication(policies):
+    decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]}, MEDICARE)
+    assert decision.outcome is Outcome.CONDITIONAL
+    assert decision.unknowns[0].what.startswith("the order's indication: no ICD-10-CM diagnosis")
+
+
+# -------------------------------------------------------------------------------- orders that are not being placed
+
+@pytest.mark.parametrize("status", ["completed", "revoked", "entered-in-error", "on-hold", "unknown"])
+def test_orders_not_being_placed_are_not_judged_and_the_log_says_why(client, caplog, status):
+    body = load("e0221-home-device.json")
+    body["context"]["draftOrders"]["entry"][0]["resource"]["status"] = status
+    with caplog.at_level(logging.INFO, logger="cds.pipeline"):
+        answer = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    assert answer["cards"] == [] and not answer.get("systemActions")
+    (line,) = [r.getMessage() for r in caplog.records if "not judged" in r.getMessage()]
+    assert line == f"order 1 (DeviceRequest) not judged: its status is {status}; only draft or active orders are " \
+                   "being placed"
+
+
+@pytest.mark.parametrize("status", ["draft", "active", "no-such-status"])  # one FHIR does not define: judged
+def test_draft_and_active_orders_are_judged(client, status):
+    body = load("e0221-home-device.json")
+    body["context"]["draftOrders"]["entry"][0]["resource"]["status"] = status
+    assert len(client.post("/cds-services/order-sign-crd", json=body).get_json()["cards"]) == 1
+
+
+# ----------------------------------------------------------------------------------------------- override reasons
+
+def test_the_state_mandate_override_is_offered_only_where_a_mandate_may_apply(client):
+    def reasons(name):
+        card = client.post("/cds-services/order-sign-crd", json=load(name)).get_json()["cards"][0]
+        return {reason["code"] for reason in card.get("overrideReasons", [])}
+    assert "state-mandate" not in reasons("e0221-home-device.json")  # Texas: no mandate concerns the member
+    assert "state-mandate" not in reasons("il-adult-cerebral-palsy.json")  # the card says it does not apply
