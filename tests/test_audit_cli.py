@@ -129,14 +129,20 @@ def test_the_cds_command_reports_an_unreachable_store_in_one_line_without_its_pa
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
 
 
+# An example request of each hook that gets a card and an assertion without a plan directory.
+EXAMPLE_OF = {"order-sign": "e0221-home-device.json", "order-select": "order-select-selection-only.json",
+              "order-dispatch": "order-dispatch-e0221-supplier.json",
+              "appointment-book": "appointment-book-97026-clinic.json",
+              "encounter-start": "encounter-start-il-child-mandate.json",
+              "encounter-discharge": "encounter-discharge-e0221-home.json"}
+
+
 @pytest.mark.parametrize("hook", HOOKS, ids=lambda hook: hook.name)
 def test_show_gives_the_decision_the_call_and_the_feedback_of_an_answer_of_each_hook(make_app, tmp_path, hook):
     url = f"sqlite:///{tmp_path}/store.sqlite3"
     app = make_app(database_url=url)
     client = app.test_client()
-    body = load("e0221-home-device.json") | {"hook": hook.name, "hookInstance": str(uuid.uuid4())}
-    if hook.requires_selections:
-        body["context"] = body["context"] | {"selections": ["DeviceRequest/dr-e0221-4821"]}
+    body = load(EXAMPLE_OF[hook.name]) | {"hookInstance": str(uuid.uuid4())}
     answer = client.post(f"/cds-services/{hook.service_id}", json=body)
     assert answer.status_code == 200, answer.get_data(as_text=True)
     [assertion_id] = assertion_ids(answer.get_json())
