@@ -11,11 +11,12 @@ import yaml
 from cds.policy import load_policies
 from cds.policy import wording as w
 from cds.policy.review import review_table
+from hooks import HOOKS
 from tests.helpers import DATA, EXAMPLES, load
 
 ROOT = Path(__file__).parent.parent
 TABLE = ROOT / "docs" / "review-table.md"
-SERVICE = {"order-sign": "order-sign-crd", "order-select": "order-select-crd"}
+SERVICE = {hook.name: hook.service_id for hook in HOOKS}
 
 
 def test_the_review_table_is_current():
