@@ -24,6 +24,8 @@ LOG_FORMATS = ("json", "text")
 
 # The public CDS Hooks sandbox as a trusted client: a development aid (its private key is public).
 SANDBOX_CLIENTS_FILE = str(Path(__file__).parent / "data" / "clients-sandbox.yaml")
+# The fictional plans of the example requests in fhir_examples/: demo mode answers every example as documented.
+EXAMPLE_PLAN_DIRECTORY = str(Path(__file__).parent / "data" / "example-plan-directory.yaml")
 
 # Asymmetric JWS algorithms a CDS client may sign with. CDS Hooks forbids `none` and every symmetric (HMAC) one.
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -154,6 +156,7 @@ class Settings:
                 host="127.0.0.1" if settings.host in ("", "127.0.0.1") else settings.host,
                 cors_origins=settings.cors_origins or ("*",),
                 clients_file=settings.clients_file or SANDBOX_CLIENTS_FILE,
+                plan_directory=settings.plan_directory or EXAMPLE_PLAN_DIRECTORY,
             )
             problem = settings.demo_host_problem()
             if problem:
@@ -238,6 +241,8 @@ class Settings:
         relaxations.append("the console at /console is open"
                            + (" with the admin credential" if self.console_admin_token else " to any loopback caller")
                            + f" and signs its calls with its own key, trusted as {self.console_iss}")
+        if self.plan_directory == EXAMPLE_PLAN_DIRECTORY:
+            relaxations.append("plans are looked up in the example plan directory (fictional plans)")
         return relaxations
 
 

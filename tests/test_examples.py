@@ -5,10 +5,11 @@ import pytest
 import yaml
 from hypothesis import given
 
+from cds.config import EXAMPLE_PLAN_DIRECTORY
 from cds.render.configuration import TOPIC_SYSTEM_TEMP
 from cds.render.coverage import COVERAGE_INFORMATION
 from tests.crd_profile import has_empty_element, problems_dual, required_order_elements
-from tests.helpers import DATA, EXAMPLES, load
+from tests.helpers import EXAMPLES, load
 from tests.test_fuzz import FUZZ, mutated, post
 
 EXPECTED = yaml.safe_load((EXAMPLES / "expected.yaml").read_text())
@@ -18,7 +19,7 @@ CODED = ("covered", "pa-needed", "doc-needed", "doc-purpose", "info-needed")
 
 @pytest.fixture
 def examples_client(make_app):
-    return make_app(plan_directory=str(DATA / "plan-directory.yaml")).test_client()
+    return make_app(plan_directory=str(EXAMPLE_PLAN_DIRECTORY)).test_client()
 
 
 def test_every_example_has_an_expectation_and_a_readme_row():

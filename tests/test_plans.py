@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from cds.config import Settings, SettingsError
+from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings, SettingsError
 from cds.member.plans import PlanDirectoryError, load_plan_directory
 from cds.pipeline import load_configured_plans
 from tests.helpers import DATA
@@ -20,7 +20,7 @@ def write(tmp_path, text, name="plans.yaml"):
 
 
 def test_yaml_directory_loads_and_answers_lookups():
-    directory = load_plan_directory(DATA / "plan-directory.yaml")
+    directory = load_plan_directory(EXAMPLE_PLAN_DIRECTORY)
     match = directory.lookup(IDS, "B41725", "anything")
     assert match.plan_listed and match.payer_name == "Blue Cross and Blue Shield of Illinois"
     assert (match.facts.funding, match.facts.situs_state, match.facts.plan_start) == (
