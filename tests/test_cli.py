@@ -106,3 +106,28 @@ def test_an_unusable_clients_file_stops_start_up_naming_it(tmp_path):
     result = subprocess.run([CDS, "serve"], capture_output=True, text=True, env=env, timeout=20)
     assert result.returncode != 0
     assert "CDS_CLIENTS_FILE" in result.stderr and "jwks_url" in result.stderr
+
+
+def test_version_and_python_dash_m():
+    from cds import __version__
+
+    for command in ([CDS, "--version"], [sys.executable, "-m", "cds", "--version"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert (result.returncode, result.stdout) == (0, f"cds {__version__}\n")
+    result = subprocess.run([sys.executable, "-m", "cds", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.stdout.startswith("Usage: cds [OPTIONS] COMMAND [ARGS]...")
+    for command in ("serve", "discover", "send", "order", "feedback", "keys", "fhir", "audit"):
+        assert f"\n  {command} " in result.stdout
+
+
+def test_help_loads_none_of_the_heavy_modules():
+    """`cds --help` and usage errors answer at once: the service, its HTTP, database and FHIR libraries are
+    imported only by the command that needs them."""
+    probe = ("import sys; from cds.tools.cli import main\n"
+             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "heavy = ('sqlalchemy', 'gunicorn', 'rich', 'requests', 'jwt', 'cryptography', 'fhir', 'pydantic', "
+             "'flask', 'cds.config', 'cds.pipeline', 'cds.record')\n"
+             "print(sorted({m.split('.')[0] if not m.startswith('cds.') else m for m in sys.modules "
+             "if m.startswith(heavy)}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert result.stdout.splitlines()[-1] == "[]", result.stderr

@@ -52,11 +52,12 @@ class Coding:
 
 
 def build_order_request(service: dict[str, Any], coding: Coding, patient_id: str, user_id: str,
-                        fhir: FhirClient, token: str | None = None) -> dict[str, Any]:
-    """A complete call to `service` for one new order, as a CDS Hooks 2.0 client makes it."""
+                        fhir: FhirClient, token: str | None = None, with_prefetch: bool = True) -> dict[str, Any]:
+    """A complete call to `service` for one new order, as a CDS Hooks 2.0 client makes it. Without prefetch,
+    the service reads what it needs from the FHIR server itself."""
     hook = service["hook"]
     context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
-    prefetch = read_prefetch(service.get("prefetch"), context, fhir)
+    prefetch = read_prefetch(service.get("prefetch"), context, fhir) if with_prefetch else {}
     order = draft_order(coding, patient_id, user_id, coverage_references(prefetch))
     context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
     if hook == "order-select":
