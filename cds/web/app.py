@@ -15,6 +15,7 @@ from cds.fhir import load_order_models
 from cds.pipeline import load_service
 from cds.record import Recorder, Store
 from cds.record.departures import DepartureLog
+from cds.web import openapi
 from cds.web.cors import register_cors
 from cds.web.ops import add_readiness_check, register_ops
 from cds.web.readiness import StoreProbe, policies_loaded
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_cors(app, settings.cors_origins)
     register_error_handlers(app)
     app.register_blueprint(bp)
+    app.register_blueprint(openapi.bp)
     register_console(app, settings)
     for relaxation in settings.demo_relaxations():
         log.warning("demo mode: %s", relaxation)
