@@ -7,6 +7,8 @@ the checkout's fhir_examples/, tests/, cds/ and .venv/:
 - `<!-- docs-test: serve -->` before a block starts the command in the background and waits for it to answer
   HTTP (a later one on the same port replaces it);
 - `<!-- docs-test -->` before a `sh` block runs it with bash; every command must succeed;
+- `<!-- docs-test: answer FILE PATH -->` before a `json` block: that block is the part at PATH (keys and
+  indexes, dot-separated) of the running service's answer to the request in FILE; uuids and dates may differ;
 - `<!-- docs-test -->` before a `text` block of `$ command` lines and their output runs each command and
   compares what it prints (stdout and stderr) with the output shown. A line `...` stands for any lines;
   times of day, durations in ms and uuids may differ, and a uuid first seen in an output stands for the
@@ -16,6 +18,7 @@ Also: the README stays a short front door, and every relative link leads to a fi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -25,14 +28,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 ROOT = Path(__file__).parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "fhir_examples" / "README.md"]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
-MARKED = re.compile(r"^<!-- docs-test(?:: (?P<kind>serve))? -->\n```(?P<lang>\w*)\n(?P<body>.*?)^```", re.S | re.M)
+MARKED = re.compile(r"^<!-- docs-test(?:: (?P<kind>serve|answer)(?P<args>[^>]*?))? -->\n"
+                    r"```(?P<lang>\w*)\n(?P<body>.*?)^```", re.S | re.M)
+ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 VARIABLE = re.compile(rf"{UUID.pattern}|\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d|\d+(?:\.\d+)? ms\b")
 DOC_PORTS = {"8080": "service", "8081": "fhir"}
@@ -120,9 +127,32 @@ class Session:
         assert found, f"$ {command}\n--- documented:\n{expected}\n--- printed:\n{actual}"
         self.uuids.update({documented: found.group(group) for group, documented in new.items()})
 
+    def check_answer(self, args: str, documented: str) -> None:
+        file, path = args.split()
+        request = json.loads((self.directory / file).read_text())
+        service = {"order-sign": "order-sign-crd", "order-select": "order-select-crd"}[request["hook"]]
+        answer = requests.post(f"http://127.0.0.1:{self.ports['8080']}/cds-services/{service}", json=request,
+                               timeout=COMMAND_TIMEOUT).json()
+        for key in path.split("."):
+            answer = answer[int(key) if re.fullmatch(r"-?\d+", key) else key]
+        assert comparable(answer) == comparable(json.loads(documented)), json.dumps(answer, indent=2)
+
     def close(self) -> None:
         for process in self.servers.values():
             stop(process)
+
+
+def comparable(value: Any) -> Any:
+    """JSON with its uuids and dates as placeholders: they differ from call to call."""
+    if isinstance(value, dict):
+        return {key: comparable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [comparable(item) for item in value]
+    if isinstance(value, str) and UUID.fullmatch(value):
+        return "<uuid>"
+    if isinstance(value, str) and ISO_DATE.fullmatch(value):
+        return "<date>"
+    return value
 
 
 def transcript(body: str) -> Iterator[tuple[str, str]]:
@@ -207,6 +237,8 @@ def test_documented_commands_do_what_the_docs_say(path, tmp_path):
             body = block["body"]
             if block["kind"] == "serve":
                 session.serve(body.strip())
+            elif block["kind"] == "answer":
+                session.check_answer(block["args"], body)
             elif block["lang"] == "text":
                 session.check_transcript(body)
             else:
