@@ -1,5 +1,5 @@
-"""Every request in fhir_examples/ through the real app over HTTP, with the test plan directory: exactly its
-expected cards and actions."""
+"""Every request in fhir_examples/ through the real app in demo mode (with the example plan directory, as the
+quick start serves them): exactly its expected cards and actions."""
 
 import pytest
 import yaml
@@ -19,7 +19,10 @@ CODED = ("covered", "pa-needed", "doc-needed", "doc-purpose", "info-needed")
 
 @pytest.fixture
 def examples_client(make_app):
-    return make_app(plan_directory=str(EXAMPLE_PLAN_DIRECTORY)).test_client()
+    """Demo mode as the quick start runs it: its default plan directory is the example one."""
+    app = make_app(demo=True)
+    assert app.config["CDS_SETTINGS"].plan_directory == EXAMPLE_PLAN_DIRECTORY
+    return app.test_client()
 
 
 def test_every_example_has_an_expectation_and_a_readme_row():
