@@ -160,7 +160,7 @@ class Settings:
             )
             problem = settings.demo_host_problem()
             if problem:
-                raise SettingsError(problem)
+                raise SettingsError(f"CDS_HOST={settings.host}: {problem}")
         if settings.log_format not in LOG_FORMATS:
             raise SettingsError(f"CDS_LOG_FORMAT={settings.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         if settings.max_json_depth < 8:

@@ -85,11 +85,50 @@ def test_serve_spreads_connections_kept_alive_over_its_workers(tmp_path):
     assert len(served) == 2 and min(served.values()) >= 4, served
 
 
-def test_demo_refuses_a_non_loopback_host():
+def test_demo_refuses_a_non_loopback_host_naming_where_it_came_from():
     result = subprocess.run([CDS, "serve", "--demo", "--host", "0.0.0.0"], capture_output=True, text=True,
                             timeout=20)
-    assert result.returncode != 0
-    assert "loopback" in result.stderr
+    assert result.returncode == 2
+    assert "Error: --host 0.0.0.0: demo mode listens on loopback only, not on 0.0.0.0" in result.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | {"CDS_HOST": "0.0.0.0"}
+    result = subprocess.run([CDS, "serve", "--demo"], capture_output=True, text=True, timeout=20, env=env)
+    assert "Error: CDS_HOST=0.0.0.0: demo mode listens on loopback only, not on 0.0.0.0" in result.stderr
+
+
+def test_the_banner_comes_once_a_worker_answers(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | {"CDS_DATA_DIR": str(tmp_path)}
+    process = subprocess.Popen([CDS, "serve", "--port", str(port), "--workers", "1"], stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        before = []
+        for line in process.stderr:
+            if line.startswith("CDS service on"):
+                break
+            before.append(line)
+        assert line == f"CDS service on http://127.0.0.1:{port}/cds-services\n"
+        assert any("Booting worker" in earlier for earlier in before)
+        assert requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=5).status_code == 200  # at once
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+
+
+def test_a_port_in_use_is_reported_as_such_without_a_banner():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+        result = subprocess.run([CDS, "serve", "--port", str(port)], capture_output=True, text=True, timeout=20,
+                                env=env)
+        by_variable = subprocess.run([CDS, "serve"], capture_output=True, text=True, timeout=20,
+                                     env={**env, "CDS_PORT": str(port)})
+    assert result.returncode == 1
+    assert f"Error: port {port} on 127.0.0.1 is in use by another process; stop it or pick another port with " \
+           "--port" in result.stderr
+    assert "CDS service on" not in result.stderr
+    assert by_variable.stderr.rstrip().endswith("pick another port with CDS_PORT")
 
 
 def test_bad_setting_stops_start_up_naming_the_variable():
