@@ -44,8 +44,9 @@ def test_serve_runs_the_shared_gunicorn_configuration():
     process = subprocess.Popen([CDS, "serve", "--port", str(port), "--workers", "1"], stderr=subprocess.PIPE,
                                text=True, env={**env, "CDS_LOG_FORMAT": "json"})
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/cds-services", process)
-        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        wait_until_up(f"http://127.0.0.1:{port}/health", process)  # probes may time out and repeat on a busy host
+        assert requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=10).status_code == 200
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)

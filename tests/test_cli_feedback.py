@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, serve_on_loopback
-from tests.helpers import run_cds
+from tests.helpers import EXAMPLES, run_cds, serve_on_loopback
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import EXAMPLES
-from tests.helpers import run_cds
+from tests.helpers import EXAMPLES, run_cds
 
 CDS = str(Path(sys.executable).with_name("cds"))
 

@@ -17,7 +17,7 @@ from cds.config import Settings
 from cds.web.app import create_app
 from cds.web.openapi import DOCUMENT
 from tests import tokens
-from tests.conftest import serve_on_loopback
+from tests.helpers import serve_on_loopback
 
 # A request the document allows may still break a CDS Hooks rule the schema cannot say (a context without
 # userId, a selection not among the draft orders): its 400 with an OperationOutcome is documented, not a failure.
