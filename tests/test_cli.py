@@ -115,6 +115,30 @@ def test_the_banner_comes_once_a_worker_answers(tmp_path):
         process.communicate(timeout=20)
 
 
+def test_start_up_warnings_come_once_whatever_the_workers(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | {
+        "CDS_DATA_DIR": str(tmp_path), "CDS_AUTH_DISABLED": "true", "CDS_PORTT": "8081"}
+    process = subprocess.Popen([CDS, "serve", "--demo", "--port", str(port), "--workers", "3"],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("CDS service on"):
+                break
+        wait_until_up(f"http://127.0.0.1:{port}/health", process)
+        time.sleep(1)  # every worker booted and built its app
+    finally:
+        process.send_signal(signal.SIGTERM)
+        lines += process.communicate(timeout=20)[1].splitlines(keepends=True)
+    logged = "".join(lines)
+    assert logged.count("Booting worker") == 3
+    for message in ("demo mode: bound to loopback only", "authentication is OFF: calls from loopback",
+                    "CDS_PORTT is not a setting of this service (did you mean CDS_PORT?)", "CDS service on"):
+        assert logged.count(message) == 1, message
+
+
 def test_a_port_in_use_is_reported_as_such_without_a_banner():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -145,7 +169,9 @@ def test_an_unusable_clients_file_stops_start_up_naming_it(tmp_path):
     env = {**os.environ, "CDS_CLIENTS_FILE": str(registry)}
     result = subprocess.run([CDS, "serve"], capture_output=True, text=True, env=env, timeout=20)
     assert result.returncode != 0
-    assert "CDS_CLIENTS_FILE" in result.stderr and "jwks_url" in result.stderr
+    assert f"Error: CDS_CLIENTS_FILE {registry}: clients[0]: give the client's keys as jwks, jwks_file or jwks_url" \
+        in result.stderr
+    assert "validation error" not in result.stderr and "pydantic" not in result.stderr
 
 
 def test_version_and_python_dash_m():
