@@ -43,7 +43,10 @@ class Coding:
         system, bar, code = (part.strip() for part in text.rpartition("|"))
         if not bar or not system or not code:
             raise ValueError(f"{text!r} is not SYSTEM|CODE, e.g. hcpcs|E0221 or {CPT}|97026")
-        return cls(SYSTEM_ALIASES.get(system.lower(), system), code)
+        uri = SYSTEM_ALIASES.get(system.lower(), system)
+        if ":" not in uri:  # FHIR code systems are URIs (http:, https:, urn:)
+            raise ValueError(f"{system!r} is neither {', '.join(SYSTEM_ALIASES)} nor a code system URI")
+        return cls(uri, code)
 
     @property
     def order_type(self) -> str:
