@@ -190,7 +190,8 @@ def test_help_loads_none_of_the_heavy_modules():
     """`cds --help` and usage errors answer at once: the service, its HTTP, database and FHIR libraries are
     imported only by the command that needs them."""
     probe = ("import sys; from cds.tools.cli import main\n"
-             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "for args in (['--help'], ['audit', '--help'], ['keys', 'new', '--help'], ['send', '--bogus']):\n"
+             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
              "heavy = ('sqlalchemy', 'gunicorn', 'rich', 'requests', 'jwt', 'cryptography', 'fhir', 'pydantic', "
              "'flask', 'cds.config', 'cds.pipeline', 'cds.record')\n"
              "print(sorted({m.split('.')[0] if not m.startswith('cds.') else m for m in sys.modules "

@@ -64,12 +64,16 @@ class AuditGroup(click.Group):
     """Every subcommand answers a store failure with one clear line rather than a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from cds.config import Settings, parse_database_url
-        from cds.record import StoreUnavailable
-
         try:
             return super().invoke(ctx)
-        except StoreUnavailable as exc:
+        except click.ClickException:
+            raise
+        except Exception as exc:  # the store's modules are imported only once a subcommand has used them
+            from cds.config import Settings, parse_database_url
+            from cds.record import StoreUnavailable
+
+            if not isinstance(exc, StoreUnavailable):
+                raise
             where = parse_database_url(Settings.from_env().store_url).render_as_string(hide_password=True)
             raise click.ClickException(f"the audit store at {where} is unavailable: {exc.reason}") from None
 
