@@ -259,3 +259,28 @@ def test_a_transcript_that_no_longer_holds_fails():
         session.compare("x", "Outcome: covered", "Outcome: not-covered")
     with pytest.raises(AssertionError):
         session.compare("x", "card 01a23124-2bc5-71fe-ab24-eef4331927ce", "card 11111111-2bc5-71fe-ab24-eef4331927ce")
+
+
+def yaml_block_after(path: Path, heading_text: str) -> str:
+    text = path.read_text()
+    return text.split(heading_text, 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_clients_file_registers_its_ehr(tmp_path):
+    from cds.auth import load_registry
+
+    registry = tmp_path / "clients.yaml"
+    registry.write_text(yaml_block_after(ROOT / "docs" / "integrating.md", "To register an EHR"))
+    [client] = load_registry(str(registry), ["ES384", "RS384"]).values()
+    assert client.iss == "https://ehr.example.org"
+    assert client.tenants == {"hospital-north", "hospital-south"}
+    assert client.fhir_servers == ("https://fhir.ehr.example.org/R4",)
+
+
+def test_the_documented_diagnoses_file_replaces_the_mandates_groups(tmp_path):
+    from cds.policy.loader import read_diagnoses_overrides
+
+    groups = tmp_path / "diagnoses.yaml"
+    groups.write_text(yaml_block_after(ROOT / "docs" / "policies.md", "## State mandates"))
+    overrides = read_diagnoses_overrides(groups)
+    assert [group.name for group in overrides["IL-PA-103-0458"]] == ["neurological impairment", "cognitive impairment"]
