@@ -93,7 +93,7 @@ _PARSERS = {bool: _bool, int: _int, float: _float, tuple: _list, str: lambda nam
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of the service. Each field `x` is read from `CDS_X`; see the README."""
+    """Every setting of the service. Each field `x` is read from `CDS_X`; see docs/operating.md."""
 
     demo: bool = False
     demo_allow_remote: bool = False  # demo mode beyond loopback, e.g. in a container: said explicitly, or refused
