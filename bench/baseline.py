@@ -1,6 +1,6 @@
 """The baseline: a bare Flask endpoint that parses the same JSON body and returns a fixed card.
 
-It runs under the service's own gunicorn configuration (cds.tools.cli.GunicornServer, same Settings), so the only
+It runs under the service's own gunicorn configuration (cds.tools.server.GunicornServer, same Settings), so the only
 difference the benchmark sees is the work the service does for a request.
 `python -m bench.baseline --port 8081`
 
@@ -19,7 +19,7 @@ from flask import Flask, Response, request
 
 from cds.auth import Authenticator, Unauthorized
 from cds.config import Settings
-from cds.tools.cli import GunicornServer
+from cds.tools.server import GunicornServer
 
 CARD = {
     "cards": [{

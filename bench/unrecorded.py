@@ -16,7 +16,7 @@ from flask import Flask
 
 from cds.config import Settings
 from cds.record import Recorder
-from cds.tools.cli import GunicornServer
+from cds.tools.server import GunicornServer
 
 
 class _Unrecorded(Recorder):

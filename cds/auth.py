@@ -24,6 +24,7 @@ from cds.config import Settings, SettingsError
 from cds.console.key import demo_trusted_jwks
 from cds.errors import CdsError, quote
 from cds.jwks import JwksFetcher, jwks_url_problem
+from cds.logs import say_at_start_up
 from cds.member.fetch import FetchError
 from cds.urls import is_loopback
 
@@ -221,9 +222,21 @@ def load_registry(path: str, algorithms: Collection[str], fetcher: JwksFetcher |
                 tenants=frozenset(entry.tenants),
                 fhir_servers=tuple(url.rstrip("/") for url in entry.fhir_servers),
             )
-    except (OSError, yaml.YAMLError, ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        raise RegistryError(f"CDS_CLIENTS_FILE {path}: {_first_error(exc)}") from None
+    except OSError as exc:
+        unread = exc.filename or path
+        raise RegistryError(f"CDS_CLIENTS_FILE {path}: {unread} cannot be read ({exc.strerror})") from None
+    except (yaml.YAMLError, ValueError) as exc:
         raise RegistryError(f"CDS_CLIENTS_FILE {path}: {exc}") from None
     return clients
+
+
+def _first_error(exc: ValidationError) -> str:
+    """`clients[0]: give the client's keys as ...`: where in the file, and what is wrong, in one line."""
+    error = exc.errors()[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    return f"{where or 'the file'}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def _read(path: Path) -> Any:
@@ -265,14 +278,16 @@ class Authenticator:
 
     def _announce(self, settings: Settings) -> None:
         if settings.auth_disabled and not self.off:
-            log.warning("CDS_AUTH_DISABLED is ignored: it is honoured only in demo mode bound to loopback")
+            say_at_start_up(log, logging.WARNING,
+                            "CDS_AUTH_DISABLED is ignored: it is honoured only in demo mode bound to loopback")
         if self.off:
-            log.warning("authentication is OFF: calls from loopback are served without a token")
+            say_at_start_up(log, logging.WARNING,
+                            "authentication is OFF: calls from loopback are served without a token")
         elif self.problem:
-            log.error("every authenticated call will be refused with 401: %s", self.problem)
+            say_at_start_up(log, logging.ERROR, "every authenticated call will be refused with 401: %s", self.problem)
         else:
-            log.info("trusting %d CDS client(s): %s; audiences under %s", len(self.clients),
-                     ", ".join(sorted(self.clients)) or "none", ", ".join(self.bases))
+            say_at_start_up(log, logging.INFO, "trusting %d CDS client(s): %s; audiences under %s", len(self.clients),
+                            ", ".join(sorted(self.clients)) or "none", ", ".join(self.bases))
 
     def authenticate(self, request: Request) -> RegisteredClient | None:
         """The verified caller of `request` (None when authentication is off), or Unauthorized."""

@@ -6,11 +6,13 @@ loaded once, where the service is built (cds/pipeline.py), and a bad one stops s
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -21,9 +23,14 @@ from cds.urls import base_url_problem, is_loopback
 MIB = 1024 * 1024
 EXAMPLE_DATABASE_URL = "postgresql+psycopg://cds:secret@db.example.org/cds"
 LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# CDS_* variables that are not settings of the service but are expected beside them.
+OTHER_VARIABLES = frozenset({"CDS_TEST_DATABASE_URL", "CDS_DB_PASSWORD", "CDS_HTTPS_PORT", "CDS_HTTP_PORT"})
 
 # The public CDS Hooks sandbox as a trusted client: a development aid (its private key is public).
 SANDBOX_CLIENTS_FILE = str(Path(__file__).parent / "data" / "clients-sandbox.yaml")
+# The fictional plans of the example requests in fhir_examples/: demo mode answers every example as documented.
+EXAMPLE_PLAN_DIRECTORY = str(Path(__file__).parent / "data" / "example-plan-directory.yaml")
 
 # Asymmetric JWS algorithms a CDS client may sign with. CDS Hooks forbids `none` and every symmetric (HMAC) one.
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -86,7 +93,7 @@ _PARSERS = {bool: _bool, int: _int, float: _float, tuple: _list, str: lambda nam
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of the service. Each field `x` is read from `CDS_X`; see the README."""
+    """Every setting of the service. Each field `x` is read from `CDS_X`; see docs/operating.md."""
 
     demo: bool = False
     demo_allow_remote: bool = False  # demo mode beyond loopback, e.g. in a container: said explicitly, or refused
@@ -158,10 +165,16 @@ class Settings:
                 host="127.0.0.1" if settings.host in ("", "127.0.0.1") else settings.host,
                 cors_origins=settings.cors_origins or ("*",),
                 clients_file=settings.clients_file or SANDBOX_CLIENTS_FILE,
+                plan_directory=settings.plan_directory or EXAMPLE_PLAN_DIRECTORY,
             )
             problem = settings.demo_host_problem()
             if problem:
-                raise SettingsError(problem)
+                raise SettingsError(f"CDS_HOST={settings.host}: {problem}")
+        _check_process(settings)
+        _check_urls(settings)
+        for directory in settings.policy_dirs:
+            if not os.path.isdir(directory):
+                raise SettingsError(f"CDS_POLICY_DIRS entry {directory!r}: no such directory")
         if settings.log_format not in LOG_FORMATS:
             raise SettingsError(f"CDS_LOG_FORMAT={settings.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         if settings.max_json_depth < 8:
@@ -258,6 +271,8 @@ class Settings:
         relaxations.append("the console at /console is open"
                            + (" with the admin credential" if self.console_admin_token else " to any loopback caller")
                            + f" and signs its calls with its own key, trusted as {self.console_iss}")
+        if self.plan_directory == EXAMPLE_PLAN_DIRECTORY:
+            relaxations.append("plans are looked up in the example plan directory (fictional plans)")
         return relaxations
 
 
@@ -270,6 +285,47 @@ def _check_metrics_bind(settings: Settings) -> None:
         raise SettingsError("CDS_METRICS_BIND must name another port than the service's (CDS_PORT)")
     if not settings.metrics_enabled:
         raise SettingsError("CDS_METRICS_BIND is set but CDS_METRICS_ENABLED is false")
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """CDS_* variables that name no setting, each with the setting it may have meant: said at start-up."""
+    env = os.environ if env is None else env
+    known = [f"CDS_{f.name.upper()}" for f in fields(Settings)]
+    found = []
+    for name in sorted(env):
+        if name.startswith("CDS_") and name not in known and name not in OTHER_VARIABLES:
+            close = difflib.get_close_matches(name, known, n=1)
+            found.append(f"{name} is not a setting of this service" + (f" (did you mean {close[0]}?)" if close else ""))
+    return found
+
+
+def _check_process(settings: Settings) -> None:
+    if not settings.host:
+        raise SettingsError("CDS_HOST must not be empty (127.0.0.1 for this machine only, 0.0.0.0 for every address)")
+    if not 1 <= settings.port <= 65535:
+        raise SettingsError(f"CDS_PORT={settings.port}: must be a port between 1 and 65535")
+    if settings.workers < 1:
+        raise SettingsError(f"CDS_WORKERS={settings.workers}: at least one worker process is needed to answer calls")
+    if settings.threads < 1:
+        raise SettingsError(f"CDS_THREADS={settings.threads}: each worker needs at least one thread")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise SettingsError(f"CDS_LOG_LEVEL={settings.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+    if not settings.data_dir:
+        raise SettingsError("CDS_DATA_DIR must not be empty")
+
+
+def _check_urls(settings: Settings) -> None:
+    for base in settings.public_base_url:
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise SettingsError(f"CDS_PUBLIC_BASE_URL entry {base!r}: expected an absolute http(s) URL without query, "
+                                "the part before /cds-services (e.g. https://cds.payer.example.org)")
+    for origin in settings.cors_origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.hostname
+                              or parts.path not in ("", "/") or parts.query or parts.fragment):
+            raise SettingsError(f"CDS_CORS_ORIGINS entry {origin!r}: expected * or a browser origin, scheme and host "
+                                "(e.g. https://ehr.example.org)")
 
 
 def _check_url_template(template: str) -> None:

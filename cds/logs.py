@@ -93,3 +93,20 @@ def logging_config(settings: Settings) -> dict[str, Any]:
             "alembic.runtime.plugins": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }
+
+
+# Start-up messages are said once per service, not once per worker: under gunicorn only the first worker says
+# them (a worker that replaces another later says nothing again); without gunicorn, the app does.
+_quiet_at_start_up = False
+
+
+def quiet_after_first_worker(server: Any, worker: Any) -> None:
+    """Gunicorn's post_fork hook, in each new worker: worker ages count up from 1 as gunicorn spawns them."""
+    global _quiet_at_start_up
+    _quiet_at_start_up = worker.age > 1
+
+
+def say_at_start_up(logger: logging.Logger, level: int, message: str, *args: Any) -> None:
+    """Log a start-up message, unless another worker of this service says it."""
+    if not _quiet_at_start_up:
+        logger.log(level, message, *args)

@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where to write the PNG files")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
-        started = demo_service(Path(data), CDS_PLAN_DIRECTORY=str(ROOT / "tests/data/plan-directory.yaml"))
+        started = demo_service(Path(data), CDS_PLAN_DIRECTORY=str(ROOT / "cds/data/example-plan-directory.yaml"))
         with nullcontext(args.url.rstrip("/")) if args.url else started as base:
             for shot in take(base, args.out):
                 print(shot)

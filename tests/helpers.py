@@ -45,9 +45,9 @@ def outcome(response) -> dict:
     return issue
 
 
-def run_cds(*args: object, env: dict[str, str] | None = None) -> Result:
+def run_cds(*args: object, env: dict[str, str] | None = None, input: str | None = None) -> Result:
     """`cds ARGS` run in-process as from a script: output is not a terminal, so it is plain text."""
-    return CliRunner().invoke(main, [str(arg) for arg in args], env=env, catch_exceptions=False)
+    return CliRunner().invoke(main, [str(arg) for arg in args], env=env, input=input, catch_exceptions=False)
 
 
 def free_port() -> int:

@@ -9,11 +9,11 @@ import time
 import pytest
 from werkzeug import Response
 
-from cds.config import Settings
+from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings
 from cds.pipeline import member_facts
 from cds.protocol import parse_hook_request
 from cds.web.app import create_app
-from tests.helpers import DATA, load, outcome
+from tests.helpers import load, outcome
 
 SERVICE = "/cds-services/order-sign-crd"
 BUDGET = 0.5
@@ -32,7 +32,7 @@ FULL_PREFETCH = {"patient": PATIENT, "coverage": searchset(COVERAGE), "condition
 
 def make_app(**settings):
     defaults = {"demo": True, "auth_disabled": True, "fetch_budget_seconds": BUDGET,
-                "plan_directory": str(DATA / "plan-directory.yaml")}
+                "plan_directory": str(EXAMPLE_PLAN_DIRECTORY)}
     return create_app(Settings(**{**defaults, **settings}).resolved())
 
 

@@ -85,7 +85,8 @@ def test_list_filters_by_policy_date_and_outcome(populated):
     listed = cds_audit(url, "list", "--policy", "DME101.045").output.splitlines()
     assert listed[0].split() == ["DECIDED", "(UTC)", "COVERAGE-ASSERTION-ID", "POLICY", "OUTCOME", "ORDER", "FEEDBACK"]
     assert [line.split()[2] for line in listed[1:]] == [ids[1], ids[0]]  # newest first
-    assert listed[2].split()[3:] == ["DME101.045@2024-03-15", "not-covered", "DeviceRequest/dr-0", f"[{E0221}]",
+    # Well-known code systems by the names `cds order --code` takes, so a row fits a terminal.
+    assert listed[2].split()[3:] == ["DME101.045@2024-03-15", "not-covered", "DeviceRequest/dr-0", "[hcpcs|E0221]",
                                      "1/1", "overridden"]
     one_day = cds_audit(url, "list", "--since", "2026-05-02", "--until", "2026-05-02").output.splitlines()
     assert [line.split()[2] for line in one_day[1:]] == [ids[1]]
@@ -94,6 +95,16 @@ def test_list_filters_by_policy_date_and_outcome(populated):
     assert cds_audit(url, "list", "--policy", "NONE").output == "No decisions match.\n"
     bad = cds_audit(url, "list", "--since", "May 1st")
     assert bad.exit_code == 2 and "is not a date" in bad.output
+    bogus = cds_audit(url, "list", "--outcome", "bogus")
+    assert bogus.exit_code == 2 and "'bogus' is not one of 'covered', 'not-covered', 'conditional'" \
+        in bogus.output
+
+
+def test_outcome_choices_are_the_outcomes_decisions_are_recorded_with():
+    from cds.render.coverage import COVERED_CODE
+    from cds.tools.audit import OUTCOMES
+
+    assert set(OUTCOMES) == set(COVERED_CODE.values())
 
 
 def test_stats_counts_outcomes_and_override_rate_per_policy(populated):
@@ -101,8 +112,8 @@ def test_stats_counts_outcomes_and_override_rate_per_policy(populated):
     result = cds_audit(url, "stats")
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines()]
-    assert rows[0] == ["POLICY", "DECISIONS", "COVERED", "NOT-COVERED", "WITH", "FEEDBACK", "OVERRIDDEN", "OVERRIDE",
-                       "RATE"]
+    assert rows[0] == ["POLICY", "DECISIONS", "COVERED", "NOT-COVERED", "WITH", "FEEDBACK", "OVERRIDDEN",
+                       "OVERRIDE", "RATE"]
     assert rows[1] == ["DME101.045", "2", "0", "2", "2", "1", "50%"]
     assert rows[2] == ["TEST-2", "1", "1", "0", "0", "0", "-"]
     assert "Feedback on unknown cards (kept unmatched): 1" in result.output
@@ -159,3 +170,14 @@ def test_show_gives_the_decision_the_call_and_the_feedback_of_an_answer_of_each_
     assert f"hookInstance {body['hookInstance']}" in shown.output
     assert f"  Card:      {card}" in shown.output
     assert "Feedback (1)" in shown.output and "overridden  reason patient-pays" in shown.output
+
+
+@pytest.mark.parametrize("command", [["list"], ["stats"], ["show", "01a23124-2bc5-71fe-ab24-eef4331927ce"], ["purge"]])
+def test_audit_refuses_to_create_a_store_it_was_asked_to_read(tmp_path, command):
+    """Run from a directory where the service never ran, it says where it looked instead of making an empty store."""
+    result = subprocess.run([CDS, "audit", *command], capture_output=True, text=True, cwd=tmp_path, timeout=30,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("CDS_")})
+    assert result.returncode == 1
+    assert f"Error: no audit store at {tmp_path}/cds-data/cds.sqlite3 (CDS_DATA_DIR='cds-data', relative to the " \
+           "working directory)" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -123,9 +123,9 @@ def test_unsigned_calls_carry_no_authorization(tokens, httpserver_ipv4):
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--key", "{key}"], "--key needs --iss"),
-    (["--iss", ISSUER], "--iss and --jku sign calls and need --key"),
+    (["--iss", ISSUER], "--iss, --kid and --jku sign calls and need --key"),
     (["--key", "{public}", "--iss", ISSUER], "is not a private JSON Web Key"),
-    (["--key", "{missing}", "--iss", ISSUER], "is not a readable JSON Web Key"),
+    (["--key", "{missing}", "--iss", ISSUER], "cannot be read (No such file or directory)"),
 ])
 def test_signing_options_that_cannot_sign_are_refused(key_pair, tokens, httpserver_ipv4, tmp_path, args, says):
     key_file, jwks = key_pair
@@ -157,3 +157,93 @@ def test_signed_calls_are_accepted_by_the_real_service_with_the_key_registered(k
         assert "401" in unsigned.stderr
     finally:
         server.close()
+
+
+SANDBOX_KID = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"  # as tests/data/sandbox-jwks.json registers the key
+
+
+def test_the_sandbox_pem_key_signs_calls_the_demo_service_accepts(make_app):
+    """Demo mode trusts the sandbox's published key; its private key ships as PEM and is used as it is."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = serve_on_loopback(make_app(demo=True, clients_file="", public_base_url=(base,)), port)
+    assert next(server) == base
+    try:
+        request = DATA / "sandbox-order-sign-rx.json"
+        signed = run_cds("send", base, request, "--key", DATA / "sandbox-ecprivkey.pem", "--kid", SANDBOX_KID,
+                         "--iss", "https://sandbox.cds-hooks.org", "--json")
+        assert signed.exit_code == 0, signed.stderr
+        wrong_kid = run_cds("send", base, request, "--key", DATA / "sandbox-ecprivkey.pem",
+                            "--iss", "https://sandbox.cds-hooks.org")
+        assert wrong_kid.exit_code == 1 and "401" in wrong_kid.stderr  # named by its thumbprint: not registered
+    finally:
+        server.close()
+
+
+def test_import_turns_a_pem_key_into_a_jwk_named_by_its_thumbprint(tmp_path):
+    out = tmp_path / "sandbox.json"
+    result = run_cds("keys", "import", DATA / "sandbox-ecprivkey.pem", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    [public] = json.loads(result.stdout)["keys"]
+    [registered] = json.loads((DATA / "sandbox-jwks.json").read_text())["keys"]
+    assert (public["x"], public["y"], public["crv"]) == (registered["x"], registered["y"], registered["crv"])
+    assert public["kid"] == "s9fOe-KDYD1myZ8YCzleUqJQgrYZL49kVijBxhnZvZc"  # RFC 7638 thumbprint
+    assert json.loads(out.read_text())["d"] and stat.S_IMODE(out.stat().st_mode) == 0o600
+    named = run_cds("keys", "import", DATA / "sandbox-ecprivkey.pem", "--out", tmp_path / "named.json",
+                    "--kid", SANDBOX_KID)
+    assert json.loads(named.stdout)["keys"][0]["kid"] == SANDBOX_KID
+
+
+def test_export_and_import_round_trip_a_key_that_still_signs(key_pair, tokens, httpserver_ipv4, tmp_path):
+    key_file, jwks = key_pair
+    pem = tmp_path / "key.pem"
+    assert run_cds("keys", "export", key_file, "--out", pem).exit_code == 0
+    assert pem.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    again = run_cds("keys", "export", key_file, "--out", pem)
+    assert again.exit_code == 2 and "exists; it is not overwritten" in again.stderr
+    back = tmp_path / "back.json"
+    assert json.loads(run_cds("keys", "import", pem, "--out", back).stdout) == jwks  # same kid: the thumbprint
+    assert run_cds("discover", httpserver_ipv4.url_for("/"), "--key", pem, "--iss", ISSUER).exit_code == 0
+    [(url, token)] = tokens
+    verify(token, jwks, url)
+
+
+def test_public_pem_and_a_pem_key_pair(tmp_path):
+    result = run_cds("keys", "new", "--out", tmp_path / "key.pem", "--format", "pem")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+    assert (tmp_path / "key.pem").read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    again = run_cds("keys", "public", tmp_path / "key.pem", "--format", "pem")
+    assert again.stdout == result.stdout
+    bogus = run_cds("keys", "new", "--out", tmp_path / "x", "--format", "der")
+    assert bogus.exit_code == 2 and "'der' is not one of 'jwk', 'pem'" in bogus.stderr
+
+
+def test_an_rsa_pem_key_signs_with_rs384(tmp_path, tokens, httpserver_ipv4):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "rsa.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                      serialization.NoEncryption()))
+    jwks = json.loads(run_cds("keys", "public", pem).stdout)
+    assert jwks["keys"][0]["alg"] == "RS384" and "d" not in jwks["keys"][0]
+    assert run_cds("discover", httpserver_ipv4.url_for("/"), "--key", pem, "--iss", ISSUER).exit_code == 0
+    [(url, token)] = tokens
+    key_set = jwt.PyJWKSet.from_dict(jwks)
+    jwt.decode(token, key_set[jwt.get_unverified_header(token)["kid"]], algorithms=["RS384"], audience=url)
+
+
+def test_a_public_key_or_garbage_is_no_signing_key(tmp_path):
+    public = tmp_path / "public.pem"
+    public.write_text(run_cds("keys", "new", "--out", tmp_path / "k.json", "--format", "jwk").stdout)
+    public.write_text(run_cds("keys", "public", tmp_path / "k.json", "--format", "pem").stdout)
+    result = run_cds("keys", "import", public, "--out", tmp_path / "out.json")
+    assert result.exit_code == 2 and "holds no PEM private key (a public key or certificate cannot sign)" \
+        in result.stderr
+    garbage = tmp_path / "garbage"
+    garbage.write_text("hello")
+    result = run_cds("keys", "public", garbage)
+    assert result.exit_code == 2 and "is neither a JSON Web Key nor a PEM private key" in result.stderr

@@ -183,6 +183,7 @@ def test_order_error_status_from_the_service_prints_its_outcome(httpserver_ipv4,
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--code", "E0221"], "is not SYSTEM|CODE"),
+    (["--code", "icd10|E0221"], "'icd10' is neither cpt, hcpcs, snomed, loinc nor a code system URI"),
     (["--code", "hcpcs|E0221", "--user", "dr-1"], "is not a reference such as Practitioner/123"),
     (["--code", "hcpcs|E0221", "--patient", "pat 1"], "is not a FHIR id"),
 ])

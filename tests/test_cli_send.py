@@ -2,6 +2,7 @@
 answers with realistic cards and coverage information."""
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from hooks import HOOKS
 from tests.helpers import DATA, EXAMPLES, load, run_cds
 
 REFERENCE_REQUESTS = sorted(path for path in DATA.glob("*.json") if "hook" in json.loads(path.read_text()))
-WIDE = {"COLUMNS": "200"}  # table rows on one line each, as in a wide terminal
 
 INFRARED_CARD = {
     "uuid": "5b1c6b7e-0a43-4a4e-9a55-8d0f8f0f6a11",
@@ -82,16 +82,23 @@ def closed_port_url() -> str:
 
 @pytest.mark.parametrize("path", ["", "/cds-services", "/cds-services/"])
 def test_discover_shows_each_service_of_the_real_app_as_a_table_row(live_service, path):
-    result = run_cds("discover", live_service + path, env=WIDE)
+    result = run_cds("discover", live_service + path)
     assert result.exit_code == 0, result.stderr
-    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "-crd" in line}
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "HOOK", "TITLE", "PREFETCH", "KEYS"]
+    rows = {line.split("  ")[0].strip(): [cell.strip() for cell in line.split("  ") if cell.strip()]
+            for line in lines[1:]}
     assert set(rows) == {hook.service_id for hook in HOOKS}
     for hook in HOOKS:
-        cells = [cell.strip() for cell in rows[hook.service_id].split("│")[1:-1]]
+        cells = rows[hook.service_id]
         assert cells[1] == hook.name
         assert cells[2] == hook.title
         assert cells[3].startswith("patient, coverage, conditions")
-    assert "\x1b[" not in result.stdout  # not a terminal: no escape codes
+    # Not a terminal: plain text, aligned columns, no escape codes, no box drawing, no padding.
+    assert "\x1b[" not in result.stdout
+    assert not any("\u2500" <= char <= "\u257f" for char in result.stdout)
+    assert all(line == line.rstrip() for line in lines)
+    assert len({line.index(" ") for line in lines[1:]}) >= 1
 
 
 def test_discover_error_status_prints_the_operation_outcome_and_exits_1(httpserver_ipv4):
@@ -133,7 +140,7 @@ def test_send_routes_each_reference_request_to_the_service_for_its_hook(live_ser
 
 def test_send_routes_dispatch_and_booking_examples_to_their_services(live_service):
     examples = [EXAMPLES / "order-dispatch-e0221-supplier.json", EXAMPLES / "appointment-book-97026-clinic.json"]
-    result = run_cds("send", live_service, *examples, env=WIDE)
+    result = run_cds("send", live_service, *examples)
     assert result.exit_code == 0, result.stderr
     for path, service in zip(examples, ("order-dispatch-crd", "appointment-book-crd"), strict=True):
         assert f"{path} → {live_service}/cds-services/{service}" in result.stdout
@@ -141,12 +148,16 @@ def test_send_routes_dispatch_and_booking_examples_to_their_services(live_servic
     assert "Appointment/apt-97026-1142: not covered" in result.stdout
 
 
-def test_send_json_prints_each_raw_answer(live_service):
+def test_send_json_of_several_files_prints_one_array_naming_each_file(live_service):
     url = f"{live_service}/cds-services/order-sign-crd"
-    result = run_cds("send", url, DATA / "sandbox-order-sign-rx.json", DATA / "inferno-order-sign.json", "--json")
-    assert result.exit_code == 0, result.stderr
-    answers = [json.loads(chunk) for chunk in result.stdout.replace("}\n{", "}\x00{").split("\x00")]
-    assert answers == [{"cards": []}, {"cards": []}]
+    files = [DATA / "sandbox-order-sign-rx.json", DATA / "inferno-order-select.json", DATA / "inferno-order-sign.json"]
+    result = run_cds("send", url, *files, "--json")
+    assert result.exit_code == 1  # one call failed
+    answers = json.loads(result.stdout)
+    assert [a["file"] for a in answers] == [str(f) for f in files]
+    assert {a["service"] for a in answers} == {url}
+    assert answers[0]["answer"] == answers[2]["answer"] == {"cards": []}
+    assert answers[1]["error"]["resourceType"] == "OperationOutcome" and "answer" not in answers[1]
 
 
 def test_send_error_status_prints_the_outcome_goes_on_and_exits_1(live_service):
@@ -176,8 +187,8 @@ def test_send_renders_cards_and_coverage_information_for_a_person(httpserver_ipv
     lines = [line.strip() for line in result.stdout.splitlines()]
     # The card: indicator, summary, source, Markdown rendered (no markup left), links, suggestions, reasons.
     assert "1.  WARNING  Infrared therapy devices are not medically necessary (policy DME101.045)" in lines
-    assert ("From Blue Cross and Blue Shield of Illinois · Coverage Information · for DeviceRequest/ir-1"
-            in lines)
+    assert ("From Blue Cross and Blue Shield of Illinois · Coverage Information · for DeviceRequest/ir-1 · "
+            "card 5b1c6b7e-0a43-4a4e-9a55-8d0f8f0f6a11" in lines)
     assert ("The use of infrared therapy devices and any related accessories is considered not medically "
             "necessary.") in " ".join(result.stdout.split())  # however the paragraph wraps
     assert "**" not in result.stdout
@@ -263,3 +274,27 @@ def test_send_in_a_terminal_colours_the_indicator_and_renders_markdown(httpserve
     assert "\x1b[1;30;43m WARNING \x1b[0m" in result.stdout
     assert "\x1b[1mconsidered not medically necessary\x1b[0m" in result.stdout  # the **bold** part
     assert "**" not in result.stdout
+
+
+def test_in_a_pipe_no_line_is_broken_and_in_a_terminal_every_line_fits_its_width(httpserver_ipv4):
+    httpserver_ipv4.expect_request("/cds-services/crd", method="POST").respond_with_json(realistic_answer())
+    url, request = httpserver_ipv4.url_for("/cds-services/crd"), DATA / "sandbox-order-sign-rx.json"
+    piped = run_cds("send", url, request, env={"COLUMNS": "60"})
+    lines = piped.stdout.splitlines()
+    assert any(len(line) > 60 for line in lines)  # plain text: long lines stay whole, whatever COLUMNS says
+    assert "    The use of infrared therapy devices and any related accessories is considered not medically " \
+           "necessary." in lines
+    terminal = run_cds("send", url, request, env={"FORCE_COLOR": "1", "COLUMNS": "60"})
+    text = re.sub(r"\x1b\[[0-9;]*m", "", terminal.stdout)
+    assert all(len(line) <= 60 for line in text.splitlines()), max(text.splitlines(), key=len)
+    words = " ".join(text.split())  # summary, source, links, override reasons: wrapped, not cut
+    assert "Infrared therapy devices are not medically necessary (policy DME101.045)" in words
+    assert "Override reasons: Illinois child mandate; Patient will self-pay" in words
+
+
+def test_no_color_gives_plain_text_in_a_terminal_too(live_service):
+    result = run_cds("discover", live_service, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert "\x1b[" not in result.stdout
+    assert not any("\u2500" <= char <= "\u257f" for char in result.stdout)
+    boxed = run_cds("discover", live_service, env={"FORCE_COLOR": "1", "COLUMNS": "200"})
+    assert any("\u2500" <= char <= "\u257f" for char in boxed.stdout)  # a terminal gets the drawn table

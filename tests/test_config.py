@@ -1,6 +1,6 @@
 import pytest
 
-from cds.config import Settings, SettingsError
+from cds.config import Settings, SettingsError, unknown_variables
 
 
 def test_settings_from_environment():
@@ -123,3 +123,37 @@ def test_the_default_store_is_a_sqlite_file_in_the_data_directory(tmp_path):
 def test_an_unusable_database_url_names_the_variable(url):
     with pytest.raises(SettingsError, match="CDS_DATABASE_URL"):
         Settings.from_env({"CDS_DATABASE_URL": url})
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("CDS_WORKERS", "0", "at least one worker process is needed"),
+    ("CDS_THREADS", "0", "at least one thread"),
+    ("CDS_PORT", "0", "must be a port between 1 and 65535"),
+    ("CDS_PORT", "70000", "must be a port between 1 and 65535"),
+    ("CDS_HOST", "", "must not be empty"),
+    ("CDS_LOG_LEVEL", "LOUD", "expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ("CDS_POLICY_DIRS", "/nonexistent", "entry '/nonexistent': no such directory"),
+    ("CDS_CORS_ORIGINS", "notaurl", "entry 'notaurl': expected * or a browser origin"),
+    ("CDS_CORS_ORIGINS", "https://ehr.example.org/path", "expected * or a browser origin"),
+    ("CDS_PUBLIC_BASE_URL", "ftp://x", "entry 'ftp://x': expected an absolute http(s) URL"),
+    ("CDS_PUBLIC_BASE_URL", "https://cds.example.org/?q=1", "expected an absolute http(s) URL without query"),
+    ("CDS_DATA_DIR", "", "must not be empty"),
+])
+def test_values_the_service_cannot_use_stop_it_naming_the_variable(name, value, says):
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: value})
+    assert str(raised.value).startswith(name) and says in str(raised.value)
+
+
+def test_usable_urls_and_levels_are_taken():
+    settings = Settings.from_env({"CDS_CORS_ORIGINS": "https://ehr.example.org, http://localhost:3000, *",
+                                  "CDS_PUBLIC_BASE_URL": "https://cds.example.org/base/", "CDS_LOG_LEVEL": "debug"})
+    assert settings.cors_origins == ("https://ehr.example.org", "http://localhost:3000", "*")
+    assert settings.public_bases() == ("https://cds.example.org/base",)
+
+
+def test_unknown_cds_variables_are_named_with_the_setting_they_may_mean():
+    assert unknown_variables({"CDS_PORTT": "1", "CDS_PORT": "8080", "CDS_ZZZ": "x", "CDS_TEST_DATABASE_URL": "x",
+                              "HOME": "/root"}) == [
+        "CDS_PORTT is not a setting of this service (did you mean CDS_PORT?)",
+        "CDS_ZZZ is not a setting of this service"]

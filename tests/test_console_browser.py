@@ -14,10 +14,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pytest_httpserver import HTTPServer
 
+from cds.config import EXAMPLE_PLAN_DIRECTORY
 from cds.record import Store
 from hooks import HOOKS
 from tests.browser import ROOT, demo_service, launch
-from tests.helpers import DATA, serve_on_loopback
+from tests.helpers import serve_on_loopback
 
 ADMIN_TOKEN = "console-admin-credential-for-tests"
 E0221_SUMMARY = "Infrared heating pad system (E0221) not covered: not medically necessary, policy DME101.045"
@@ -35,7 +36,7 @@ def browser() -> Iterator[Browser]:
 def service(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A demo service as the quick start runs it (with the examples' plan directory); its URL and data dir."""
     data = tmp_path_factory.mktemp("console-demo")
-    with demo_service(data, CDS_PLAN_DIRECTORY=str(DATA / "plan-directory.yaml")) as url:
+    with demo_service(data, CDS_PLAN_DIRECTORY=EXAMPLE_PLAN_DIRECTORY) as url:
         yield url, data
 
 

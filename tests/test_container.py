@@ -209,7 +209,7 @@ def test_build_context_holds_only_what_the_image_needs(engine, base):
     listed = engine.docker("run", "--rm", "--network", "none", "cds-context:test",
                            "find", "/context", "-type", "f").stdout.split()
     files = {str(Path(path).relative_to("/context")) for path in listed}
-    allowed = {"constraints.txt", "pyproject.toml", "README.md", "docker/gunicorn.conf.py"}
+    allowed = {"constraints.txt", "pyproject.toml", "README.md", "LICENSE", "docker/gunicorn.conf.py"}
     assert {"pyproject.toml", "constraints.txt", "docker/gunicorn.conf.py", "cds/web/app.py"} <= files
     outside = sorted(f for f in files if f not in allowed and f.split("/")[0] not in ("cds", "hooks"))
     assert outside == []

@@ -1,16 +1,17 @@
-"""Every request in fhir_examples/ through the real app over HTTP, with the test plan directory: exactly its
-expected cards and actions."""
+"""Every request in fhir_examples/ through the real app in demo mode (with the example plan directory, as the
+quick start serves them): exactly its expected cards and actions."""
 
 import pytest
 import yaml
 from hypothesis import given
 
+from cds.config import EXAMPLE_PLAN_DIRECTORY
 from cds.fhir import model_class, validation_problems
 from cds.render.configuration import TOPIC_SYSTEM_TEMP
 from cds.render.coverage import COVERAGE_INFORMATION
 from hooks import HOOKS
 from tests.crd_profile import has_empty_element, problems_dual, required_order_elements
-from tests.helpers import DATA, EXAMPLES, load
+from tests.helpers import EXAMPLES, load
 from tests.test_fuzz import FUZZ, mutated, post
 
 EXPECTED = yaml.safe_load((EXAMPLES / "expected.yaml").read_text())
@@ -21,7 +22,10 @@ CODED = ("covered", "pa-needed", "doc-needed", "doc-purpose", "info-needed")
 
 @pytest.fixture
 def examples_client(make_app):
-    return make_app(plan_directory=str(DATA / "plan-directory.yaml")).test_client()
+    """Demo mode as the quick start runs it: its default plan directory is the example one."""
+    app = make_app(demo=True)
+    assert app.config["CDS_SETTINGS"].plan_directory == EXAMPLE_PLAN_DIRECTORY
+    return app.test_client()
 
 
 def test_every_example_has_an_expectation_and_a_readme_row():

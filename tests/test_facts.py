@@ -2,10 +2,10 @@
 
 import copy
 from datetime import date
-from pathlib import Path
 
 import pytest
 
+from cds.config import EXAMPLE_PLAN_DIRECTORY
 from cds.fhir import parse_draft_order
 from cds.member.facts import (
     MemberData,
@@ -16,11 +16,11 @@ from cds.member.facts import (
 )
 from cds.member.plans import load_plan_directory
 from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis
-from tests.helpers import DATA, load
+from tests.helpers import load
 
 MEMBER = load("us-core-member-il-child.json")
 PATIENT, COVERAGE, *CONDITIONS = (entry["resource"] for entry in MEMBER["entry"])
-DIRECTORY = load_plan_directory(Path(DATA) / "plan-directory.yaml")
+DIRECTORY = load_plan_directory(EXAMPLE_PLAN_DIRECTORY)
 SOPT = "https://nahdo.org/sopt"
 TODAY = date(2026, 11, 26)
 

@@ -3,7 +3,13 @@
 import pytest
 
 from cds.config import Settings
-from cds.web.serving import WORKER_TIMEOUT_SECONDS, NoAccessLinesLogger, gunicorn_options, prepare_metrics_dir
+from cds.web.serving import (
+    WORKER_TIMEOUT_SECONDS,
+    NoAccessLinesLogger,
+    gunicorn_options,
+    on_starting,
+    prepare_metrics_dir,
+)
 
 
 def test_workers_time_out_below_the_crd_budget_and_stop_gracefully():
@@ -21,7 +27,9 @@ def test_gunicorn_writes_no_access_lines_of_its_own():
 
 
 def test_metrics_off_means_no_metrics_directory_hooks():
-    assert "on_starting" not in gunicorn_options(Settings(metrics_enabled=False))
+    options = gunicorn_options(Settings(metrics_enabled=False))
+    assert options["on_starting"] is on_starting  # unknown CDS_* variables only
+    assert "child_exit" not in options and "on_exit" not in options
 
 
 def test_refuses_to_start_when_metrics_would_not_add_up_across_workers(monkeypatch):

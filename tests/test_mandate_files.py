@@ -6,18 +6,18 @@ import copy
 import pytest
 import yaml
 
-from cds.config import Settings, SettingsError
+from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings, SettingsError
 from cds.pipeline import load_configured_policies
 from cds.policy import PolicyError, load_policies
 from cds.policy.loader import BUILT_IN, MANDATES
 from cds.render.coverage import COVERAGE_INFORMATION
 from cds.web.app import create_app
 from tests.crd_profile import problems_dual
-from tests.helpers import DATA, load
+from tests.helpers import load
 
 IL = yaml.safe_load((BUILT_IN / MANDATES / "IL-PA-103-0458.yaml").read_text())
 DME = yaml.safe_load((BUILT_IN / "DME101.045.yaml").read_text())
-PLANS = str(DATA / "plan-directory.yaml")
+PLANS = str(EXAMPLE_PLAN_DIRECTORY)
 
 
 def write(path, data):

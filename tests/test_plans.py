@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from cds.config import Settings, SettingsError
+from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings, SettingsError
 from cds.member.plans import PlanDirectoryError, load_plan_directory
 from cds.pipeline import load_configured_plans
 from tests.helpers import DATA
@@ -20,7 +20,7 @@ def write(tmp_path, text, name="plans.yaml"):
 
 
 def test_yaml_directory_loads_and_answers_lookups():
-    directory = load_plan_directory(DATA / "plan-directory.yaml")
+    directory = load_plan_directory(EXAMPLE_PLAN_DIRECTORY)
     match = directory.lookup(IDS, "B41725", "anything")
     assert match.plan_listed and match.payer_name == "Blue Cross and Blue Shield of Illinois"
     assert (match.facts.funding, match.facts.situs_state, match.facts.plan_start) == (
@@ -66,9 +66,9 @@ def test_bad_directory_stops_start_up_naming_the_variable(tmp_path):
         load_configured_plans(Settings.from_env({"CDS_PLAN_DIRECTORY": str(path)}))
 
 
-def test_the_readme_example_is_a_valid_directory(tmp_path):
-    readme = (DATA.parent.parent / "README.md").read_text()
-    example = readme.split("## Plan directory", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+def test_the_documented_example_is_a_valid_directory(tmp_path):
+    docs = (DATA.parent.parent / "docs" / "policies.md").read_text()
+    example = docs.split("## Plan directory", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     directory = load_plan_directory(write(tmp_path, example))
     match = directory.lookup(IDS, "B41725", "HMO-SILVER")
     assert (match.facts.product, match.facts.situs_state, match.facts.plan_start) == ("HMO", "IL", date(2025, 7, 1))

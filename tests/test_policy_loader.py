@@ -106,10 +106,10 @@ def test_bad_policy_stops_cds_serve_naming_file_and_field(tmp_path):
     assert str(path) in result.stderr and "codes[0].name" in result.stderr
 
 
-def test_policy_dirs_and_url_template_settings():
-    settings = Settings.from_env({"CDS_POLICY_DIRS": f"{TEST_POLICIES}, /srv/policies",
+def test_policy_dirs_and_url_template_settings(tmp_path):
+    settings = Settings.from_env({"CDS_POLICY_DIRS": f"{TEST_POLICIES}, {tmp_path}",
                                   "CDS_POLICY_URL_TEMPLATE": "https://medicalpolicy.bcbsil.com/p/{id}_{effective}"})
-    assert settings.policy_dirs == (str(TEST_POLICIES), "/srv/policies")
+    assert settings.policy_dirs == (str(TEST_POLICIES), str(tmp_path))
     policies = load_policies(settings.policy_dirs[:1], settings.policy_url_template)
     assert [p.id for p in policies] == ["DME101.045", "TST900.001"]
     assert policies[0].link == "https://medicalpolicy.bcbsil.com/p/DME101.045_2025-10-01"

@@ -1,5 +1,5 @@
 """The plan directory: what the payer knows about its plans that a Coverage does not carry (funding, situs state,
-plan year start, ...), read once at start-up from a YAML or JSON file (format: README, "Plan directory")."""
+plan year start, ...), read once at start-up from a YAML or JSON file (format: docs/policies.md, "Plan directory")."""
 
 from __future__ import annotations
 

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cds.config import Settings, SettingsError, parse_database_url
-from cds.record import Store, StoreUnavailable
+if TYPE_CHECKING:
+    from cds.record import Store
+
+# The outcomes a decision is recorded with: its CRD `covered` code (cds.render.coverage.COVERED_CODE; a test
+# keeps them equal).
+OUTCOMES = ("covered", "not-covered", "conditional")
+SHORT_SYSTEMS = {"http://www.ama-assn.org/go/cpt": "cpt", "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets":
+                 "hcpcs", "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": "hcpcs",
+                 "https://bluebutton.cms.gov/resources/codesystem/hcpcs": "hcpcs",
+                 "urn:oid:2.16.840.1.113883.6.285": "hcpcs", "urn:oid:2.16.840.1.113883.6.14": "hcpcs",
+                 "urn:oid:2.16.840.1.113883.6.12": "cpt"}
 
 
 class When(click.ParamType):
@@ -32,15 +42,22 @@ class When(click.ParamType):
 
 
 def _open_store() -> Store:
+    """The store the service's settings name. A SQLite file that does not exist is not created: the
+    service writes the store, `cds audit` only reads it (purge included)."""
+    from cds.config import Settings, SettingsError, parse_database_url
+    from cds.record import Store
+
     try:
-        return Store.from_settings(Settings.from_env())
+        settings = Settings.from_env()
+        url = parse_database_url(settings.store_url)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-
-
-def _unavailable(exc: StoreUnavailable) -> click.ClickException:
-    where = parse_database_url(Settings.from_env().store_url).render_as_string(hide_password=True)
-    return click.ClickException(f"the audit store at {where} is unavailable: {exc.reason}")
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        where = "CDS_DATABASE_URL" if settings.database_url else f"CDS_DATA_DIR={settings.data_dir!r}, relative to " \
+            "the working directory"
+        raise click.ClickException(f"no audit store at {url.database} ({where}). Run cds audit where `cds serve` "
+                                   "runs, or set CDS_DATA_DIR or CDS_DATABASE_URL as the service has them.")
+    return Store.from_settings(settings)
 
 
 class AuditGroup(click.Group):
@@ -49,8 +66,16 @@ class AuditGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from None
+        except click.ClickException:
+            raise
+        except Exception as exc:  # the store's modules are imported only once a subcommand has used them
+            from cds.config import Settings, parse_database_url
+            from cds.record import StoreUnavailable
+
+            if not isinstance(exc, StoreUnavailable):
+                raise
+            where = parse_database_url(Settings.from_env().store_url).render_as_string(hide_password=True)
+            raise click.ClickException(f"the audit store at {where} is unavailable: {exc.reason}") from None
 
 
 @click.group(cls=AuditGroup)
@@ -94,7 +119,7 @@ def show(coverage_assertion_id: str) -> None:
 @click.option("--since", type=When(), help="Decided on or after this date (UTC).")
 @click.option("--until", type=When(end=True), help="Decided before the end of this date (UTC).")
 @click.option("--policy", "policy_id", help="Only this policy id.")
-@click.option("--outcome", help="Only this outcome (covered, not-covered, conditional, ...).")
+@click.option("--outcome", type=click.Choice(OUTCOMES), help="Only this outcome.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 def list_decisions(since: datetime | None, until: datetime | None, policy_id: str | None, outcome: str | None,
                    limit: int) -> None:
@@ -106,7 +131,7 @@ def list_decisions(since: datetime | None, until: datetime | None, policy_id: st
     _table(["DECIDED (UTC)", "COVERAGE-ASSERTION-ID", "POLICY", "OUTCOME", "ORDER", "FEEDBACK"], [
         [_time(row["decided_at"], zone=False), row["coverage_assertion_id"],
          f"{row['policy_id']}@{row['policy_version']}", row["outcome"],
-         _order(row["order_reference"], row["order_codes"]),
+         _order(row["order_reference"], row["order_codes"], short=True),
          f"{row['overridden']}/{row['feedback']} overridden" if row["feedback"] else "-"]
         for row in rows])
 
@@ -148,8 +173,15 @@ def _time(when: datetime, zone: bool = True) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if zone else "")
 
 
-def _order(reference: str | None, codes: Sequence[str]) -> str:
+def _order(reference: str | None, codes: Sequence[str], short: bool = False) -> str:
+    """`DeviceRequest/1 [system|code]`; short: well-known systems by the name `cds order --code` takes."""
+    if short:
+        codes = [SHORT_SYSTEMS.get(system, system) + bar + code for system, bar, code in map(_split_code, codes)]
     return f"{reference or '(no id)'}" + (f" [{', '.join(codes)}]" if codes else "")
+
+
+def _split_code(code: str) -> tuple[str, str, str]:
+    return code.rpartition("|")
 
 
 def _card(card_uuid: str | None, suggestions: Sequence[str]) -> str | None:
@@ -171,7 +203,6 @@ def _feedback(entry: dict[str, Any]) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(c) for c in row] for row in [headers, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    from cds.tools.printer import console, print_table
+
+    print_table(console(), headers, rows)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
-from cds.tools.signing import Signer
+if TYPE_CHECKING:
+    from cds.tools.signing import Signer
 
 TIMEOUT = (5, 30)  # seconds to connect, seconds to wait for an answer
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
@@ -91,6 +92,10 @@ class CdsClient:
         if not isinstance(answer, dict) or not isinstance(answer.get("cards"), list):
             raise CallFailed(f"{service_url} did not answer with CDS Hooks cards (no cards list)")
         return answer
+
+    def feedback(self, service_url: str, feedback: list[dict[str, Any]]) -> None:
+        """CDS Hooks feedback on cards the service at `service_url` gave."""
+        self._request("POST", f"{service_url}/feedback", {"feedback": feedback})
 
     def _request(self, method: str, url: str, body: Any = None) -> Any:
         headers = {"Accept": "application/json"}

@@ -32,7 +32,6 @@ TEMPLATE_TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 CRD_VERSION = re.compile(r"[1-9]\d*\.\d+")
 ASSUMED_TOKEN_LIFETIME = 300  # seconds; fhirAuthorization requires expires_in and a bare token does not say
 ENCOUNTER_HOOKS = ("encounter-start", "encounter-discharge")
-ORDER_HOOKS = ("order-sign", "order-select", "order-dispatch", "appointment-book", *ENCOUNTER_HOOKS)
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,10 @@ class Coding:
         system, bar, code = (part.strip() for part in text.rpartition("|"))
         if not bar or not system or not code:
             raise ValueError(f"{text!r} is not SYSTEM|CODE, e.g. hcpcs|E0221 or {CPT}|97026")
-        return cls(SYSTEM_ALIASES.get(system.lower(), system), code)
+        uri = SYSTEM_ALIASES.get(system.lower(), system)
+        if ":" not in uri:  # FHIR code systems are URIs (http:, https:, urn:)
+            raise ValueError(f"{system!r} is neither {', '.join(SYSTEM_ALIASES)} nor a code system URI")
+        return cls(uri, code)
 
     @property
     def order_type(self) -> str:
@@ -55,14 +57,16 @@ class Coding:
 
 
 def build_order_request(service: dict[str, Any], coding: Coding, patient_id: str, user_id: str,
-                        fhir: FhirClient, token: str | None = None, performer: str | None = None) -> dict[str, Any]:
+                        fhir: FhirClient, token: str | None = None, performer: str | None = None,
+                        with_prefetch: bool = True) -> dict[str, Any]:
     """A complete call to `service` for one new order, as a CDS Hooks 2.0 client makes it: signed or selected
     (order-sign, order-select), dispatched to `performer` (order-dispatch), or booked as an Appointment whose
     service type is the code (appointment-book), or pending for the encounter that starts or ends, with every
-    switch of the service's configuration on (encounter-start, encounter-discharge)."""
+    switch of the service's configuration on (encounter-start, encounter-discharge). Without prefetch, the service
+    reads what it needs from the FHIR server itself."""
     hook = service["hook"]
     context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
-    prefetch = read_prefetch(service.get("prefetch"), context, fhir)
+    prefetch = read_prefetch(service.get("prefetch"), context, fhir) if with_prefetch else {}
     order = draft_order(coding, patient_id, user_id, coverage_references(prefetch))
     reference = f"{order['resourceType']}/{order['id']}"
     if hook == "order-dispatch":  # the order is signed; the EHR sends it in the prefetch, naming it in the context

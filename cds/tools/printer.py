@@ -1,16 +1,20 @@
 """CDS Hooks answers for a person in a terminal: services, cards with their Markdown, links, suggestions and
 override reasons, and each Da Vinci CRD coverage-information action as one line.
 
-rich renders the Markdown a card's detail carries and colours the indicator in a terminal; written to a
-pipe or a file, the same output is plain text without escape codes or trailing padding."""
+In a terminal, rich renders the Markdown a card's detail carries, colours the indicator, draws tables and
+wraps every line to the terminal's width. Written to a pipe or a file, or with NO_COLOR set, the output is plain
+text: no escape codes, no box drawing, no trailing padding, and no line broken, so it can be searched and cut."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, RenderableType
 from rich.markdown import Markdown
 from rich.padding import Padding
 from rich.table import Table
@@ -18,7 +22,9 @@ from rich.text import Text
 
 from cds.fhirjson import as_dict
 from cds.render.coverage import COVERAGE_INFORMATION
-from cds.tools.client import CallFailed
+
+if TYPE_CHECKING:
+    from cds.tools.client import CallFailed
 
 INDICATOR_STYLES = {"critical": "bold white on red", "warning": "bold black on yellow", "info": "bold cyan"}
 COVERED = {"covered": ("covered", "green"), "not-covered": ("not covered", "bold red"),
@@ -29,6 +35,7 @@ PRIOR_AUTH = {"no-auth": "no prior auth needed", "auth-needed": "prior auth need
 SELECTION = {"at-most-one": "choose at most one", "any": "choose any"}
 INDENT = 4
 MAX_ERROR_BODY = 500
+PLAIN_WIDTH = 10_000  # plain text is never wrapped
 _TRAILING_SPACE = re.compile(r"[ \t]+(?=\n)")
 
 
@@ -46,21 +53,44 @@ class _PlainText:
 
 
 def console(stderr: bool = False) -> Console:
+    """A terminal (wrapped to its width, in colour; FORCE_COLOR makes any output one), or plain text: a pipe,
+    a file, or NO_COLOR set."""
     file = sys.stderr if stderr else sys.stdout
-    return Console(file=file if file.isatty() else _PlainText(file), highlight=False, emoji=False)  # type: ignore[arg-type]
+    if (file.isatty() or os.environ.get("FORCE_COLOR")) and not os.environ.get("NO_COLOR"):
+        return Console(file=file, highlight=False, emoji=False)
+    return Console(file=_PlainText(file), highlight=False, emoji=False, no_color=True, color_system=None,  # type: ignore[arg-type]
+                   width=PLAIN_WIDTH)
+
+
+def is_plain(out: Console) -> bool:
+    return out.width == PLAIN_WIDTH
+
+
+def print_table(out: Console, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Columns fitted to the terminal (cells wrap); plain text: aligned columns, two spaces apart, one row a line."""
+    if is_plain(out):
+        cells = [[str(cell) for cell in row] for row in [headers, *rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+        for row in cells:
+            out.print(Text("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))),
+                      soft_wrap=True)
+        return
+    table = Table(*headers, header_style="bold", box=box.SIMPLE_HEAD)
+    for cells_of_row in rows:
+        table.add_row(*(Text(str(cell)) for cell in cells_of_row))
+    out.print(table)
 
 
 def print_services(out: Console, services: list[dict[str, Any]]) -> None:
     if not services:
         out.print("The server offers no services.")
         return
-    table = Table("id", "hook", "title", "prefetch keys", header_style="bold")
+    rows = []
     for service in services:
         prefetch = service.get("prefetch")
         keys = ", ".join(prefetch) if isinstance(prefetch, dict) else ""
-        table.add_row(*(Text(str(value)) for value in (service.get("id"), service.get("hook"),
-                                                        service.get("title") or "", keys)))
-    out.print(table)
+        rows.append([service.get("id"), service.get("hook"), service.get("title") or "", keys])
+    print_table(out, ["ID", "HOOK", "TITLE", "PREFETCH KEYS"], rows)
 
 
 def print_answer(out: Console, answer: dict[str, Any]) -> None:
@@ -79,11 +109,11 @@ def print_answer(out: Console, answer: dict[str, Any]) -> None:
 
 def print_card(out: Console, number: int, card: dict[str, Any]) -> None:
     indicator = str(card.get("indicator") or "info")
-    out.print(Text.assemble(f"{number}. ", (f" {indicator.upper()} ", INDICATOR_STYLES.get(indicator, "bold")),
-                            " ", (str(card.get("summary") or ""), "bold")), soft_wrap=True)
+    print_wrapped(out, Text.assemble(f"{number}. ", (f" {indicator.upper()} ", INDICATOR_STYLES.get(indicator, "bold")),
+                                     " ", (str(card.get("summary") or ""), "bold")), indent=0)
     print_line(out, Text(source_line(card), style="dim"))
     if isinstance(card.get("detail"), str):
-        out.print(Padding(Markdown(card["detail"], hyperlinks=False), (0, 0, 0, INDENT)))
+        print_wrapped(out, Markdown(card["detail"], hyperlinks=False))
     links = [link for link in card.get("links") or [] if isinstance(link, dict)]
     if links:
         print_line(out, Text("Links", style="bold"))
@@ -106,8 +136,16 @@ def print_card(out: Console, number: int, card: dict[str, Any]) -> None:
 
 
 def print_line(out: Console, line: Text) -> None:
-    """One indented line, never wrapped: URLs, references and assertion ids stay whole for copying."""
-    out.print(Text(" " * INDENT) + line, soft_wrap=True)
+    """One indented line; in a terminal, wrapped to its width under the indent."""
+    print_wrapped(out, line)
+
+
+def print_wrapped(out: Console, renderable: RenderableType, indent: int = INDENT) -> None:
+    if is_plain(out) and isinstance(renderable, Text):
+        for line in renderable.split("\n"):
+            out.print(Text(" " * indent) + line, soft_wrap=True)
+    else:
+        out.print(Padding(renderable, (0, 0, 0, indent)))
 
 
 def source_line(card: dict[str, Any]) -> str:
@@ -120,6 +158,8 @@ def source_line(card: dict[str, Any]) -> str:
               if isinstance(ref, dict) and ref.get("reference")]
     if orders:
         parts.append("for " + ", ".join(orders))
+    if card.get("uuid"):
+        parts.append(f"card {card['uuid']}")
     return " · ".join(parts)
 
 
@@ -190,13 +230,13 @@ def reason_text(concept: dict[str, Any]) -> str:
 
 def print_failure(err: Console, failure: CallFailed, label: str = "") -> None:
     """What went wrong, with the OperationOutcome's issues when the server sent one."""
-    err.print(Text.assemble(("Error: ", "bold red"), f"{label}: " if label else "", str(failure)), soft_wrap=True)
+    print_wrapped(err, Text.assemble(("Error: ", "bold red"), f"{label}: " if label else "", str(failure)), indent=0)
     if failure.outcome is not None:
         for issue in failure.outcome.get("issue") or []:
             if isinstance(issue, dict):
                 print_line(err, Text(issue_line(issue)))
     elif failure.body.strip():
-        err.print(Padding(Text(failure.body.strip()[:MAX_ERROR_BODY]), (0, 0, 0, INDENT)))
+        print_wrapped(err, Text(failure.body.strip()[:MAX_ERROR_BODY]))
 
 
 def issue_line(issue: dict[str, Any]) -> str:

@@ -12,9 +12,11 @@ from cds.config import Settings
 from cds.console.views import register_console
 from cds.errors import register_error_handlers
 from cds.fhir import load_order_models
+from cds.logs import say_at_start_up
 from cds.pipeline import load_service
 from cds.record import Recorder, Store
 from cds.record.departures import DepartureLog
+from cds.web import openapi
 from cds.web.cors import register_cors
 from cds.web.ops import add_readiness_check, register_ops
 from cds.web.readiness import StoreProbe, policies_loaded
@@ -38,9 +40,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_cors(app, settings.cors_origins)
     register_error_handlers(app)
     app.register_blueprint(bp)
+    app.register_blueprint(openapi.bp)
     register_console(app, settings)
     for relaxation in settings.demo_relaxations():
-        log.warning("demo mode: %s", relaxation)
+        say_at_start_up(log, logging.WARNING, "demo mode: %s", relaxation)
     load_order_models()
     # Start-up objects (modules, FHIR models, schemas) leave the collector's view: full collections would
     # otherwise walk them all during requests, stalling about one request in a hundred by 15 ms or more.

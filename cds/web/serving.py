@@ -22,8 +22,8 @@ from typing import Any
 from gunicorn import glogging
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from cds.config import Settings
-from cds.logs import logging_config
+from cds.config import Settings, unknown_variables
+from cds.logs import logging_config, quiet_after_first_worker
 from cds.web.framing import WAITING, Framing, RequestFraming
 
 # Below the CRD 5-second response budget: a stuck worker is replaced before the EHR gives up.
@@ -71,9 +71,21 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # No runtime control socket: it sits at one path per user, shared by every instance on the host.
         "control_socket_disable": True,
     }
+    options.update(on_starting=on_starting, post_fork=quiet_after_first_worker)
     if settings.metrics_enabled:
-        options.update(on_starting=prepare_metrics_dir, child_exit=forget_worker, on_exit=remove_metrics_dir)
+        options.update(on_starting=on_starting_with_metrics, child_exit=forget_worker, on_exit=remove_metrics_dir)
     return options
+
+
+def on_starting(server: Any) -> None:
+    """Gunicorn's on_starting hook, in the master, once: CDS_* variables that name no setting are said."""
+    for problem in unknown_variables():
+        server.log.warning("%s", problem)
+
+
+def on_starting_with_metrics(server: Any) -> None:
+    on_starting(server)
+    prepare_metrics_dir(server)
 
 
 class SpreadingThreadWorker(ThreadWorker):

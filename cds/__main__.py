@@ -1,0 +1,5 @@
+"""`python -m cds`: the `cds` command."""
+
+from cds.tools.cli import main
+
+main(prog_name="cds")
