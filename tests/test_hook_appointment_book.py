@@ -6,11 +6,11 @@ import copy
 
 import pytest
 
-from cds.config import Settings
+from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings
 from cds.render.coverage import COVERAGE_INFORMATION
 from cds.web.app import create_app
 from tests.crd_profile import has_empty_element, problems_2_2, problems_dual
-from tests.helpers import DATA, load, outcome
+from tests.helpers import load, outcome
 
 SERVICE = "/cds-services/appointment-book-crd"
 EXAMPLE = load("appointment-book-97026-clinic.json")
@@ -32,7 +32,7 @@ DEVICE_ORDER = {
 @pytest.fixture(scope="module")
 def demo():
     settings = Settings(demo=True, auth_disabled=True, fetch_budget_seconds=0.5,
-                        plan_directory=str(DATA / "plan-directory.yaml"))
+                        plan_directory=EXAMPLE_PLAN_DIRECTORY)
     return create_app(settings.resolved()).test_client()
 
 

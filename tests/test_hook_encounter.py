@@ -6,9 +6,10 @@ import copy
 
 import pytest
 
+from cds.config import EXAMPLE_PLAN_DIRECTORY
 from cds.render.coverage import COVERAGE_INFORMATION
 from tests.crd_profile import problems_2_2, problems_dual
-from tests.helpers import DATA, load, outcome
+from tests.helpers import load, outcome
 
 START = load("encounter-start-il-child-mandate.json")  # an Illinois child: prior authorization under the mandate
 DISCHARGE = load("encounter-discharge-e0221-home.json")  # a Texas adult: not covered
@@ -18,7 +19,7 @@ HOOKS = {"encounter-start": START, "encounter-discharge": DISCHARGE}
 @pytest.fixture
 def client(make_app):
     """Signed calls to the service with the plan directory the examples are answered with."""
-    return make_app(plan_directory=str(DATA / "plan-directory.yaml")).test_client()
+    return make_app(plan_directory=EXAMPLE_PLAN_DIRECTORY).test_client()
 
 
 def call(client, body: dict, configuration: dict | None = ...) -> dict:

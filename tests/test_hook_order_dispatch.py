@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
-from cds.config import Settings
+from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings
 from cds.render.coverage import COVERAGE_INFORMATION
 from cds.web.app import create_app
 from tests.crd_profile import has_empty_element, problems_2_2, problems_dual
-from tests.helpers import DATA, load, outcome
+from tests.helpers import load, outcome
 
 SERVICE = "/cds-services/order-dispatch-crd"
 EXAMPLE = load("order-dispatch-e0221-supplier.json")
@@ -46,7 +46,7 @@ def request(fhir_server: str | None = None, prefetched=...) -> dict:
 def demo():
     """The service as a developer runs it (demo mode: FHIR servers on loopback may be fetched from)."""
     settings = Settings(demo=True, auth_disabled=True, fetch_budget_seconds=BUDGET,
-                        plan_directory=str(DATA / "plan-directory.yaml"))
+                        plan_directory=EXAMPLE_PLAN_DIRECTORY)
     return create_app(settings.resolved()).test_client()
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cds.config import EXAMPLE_PLAN_DIRECTORY
 from cds.policy import load_policies
 from cds.policy import wording as w
 from cds.policy.review import review_table
 from hooks import HOOKS
-from tests.helpers import DATA, EXAMPLES, load
+from tests.helpers import EXAMPLES, load
 
 ROOT = Path(__file__).parent.parent
 TABLE = ROOT / "docs" / "review-table.md"
@@ -70,7 +71,7 @@ EXPECTED = yaml.safe_load((EXAMPLES / "expected.yaml").read_text())
 
 @pytest.mark.parametrize("name", sorted(name for name, want in EXPECTED.items() if want["cards"]))
 def test_every_line_of_every_example_card_is_a_listed_sentence_or_a_quoted_file_text(make_app, name):
-    client = make_app(plan_directory=str(DATA / "plan-directory.yaml")).test_client()
+    client = make_app(plan_directory=EXAMPLE_PLAN_DIRECTORY).test_client()
     body = load(name)
     cards = client.post(f"/cds-services/{SERVICE[body['hook']]}", json=body).get_json()["cards"]
     quoted = _file_texts()
