@@ -74,7 +74,7 @@ def test_a_card_known_only_by_its_uuid(served, answer):
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--outcome", "overridden", "--reason", "nope"],
-     "offers the override reasons benefit-verified, patient-pays, state-mandate, not 'nope'"),
+     "offers the override reasons benefit-verified, patient-pays, not 'nope'"),
     (["--outcome", "accepted", "--reason", "patient-pays"], "--reason and --comment explain an override"),
     (["--outcome", "accepted", "--suggestion", "no-such-suggestion"], "has no suggestion no-such-suggestion"),
     (["--outcome", "overridden", "--card", "no-such-card"], "the answer has no card no-such-card"),
