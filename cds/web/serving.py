@@ -71,7 +71,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # No runtime control socket: it sits at one path per user, shared by every instance on the host.
         "control_socket_disable": True,
     }
-    options.update(on_starting=on_starting, post_fork=quiet_after_first_worker)
+    options["on_starting"] = on_starting
     if settings.metrics_enabled:
         options.update(on_starting=on_starting_with_metrics, child_exit=forget_worker, on_exit=remove_metrics_dir)
     return options
@@ -103,7 +103,9 @@ class SpreadingThreadWorker(ThreadWorker):
 
 
 def _set_body_limit(limit: int, server: Any, worker: Any) -> None:
+    """Gunicorn's post_fork hook: the worker learns the body limit, and start-up warnings stay the first worker's."""
     worker.max_body_bytes = limit
+    quiet_after_first_worker(server, worker)
 
 
 class RequestReadingWorker(SpreadingThreadWorker):
