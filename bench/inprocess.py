@@ -141,7 +141,7 @@ def engine_rate(app: Flask, budget: float) -> dict[str, Any]:
     request = parse_hook_request(scenarios.order_sign(), hook.requires_selections, service.settings.max_draft_orders)
     order = hook.judged_orders(request)[0]
     today = date.today()
-    facts = member_facts(service, request, None)
+    facts = member_facts(service, request, None, today)
     if match_order(order, service.policies) is None:
         raise RuntimeError("the engine found no policy for the main scenario's order")
 

@@ -69,8 +69,8 @@ def answer_hook_call(service: Service, service_id: str, http: Request,
         orders = hook.judged_orders(request)
         orders = member.resolve_orders(orders, request, service.fetcher, allowed_servers(settings, client))
         matches = match_orders(orders, service.policies, request)
-        facts = member_facts(service, request, client) if matches else None  # fetched only when a policy applies
         today = service.today()
+        facts = member_facts(service, request, client, today) if matches else None  # only when a policy applies
         decisions = [decide(m, member.order_facts(facts, m.order, today), today, new_assertion_id())
                      for m in matches if facts]
         configuration = Configuration.from_request(request, hook.option_defaults)
@@ -96,10 +96,11 @@ def match_orders(orders: Sequence[Any], policies: Sequence[CompiledPolicy], requ
     return [found for found in (match_order(order, policies, devices) for order in placed) if found]
 
 
-def member_facts(service: Service, request: HookRequest, client: RegisteredClient | None) -> member.MemberFacts:
+def member_facts(service: Service, request: HookRequest, client: RegisteredClient | None,
+                 today: date) -> member.MemberFacts:
     settings = service.settings
     strict_payers = settings.served_payers if settings.strict_crd else None
-    return member.facts_for_call(request, service.fetcher, service.plans, service.today(),
+    return member.facts_for_call(request, service.fetcher, service.plans, today,
                                  allowed_servers(settings, client), strict_payers)
 
 

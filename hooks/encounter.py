@@ -19,6 +19,14 @@ CONFIGURATION_OPTIONS = tuple({**option, "default": False} if option["type"] == 
                               for option in spec.CONFIGURATION_OPTIONS)
 
 
+def encounter_hook(name: str, title: str, description: str) -> spec.Hook:
+    """A secondary encounter hook: the encounter's pending orders judged, every configuration option off until
+    the client switches it on."""
+    return spec.Hook(name=name, service_id=f"{name}-crd", title=title, description=description, primary=False,
+                     requires_selections=False, judged_orders=encounter_orders, context=CONTEXT,
+                     more_prefetch=PREFETCH, configuration_options=CONFIGURATION_OPTIONS)
+
+
 def encounter_orders(request: HookRequest) -> tuple[Order, ...]:
     """The pending ServiceRequests and DeviceRequests for this encounter among the prefetched resources (whatever
     their key), each once; for a kind the prefetch lacks, its search, run on fhirServer when the call names one."""

@@ -5,6 +5,7 @@ import copy
 import socket
 import threading
 import time
+from datetime import date
 
 import pytest
 from werkzeug import Response
@@ -69,7 +70,7 @@ def serve_member(fhir_server):
 
 def facts_for(app, request_body):
     request = parse_hook_request(request_body, requires_selections=False, max_orders=200)
-    return member_facts(app.extensions["cds"], request, None)
+    return member_facts(app.extensions["cds"], request, None, date.today())
 
 
 def test_a_call_without_prefetch_fetches_member_data(app, fhir_server):

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from werkzeug.exceptions import HTTPException
+
+from cds.errors import CdsError
 from cds.policy.facts import Order
 from cds.protocol import HookRequest
 from cds.record.calls import call_records
@@ -42,10 +45,10 @@ class Recorder:
         # R4 is checked only for orders the service speaks about: their integrators hear of it.
         self.departures.check((item.decision.order for item in rendered), client.iss if client else None)
 
-    def refused(self, service_id: str, error: Exception, latency_ms: float, client: RegisteredClient | None,
-                body: dict[str, Any] | None) -> None:
+    def refused(self, service_id: str, error: CdsError | HTTPException, latency_ms: float,
+                client: RegisteredClient | None, body: dict[str, Any] | None) -> None:
         """Record a call refused before anything was decided (its status and why, never its body)."""
-        record_refusal(self.store, service_id, error, latency_ms, client, body)  # type: ignore[arg-type]
+        record_refusal(self.store, service_id, error, latency_ms, client, body)
 
     def write(self, service_id: str, request: HookRequest, client: RegisteredClient | None, status: int,
               latency_ms: float, rendering: Rendering | None,
