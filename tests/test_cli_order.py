@@ -234,3 +234,11 @@ def test_order_takes_a_performer_for_order_dispatch_only(live_service, fhir_serv
     assert result.exit_code == 2
     assert "--performer" in result.stderr
     assert fhir_server.log == []
+
+
+def test_order_offers_every_hook_the_service_answers():
+    """`cds order --hook` names its choices itself (so `--help` loads no hook module): they must stay the hooks."""
+    from cds.tools.cli import ORDER_HOOKS
+    from hooks import HOOKS
+
+    assert sorted(ORDER_HOOKS) == sorted(hook.name for hook in HOOKS)
