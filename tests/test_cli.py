@@ -66,11 +66,14 @@ def test_serve_spreads_connections_kept_alive_over_its_workers(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | {
         "CDS_DATA_DIR": str(tmp_path), "CDS_LOG_FORMAT": "json"}
-    process = subprocess.Popen([CDS, "serve", "--port", str(port), "--workers", "2"], stderr=subprocess.PIPE,
-                               text=True, env=env)
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr_file:
+        process = subprocess.Popen([CDS, "serve", "--port", str(port), "--workers", "2"], stderr=stderr_file,
+                                   text=True, env=env)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", process)
-        time.sleep(0.5)  # both workers booted, the probe's connection closed
+        _wait_for_workers_with_their_store(log, 2)  # else a loaded machine leaves one worker to take them all
+        time.sleep(0.5)  # the probe's connection closed
         connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
         for connection in connections:
             connection.sendall(b"GET /cds-services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -79,12 +82,27 @@ def test_serve_spreads_connections_kept_alive_over_its_workers(tmp_path):
             connection.close()
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=20)
-    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    served = Counter(record["pid"] for record in records
+        process.wait(timeout=20)
+    served = Counter(record["pid"] for record in _log_records(log)
                      if record["logger"] == "cds.access" and record["message"].startswith("GET /cds-services 200"))
     assert sum(served.values()) == 16
     assert len(served) == 2 and min(served.values()) >= 4, served
+
+
+def _log_records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def _wait_for_workers_with_their_store(log: Path, workers: int, timeout: float = 30) -> None:
+    """Until `workers` workers have opened the audit store, the last step of a worker's start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        opened = {record["pid"] for record in _log_records(log) if record["logger"] == "cds.record.engine"
+                  and record["message"].startswith("audit store schema at revision")}
+        if len(opened) >= workers:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{workers} workers did not start within {timeout} s")
 
 
 def test_demo_refuses_a_non_loopback_host_naming_where_it_came_from():
