@@ -17,12 +17,12 @@ PREFETCH = {
     "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
 }
 
-# The Da Vinci CRD versions each service declares (davinci-crd.version, CRD 2.2 dev-1/dev-2). 2.0 is served too, and
-# is what a call without davinci-crd.requestedVersion gets (answers valid under 2.0.1 and 2.2 alike), but it is not
-# declared: the extension's invariant crdver-1 (^[1-9]\d*\.[1-9]\d*$) rejects a .0 minor, and 2.0 clients, which
-# predate the extension, never read it.
-CRD_VERSIONS = ["2.1", "2.2"]
-SERVED_CRD_VERSIONS = ("2.0", *CRD_VERSIONS)  # what davinci-crd.requestedVersion may name
+# The Da Vinci CRD versions each service implements and declares (davinci-crd.version, CRD 2.2 dev-1/dev-2: all of
+# them, in the two-part form deviations.md gives, "i.e. 2.0, not 2.0.0 or 2.0.1"); davinci-crd.requestedVersion
+# names one of them (dev-3) and selects its behaviour where they differ (cds.render.configuration). The extension's
+# invariant crdver-1 (^[1-9]\d*\.[1-9]\d*$) would refuse "2.0"; the guide's own text uses it, and dev-2 asks for every
+# version served, so it is declared (docs/conformance.md, dev-2).
+CRD_VERSIONS = ["2.0", "2.1", "2.2"]
 CDS_HOOKS_VERSION = "STU2"  # discovery `version` (CDS Hooks 3.0): 2.0 in full, plus the 3.0 parts CRD 2.2 uses
 
 CONFIGURATION_OPTIONS = [
@@ -90,7 +90,7 @@ class Hook:
 def check_requested_version(version: str | None) -> None:
     """422 (CRD hook-13: valid CDS Hooks, against CRD's own rules) for a davinci-crd.requestedVersion this service
     does not implement; None (not sent) is fine, and gets the behaviour valid under every version."""
-    if version is not None and version not in SERVED_CRD_VERSIONS:
+    if version is not None and version not in CRD_VERSIONS:
         raise CdsError(422, f"davinci-crd.requestedVersion {quote(version)} is not a Da Vinci CRD version this "
-                       f"service implements ({', '.join(SERVED_CRD_VERSIONS)}).", "not-supported",
+                       f"service implements ({', '.join(CRD_VERSIONS)}).", "not-supported",
                        "extension.davinci-crd.requestedVersion")

@@ -53,10 +53,32 @@ def empty_search() -> dict:
 
 def test_discovery_declares_the_crd_versions_implemented_per_hook(client):
     for service in client.get("/cds-services").get_json()["services"]:
-        assert service["extension"]["davinci-crd.version"] == ["2.1", "2.2"]
+        assert service["extension"]["davinci-crd.version"] == ["2.0", "2.1", "2.2"]  # two-part, as dev-1/2 ask
         assert service["version"] == "STU2"
-    for version in ("2.0", "2.1", "2.2", None):  # 2.0 is served, though its two-part form fails crdver-1
+    for version in ("2.0", "2.1", "2.2", None):
         assert call(client, body(version)).status_code == 200
+
+
+TOPIC_SYSTEMS = {"2.0": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp",
+                 "2.1": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp",
+                 "2.2": "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"}
+
+
+def test_each_declared_version_selects_its_own_behaviour(make_app):
+    """Per version declared: the card type system of that version, and the no-coverage assertions (resp-43/44/45)
+    only from 2.2 on, whose codes 2.0.1 and 2.1 lack."""
+    client = make_app(demo=True, fetch_budget_seconds=0.5).test_client()
+    [service] = [s for s in client.get("/cds-services").get_json()["services"] if s["id"] == "order-sign-crd"]
+    for version in service["extension"]["davinci-crd.version"]:
+        answered = answer(client, body(version))
+        assert {card["source"]["topic"]["system"] for card in answered["cards"]} == {TOPIC_SYSTEMS[version]}
+        assert len(assertions(answered)) == 1
+        request = without_coverage(body(version))
+        request["fhirServer"] = f"http://127.0.0.1:{free_port()}/fhir"  # down: no Coverage can be had
+        gap = assertions(answer(client, request))
+        assert [parts(e)["covered"] for e in gap] == (["indeterminate"] if version == "2.2" else [])
+    unsent = answer(client, body(None))  # no requestedVersion: what every version accepts (2.0's behaviour)
+    assert unsent["cards"][0]["source"]["topic"]["system"] == TOPIC_SYSTEMS["2.0"]
 
 
 @pytest.mark.parametrize("version", ["3.0", "2.2.1", "2", 2.3, {"v": "2.2"}])
