@@ -1,6 +1,8 @@
 """The benchmark harness runs end to end in a tiny mode and reports every figure; no performance is asserted."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +22,22 @@ TINY = ["--requests", "50", "--connections", "2", "--processes", "2", "--warmup"
         "--in-process-budget", "0.02", "--recording-cost", "--jwt-baseline"]
 
 
+def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m bench` in a process group of its own: on a timeout the servers it started go with it."""
+    process = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
     output = tmp_path / "latest.json"
-    result = subprocess.run([sys.executable, "-m", "bench", *TINY, "--output", str(output)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=240)
+    result = run_bench(*TINY, "--output", str(output), timeout=240)
     assert result.returncode == 0, result.stderr
     report = json.loads(output.read_text())
 
