@@ -17,10 +17,11 @@ from werkzeug.exceptions import HTTPException
 
 import hooks
 from cds import member
-from cds.auth import Authenticator, RegisteredClient
+from cds.auth import Authenticator, RegisteredClient, load_registry
 from cds.config import Settings, SettingsError
 from cds.errors import CdsError
 from cds.hook_instances import HookInstances
+from cds.jwks import JwksFetcher
 from cds.member.fetch import FhirFetcher
 from cds.member.plans import PlanDirectory, PlanDirectoryError, load_plan_directory
 from cds.policy import CompiledPolicy, PolicyError, PolicyMatch, decide, load_policies, match_order
@@ -120,6 +121,15 @@ def load_service(settings: Settings, authenticator: Authenticator, recorder: Rec
     stops start-up with SettingsError naming its variable."""
     return Service(settings, load_configured_policies(settings), load_configured_plans(settings),
                    FhirFetcher(settings), authenticator, recorder)
+
+
+def check_configured_files(settings: Settings) -> None:
+    """Load every file the settings name (clients, policies, plan directory) as each worker will: one that is not
+    usable raises SettingsError naming its variable, so a server checks them once before it forks its workers."""
+    if settings.clients_file:
+        load_registry(settings.clients_file, settings.jwt_algorithms, JwksFetcher(settings.demo))
+    load_configured_policies(settings)
+    load_configured_plans(settings)
 
 
 def load_configured_policies(settings: Settings) -> tuple[CompiledPolicy, ...]:

@@ -39,3 +39,19 @@ def test_demo_mode_allows_any_origin(sqlite_url, tmp_path):
     client = create_app(Settings(demo=True, database_url=sqlite_url, data_dir=str(tmp_path)).resolved()).test_client()
     response = client.get("/cds-services", headers={"Origin": "https://sandbox.cds-hooks.org"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("path", ["/ready", "/metrics", "/health", "/openapi.json"])
+def test_demo_mode_shares_only_the_cds_hooks_endpoints_with_other_origins(sqlite_url, tmp_path, path):
+    """The sandbox calls discovery, services and feedback; what the operator reads stays same-origin."""
+    from cds.config import Settings
+    from cds.web.app import create_app
+
+    client = create_app(Settings(demo=True, database_url=sqlite_url, data_dir=str(tmp_path)).resolved()).test_client()
+    origin = {"Origin": "https://sandbox.cds-hooks.org"}
+    assert client.get("/cds-services", headers=origin).headers["Access-Control-Allow-Origin"] == "*"
+    answer = client.get(path, headers=origin)
+    assert answer.status_code == 200
+    assert not [name for name, _ in answer.headers.items() if name.lower().startswith("access-control-")]
+    preflight = client.options(path, headers=origin | {"Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in preflight.headers

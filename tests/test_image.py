@@ -145,6 +145,27 @@ def test_logs_are_json_with_the_request_id_and_no_tokens_or_patient_data(server)
     assert all(r["latency_ms"] >= 0 for r in calls)
 
 
+@pytest.mark.parametrize(("variable", "name", "text", "said"), [
+    ("CDS_POLICY_DIRS", "broken.yaml", "id: BROKEN\n", "CDS_POLICY_DIRS: policy file not usable"),
+    ("CDS_PLAN_DIRECTORY", "plans.yaml", "plans: [1, 2\n", "CDS_PLAN_DIRECTORY="),
+])
+def test_a_file_the_service_cannot_use_stops_the_image_command_once_naming_its_variable(tmp_path, variable, name,
+                                                                                        text, said):
+    """Checked by gunicorn's master as it reads docker/gunicorn.conf.py, before any worker boots, as `cds serve`
+    does: not once per worker, each failing to boot in turn."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / name).write_text(text)
+    setting = str(tmp_path / "files") if variable == "CDS_POLICY_DIRS" else str(tmp_path / "files" / name)
+    env = clean_env() | image_env() | {
+        "CDS_HOST": "127.0.0.1", "CDS_PORT": str(free_port()), "CDS_WORKERS": "2", "CDS_DATA_DIR": str(tmp_path),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), variable: setting}
+    result = subprocess.run(here(image_cmd()), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    [line] = [line for line in result.stderr.splitlines() if said in line]
+    assert line.startswith(f"cds: {variable}")
+    assert "Booting worker" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_compose_runs_replicas_behind_tls_with_postgres_and_documents_every_setting():
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     app, proxy, db = (compose["services"][name] for name in ("app", "proxy", "db"))

@@ -14,10 +14,8 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from cds.auth import load_registry
 from cds.config import Settings, SettingsError
-from cds.jwks import JwksFetcher
-from cds.pipeline import load_configured_plans, load_configured_policies
+from cds.pipeline import check_configured_files
 from cds.web.serving import gunicorn_options
 
 BANNER_WAIT_SECONDS = 60
@@ -53,8 +51,6 @@ class GunicornServer(BaseApplication):
 def run(host: str | None, port: int | None, workers: int | None, demo: bool) -> None:
     try:
         settings = Settings.from_env(None, demo=True) if demo else Settings.from_env()
-        if settings.clients_file:  # fail here, naming the problem, rather than in every worker
-            load_registry(settings.clients_file, settings.jwt_algorithms, JwksFetcher(settings.demo))
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
@@ -63,8 +59,7 @@ def run(host: str | None, port: int | None, workers: int | None, demo: bool) -> 
     if problem := settings.demo_host_problem():  # the host came from --host: CDS_HOST is checked with the rest
         raise click.UsageError(f"--host {host}: {problem}")
     try:  # fail here, with the variable, file and field named, rather than in every worker
-        load_configured_policies(settings)
-        load_configured_plans(settings)
+        check_configured_files(settings)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     _check_port_free(settings.host, settings.port, "--port" if port else "CDS_PORT")
