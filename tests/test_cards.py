@@ -9,7 +9,7 @@ from cds.fhir import parse_draft_order
 from cds.policy import Outcome, Unknown, load_policies
 from cds.policy.facts import CoverageFacts, MemberFacts
 from cds.protocol import MAX_SUMMARY, CdsResponse, to_wire
-from cds.render.cards import OVERRIDE_REASON_SYSTEM, card_for, card_type, select_cards, summary
+from cds.render.cards import OVERRIDE_REASON_SYSTEM, STANDARD_REASON_SYSTEM, card_for, card_type, select_cards, summary
 from cds.render.configuration import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
 from tests.helpers import decide_order, load
 
@@ -67,8 +67,9 @@ def test_text_only_match_says_so_and_offers_a_matching_override(policies):
     assert ("The policy's Description defines its devices:\n\n> Infrared therapy devices are used to treat an area of "
             "the skin") in card.detail
     assert "disregard" not in card.detail
-    assert "not-this-item" in {reason.code for reason in card.override_reasons}
-    assert "not-this-item" not in {reason.code for reason in render(policies)[1].override_reasons}
+    # The standard reason (CDS Hooks 3.0 non-adherence reasons) that the card does not apply.
+    assert (STANDARD_REASON_SYSTEM, "cds-not-applicable") in {(r.system, r.code) for r in card.override_reasons}
+    assert "cds-not-applicable" not in {reason.code for reason in render(policies)[1].override_reasons}
 
 
 def test_links_are_absolute_and_cover_the_policy_and_ncd(policies):
@@ -94,8 +95,27 @@ def test_one_suggestion_removes_the_order(policies):
 def test_override_reasons_have_display_text(policies):
     _, card = render(policies)
     assert [(r.system, r.code) for r in card.override_reasons] == [
-        (OVERRIDE_REASON_SYSTEM, "patient-pays"), (OVERRIDE_REASON_SYSTEM, "benefit-verified")]
+        (OVERRIDE_REASON_SYSTEM, "patient-pays"), (OVERRIDE_REASON_SYSTEM, "benefit-verified"),
+        (STANDARD_REASON_SYSTEM, "recipient-disagrees-evidence")]
     assert all(len(r.display) > 10 for r in card.override_reasons)
+
+
+# The CDS Hooks 3.0 (ballot) code system of non-adherence reasons: the codes of its example value set
+# Non-Adherence Reason Clinical Selection, with the code system's displays (HL7/cds-hooks,
+# input/vocabulary/CodeSystem-non-adherence-reason-codes.json and ValueSet-non-adherence-reason-clinical.json).
+CLINICAL_SELECTION = {
+    "cds-not-applicable": "PC CDS does not apply to patient",
+    "recipient-disagrees-evidence": "Recipient disagrees with recommendation because of issues with the evidence",
+    "too-costly-uncovered": "Recommended action is too costly or not covered by insurance",
+    "patient-refuses": "Patient refuses/declines (no context given)*",
+}
+
+
+def test_standard_override_reasons_are_codes_of_the_cds_hooks_value_set_with_its_displays(policies):
+    _, denied = render(policies, {"text": "Anodyne Therapy System, home unit"})
+    standard = [r for r in denied.override_reasons if r.system == STANDARD_REASON_SYSTEM]
+    assert {r.code for r in standard} == {"cds-not-applicable", "recipient-disagrees-evidence"}
+    assert all(r.display == CLINICAL_SELECTION[r.code] for r in standard)
 
 
 def test_each_card_has_fresh_uuids(policies):

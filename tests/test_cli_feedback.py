@@ -72,9 +72,21 @@ def test_a_card_known_only_by_its_uuid(served, answer):
         ("benefit-verified", "urn:cds-coverage:override-reason")
 
 
+def test_an_override_with_a_standard_cds_hooks_reason_is_stored_with_its_system(served, answer):
+    url, store = served
+    path, sent = answer
+    result = run_cds("feedback", f"{url}/cds-services/order-sign-crd", path, "--outcome", "overridden",
+                     "--reason", "recipient-disagrees-evidence")
+    assert result.exit_code == 0, result.stderr
+    [entry] = feedback_stored(store, sent)
+    assert (entry["override_code"], entry["override_system"], entry["override_display"]) == (
+        "recipient-disagrees-evidence", "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+        "Recipient disagrees with recommendation because of issues with the evidence")
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["--outcome", "overridden", "--reason", "nope"],
-     "offers the override reasons benefit-verified, patient-pays, not 'nope'"),
+     "offers the override reasons benefit-verified, patient-pays, recipient-disagrees-evidence, not 'nope'"),
     (["--outcome", "accepted", "--reason", "patient-pays"], "--reason and --comment explain an override"),
     (["--outcome", "accepted", "--suggestion", "no-such-suggestion"], "has no suggestion no-such-suggestion"),
     (["--outcome", "overridden", "--card", "no-such-card"], "the answer has no card no-such-card"),

@@ -10,13 +10,21 @@ from cds.policy.facts import CoverageGap
 from cds.protocol import MAX_SUMMARY, Action, Card, Coding, Link, Source, Suggestion
 from cds.render.configuration import Configuration
 
+# Why a clinician keeps an order the card advises against: the CDS Hooks 3.0 codes where one says it (its example
+# value set Non-Adherence Reason Clinical Selection, http://terminology.hl7.org/ValueSet/non-adherence-reason-clinical,
+# with the code system's displays), else this service's own. Feedback is accepted with either, or any other.
+STANDARD_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 OVERRIDE_REASON_SYSTEM = "urn:cds-coverage:override-reason"
 OVERRIDE_REASONS = (
-    ("patient-pays", "Patient informed of non-coverage and chooses to pay"),
-    ("benefit-verified", "Coverage verified with the member's health plan"),
+    (OVERRIDE_REASON_SYSTEM, "patient-pays", "Patient informed of non-coverage and chooses to pay"),
+    (OVERRIDE_REASON_SYSTEM, "benefit-verified", "Coverage verified with the member's health plan"),
+    (STANDARD_REASON_SYSTEM, "recipient-disagrees-evidence",
+     "Recipient disagrees with recommendation because of issues with the evidence"),
 )
-STATE_MANDATE = ("state-mandate", "A state benefit mandate applies")  # only where the card says one may apply
-NOT_THIS_ITEM = ("not-this-item", "The order is not for an item this policy covers")
+# Only where the card says a mandate may apply.
+STATE_MANDATE = (OVERRIDE_REASON_SYSTEM, "state-mandate", "A state benefit mandate applies")
+# Only where the order matched on its text: the card may be about another item.
+NOT_THIS_ITEM = (STANDARD_REASON_SYSTEM, "cds-not-applicable", "PC CDS does not apply to patient")
 TOPIC_DISPLAY = {"off-guideline": "Off Guideline", "coverage-info": "Coverage Information"}
 SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 
@@ -58,7 +66,7 @@ def card_for(decision: Decision, configuration: Configuration, payer_name: str,
         ],
         suggestions=suggestions if removable else [],
         selection_behavior="at-most-one" if removable else None,
-        override_reasons=[Coding(system=OVERRIDE_REASON_SYSTEM, code=code, display=text) for code, text in reasons],
+        override_reasons=[Coding(system=system, code=code, display=text) for system, code, text in reasons],
         extension={"davinci-crd.associated-resource": [{"reference": reference}]} if reference else None,
     )
 
