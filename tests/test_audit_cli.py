@@ -101,10 +101,10 @@ def test_list_filters_by_policy_date_and_outcome(populated):
 
 
 def test_outcome_choices_are_the_outcomes_decisions_are_recorded_with():
-    from cds.render.coverage import COVERED_CODE
+    from cds.render.coverage import ASSERTED_CODES
     from cds.tools.audit import OUTCOMES
 
-    assert set(OUTCOMES) == set(COVERED_CODE.values())
+    assert set(OUTCOMES) == ASSERTED_CODES
 
 
 def test_stats_counts_outcomes_and_override_rate_per_policy(populated):

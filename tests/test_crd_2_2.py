@@ -212,3 +212,28 @@ def test_a_refused_fetch_says_when_the_tokens_scope_grants_no_read(make_app, fhi
     detail = answer(make_app(demo=True).test_client(), request)["cards"][0]["detail"]
     assert "the FHIR server refused the access token (HTTP 403)" in detail
     assert ("its scope (fhirAuthorization.scope) grants no read of Coverage" in detail) is says
+
+
+def test_the_audit_record_says_what_the_answer_asserted_without_a_coverage(make_app, tmp_path):
+    """Under 2.2 an order decided without a Coverage gets an assertion of its own (here `indeterminate`, the EHR's
+    FHIR server being down); its audit record says that, for that Coverage, as `cds audit show` prints it."""
+    from click.testing import CliRunner
+
+    from cds.tools.cli import main
+
+    url = f"sqlite:///{tmp_path}/store.sqlite3"
+    app = make_app(demo=True, fetch_budget_seconds=0.5, database_url=url)
+    request = without_coverage(body("2.2"))
+    request["fhirServer"] = f"http://127.0.0.1:{free_port()}/fhir"
+    answered = answer(app.test_client(), request)
+    [extension] = assertions(answered)
+    got = parts(extension)
+    app.extensions["cds_store"].flush()
+    shown = CliRunner().invoke(main, ["audit", "show", got["coverage-assertion-id"]], env={"CDS_DATABASE_URL": url})
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert "  Outcome:   indeterminate" in lines
+    assert f"  Coverage:  {ORDER_COVERAGE}" in lines
+    assert f"  Reason:    {got['reason']['text']}" in lines
+    listed = CliRunner().invoke(main, ["audit", "list", "--outcome", "indeterminate"], env={"CDS_DATABASE_URL": url})
+    assert got["coverage-assertion-id"] in listed.output

@@ -14,7 +14,6 @@ from cds.policy.facts import Order
 from cds.policy.orders import code_element
 from cds.protocol import CdsResponse, HookRequest
 from cds.record.records import DecisionRecord, HookCall, JudgedOrder
-from cds.render.coverage import COVERED_CODE
 
 if TYPE_CHECKING:
     from cds.auth import RegisteredClient
@@ -56,6 +55,7 @@ def call_records(
     for item in rendered:
         decision, card = item.decision, item.card
         sent = card.uuid in sent_cards
+        outcome, coverage_reference, reason = item.answered()
         decisions.append(DecisionRecord(
             coverage_assertion_id=decision.assertion_id,
             hook_instance=request.hook_instance,
@@ -63,12 +63,12 @@ def call_records(
             order_codes=codes.get(id(decision.order)) or order_codes(decision.order),
             policy_id=decision.policy_id,
             policy_version=decision.policy_version,
-            outcome=COVERED_CODE[decision.outcome],
-            reason=decision.reason,
+            outcome=outcome,
+            reason=reason,
             decided_at=now,
             card_uuid=card.uuid if sent else None,
             suggestion_uuids=tuple(s.uuid for s in card.suggestions) if sent else (),
-            coverage_reference=decision.coverage.reference if decision.coverage else None,
+            coverage_reference=coverage_reference,
             performer=decision.order.performer,
         ))
     return call, decisions

@@ -15,7 +15,6 @@ from cds.record.calls import call_records
 from cds.record.departures import DepartureLog
 from cds.record.refusals import record_refusal
 from cds.record.store import Store
-from cds.render.coverage import COVERED_CODE
 
 if TYPE_CHECKING:
     from cds.auth import RegisteredClient
@@ -41,7 +40,7 @@ class Recorder:
 
         rendered = rendering.rendered if rendering else ()
         for item in rendered:
-            metrics.decision(item.decision.policy_id, COVERED_CODE[item.decision.outcome])
+            metrics.decision(item.decision.policy_id, item.answered()[0])
         # R4 is checked only for orders the service speaks about: their integrators hear of it.
         self.departures.check((item.decision.order for item in rendered), client.iss if client else None)
 

@@ -48,7 +48,7 @@ class DecisionRecord:
     order_codes: tuple[str, ...]
     policy_id: str
     policy_version: str
-    outcome: str  # a CRD `covered` value: covered, not-covered, conditional
+    outcome: str  # the CRD `covered` value answered: covered, not-covered, conditional, indeterminate
     reason: str
     decided_at: datetime
     card_uuid: str | None = None

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cds.policy import Decision
 from cds.policy.facts import CoverageGap
 from cds.protocol import Action, Card, CdsResponse
 from cds.render.cards import card_for, select_cards
 from cds.render.configuration import Configuration
-from cds.render.coverage import coverage_action
+from cds.render.coverage import COVERED_CODE, asserted, coverage_information, update_action
 
 __all__ = ["Configuration", "Rendered", "Rendering", "render"]
 
@@ -23,6 +24,16 @@ class Rendered:
     decision: Decision
     card: Card
     action: Action | None
+    assertion: dict[str, Any] | None = None  # the coverage-information the answer gives for it, if it gives one
+
+    def answered(self) -> tuple[str, str | None, str]:
+        """What the answer says of the order's coverage: the CRD `covered` value, the Coverage it is about and why;
+        the coverage-information's when the answer gives one (under CRD 2.2 it may assert `not-covered` or
+        `indeterminate` for want of a Coverage), else the card's decision."""
+        if self.assertion is not None:
+            return asserted(self.assertion)
+        coverage = self.decision.coverage
+        return COVERED_CODE[self.decision.outcome], coverage.reference if coverage else None, self.decision.reason
 
 
 @dataclass(frozen=True)
@@ -36,9 +47,13 @@ def render(decisions: Sequence[Decision], configuration: Configuration, primary:
     """The answer to a call: a card per decision, and on request the coverage-information of each (`primary`: the
     hook is a CRD primary hook, whose assertions may ask for documentation; `gap`: why no coverage of the member
     could be used, when none could)."""
-    rendered = tuple(Rendered(d, card_for(d, configuration, payer_name, gap),
-                              coverage_action(d, primary, gap, configuration.requested_version))
-                     for d in decisions)
+    rendered = []
+    for d in decisions:
+        assertion = coverage_information(d, primary, gap, configuration.requested_version)
+        # Given when asked for and the order can carry it (a new action, or the same assertion already on it).
+        given = assertion if configuration.coverage_info and d.order.reference else None
+        rendered.append(Rendered(d, card_for(d, configuration, payer_name, gap), update_action(d, assertion, gap),
+                                 given))
     actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
     cards = select_cards([r.card for r in rendered], configuration)
-    return Rendering(CdsResponse(cards=cards, system_actions=actions), rendered)
+    return Rendering(CdsResponse(cards=cards, system_actions=actions), tuple(rendered))

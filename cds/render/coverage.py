@@ -36,6 +36,8 @@ _CODES: dict[Outcome, tuple[tuple[str, str], ...]] = {
 }
 # The CRD `covered` value of each outcome.
 COVERED_CODE: dict[Outcome, str] = {outcome: dict(codes)["covered"] for outcome, codes in _CODES.items()}
+# Every `covered` value an assertion of this service may make: the outcomes', and `indeterminate` (resp-43).
+ASSERTED_CODES = frozenset({*COVERED_CODE.values(), "indeterminate"})
 # What a secondary hook (order-select) must not ask for (CRD §hook-19): clinical or administrative documentation.
 _PRIMARY_ONLY = {"doc-needed", "doc-purpose"}
 _PHRASE = {
@@ -112,13 +114,19 @@ def _assertion(decision: Decision, coverage: str, codes: list[tuple[str, str]],
 
 def coverage_action(decision: Decision, primary: bool = True, gap: CoverageGap | None = None,
                     version: tuple[int, int] | None = None) -> Action | None:
-    """The system action that stores the assertion on the order: the whole order, with only the extension added.
+    """The system action that stores the decision's assertion on the order (`update_action`), or None."""
+    return update_action(decision, coverage_information(decision, primary, gap, version), gap)
+
+
+def update_action(decision: Decision, extension: dict[str, Any] | None, gap: CoverageGap | None = None
+                  ) -> Action | None:
+    """The system action that stores the assertion `extension` (made with `gap`, if any) on the order: the whole
+    order, with only the extension added.
 
     An earlier assertion for the same coverage is replaced; assertions for other coverages are kept. When the
     order already carries this very assertion (only its date and id would change), there is no action: CRD
     sends one only when something is new or changed (§resp-35).
     """
-    extension = coverage_information(decision, primary, gap, version)
     reference = decision.order.reference
     if extension is None or reference is None:  # nothing to point to, or an order the client cannot update
         return None
@@ -138,6 +146,13 @@ def coverage_action(decision: Decision, primary: bool = True, gap: CoverageGap |
         f"medical policy {policy.id} ({policy.title}).",
         resource=resource,
     )
+
+
+def asserted(extension: dict[str, Any]) -> tuple[str, str, str]:
+    """What an assertion of this service says: its `covered` value, the Coverage it points to, its reason's text."""
+    parts = {part["url"]: part for part in extension["extension"]}
+    return (parts["covered"]["valueCode"], parts["coverage"]["valueReference"]["reference"],
+            parts["reason"]["valueCodeableConcept"]["text"])
 
 
 def _coverage_of(extension: dict[str, Any]) -> str:

@@ -12,9 +12,9 @@ import click
 if TYPE_CHECKING:
     from cds.record import Store
 
-# The outcomes a decision is recorded with: its CRD `covered` code (cds.render.coverage.COVERED_CODE; a test
-# keeps them equal).
-OUTCOMES = ("covered", "not-covered", "conditional")
+# The outcomes a decision is recorded with: the CRD `covered` code answered (cds.render.coverage.ASSERTED_CODES; a
+# test keeps them equal).
+OUTCOMES = ("covered", "not-covered", "conditional", "indeterminate")
 SHORT_SYSTEMS = {"http://www.ama-assn.org/go/cpt": "cpt", "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets":
                  "hcpcs", "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": "hcpcs",
                  "https://bluebutton.cms.gov/resources/codesystem/hcpcs": "hcpcs",
