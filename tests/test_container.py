@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from cds.console.scenarios import CATALOGUE
 from tests import tokens
 from tests.conftest import load
 from tests.dockerd import Engine, NoEngine, private_engine
@@ -211,7 +212,7 @@ def test_build_context_holds_only_what_the_image_needs(engine, base):
     files = {str(Path(path).relative_to("/context")) for path in listed}
     allowed = {"constraints.txt", "pyproject.toml", "README.md", "LICENSE", "docker/gunicorn.conf.py"}
     assert {"pyproject.toml", "constraints.txt", "docker/gunicorn.conf.py", "cds/web/app.py"} <= files
-    outside = sorted(f for f in files if f not in allowed and f.split("/")[0] not in ("cds", "hooks"))
+    outside = sorted(f for f in files if f not in allowed and f.split("/")[0] not in ("cds", "hooks", "fhir_examples"))
     assert outside == []
     assert not [f for f in files if "__pycache__" in f]
 
@@ -301,6 +302,10 @@ def test_documented_demo_run_says_it_listens_beyond_loopback_and_keeps_authentic
         assert any("listening on 0.0.0.0, beyond loopback" in line for line in warnings), warnings
         assert any("anyone who reaches the port can sign calls" in line for line in warnings), warnings
         assert not any("loopback only" in line or "authentication is OFF" in line for line in warnings), warnings
+        # The console's member scenarios come with the image (its fhir_examples/).
+        status, page = container.get_inside("/console/")
+        assert status == 200 and "No member scenarios" not in page
+        assert [label for _, label, _ in CATALOGUE if label not in page] == []
         # Even from the container's own loopback: authentication cannot be turned off through a published port.
         assert container.post_inside(tokens.SERVICE_PATH, load("sandbox-order-sign-rx.json")) == 401
 

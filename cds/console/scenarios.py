@@ -1,7 +1,8 @@
 """Member scenarios for the order form: the patients, coverages and conditions of `fhir_examples/`.
 
-They are read from the example requests of a source checkout (as the quick start installs the service);
-an installed wheel has none, and the form then starts from an empty patient.
+They are read from the example requests in `fhir_examples/` of the working directory (the container image has
+them in /app, its working directory) or of the source checkout (as the quick start installs the service); an
+installed wheel has none, and the form then starts from an empty patient.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "fhir_examples"
+CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "fhir_examples"
 
 # (key, label, example file): one per member situation of the examples' README.
 CATALOGUE = (
@@ -47,13 +48,19 @@ class Scenario:
     request: dict[str, Any]  # the whole example request, to start a pasted request from
 
 
+def examples_directory() -> Path | None:
+    """`fhir_examples/` of the working directory, else of the source checkout; None when neither has one."""
+    return next((d for d in (Path("fhir_examples"), CHECKOUT_EXAMPLES) if d.is_dir()), None)
+
+
 @cache
 def scenarios() -> tuple[Scenario, ...]:
     """The scenarios whose example file is present."""
+    directory = examples_directory()
     found = []
     for key, label, name in CATALOGUE:
-        path = EXAMPLES / name
-        if path.is_file():
+        path = directory / name if directory else None
+        if path and path.is_file():
             request = json.loads(path.read_text(encoding="utf-8"))
             prefetch = request.get("prefetch") or {}
             found.append(Scenario(key, label, name, prefetch["patient"], prefetch.get("coverage"),

@@ -16,8 +16,9 @@ from urllib.parse import urlencode
 
 import click
 
+from cds.console.scenarios import examples_directory
+
 FHIR_JSON = "application/fhir+json"
-EXAMPLES = Path(__file__).resolve().parents[2] / "fhir_examples"  # in a source checkout
 PATIENT_PARAMETERS = ("patient", "subject", "beneficiary")
 USED_PARAMETERS = (*PATIENT_PARAMETERS, "_id", "status", "clinical-status")
 
@@ -130,7 +131,7 @@ def serve(port: int, examples: Path | None) -> None:
     class ThreadingServer(ThreadingMixIn, WSGIServer):
         daemon_threads = True
 
-    directory = examples or next((d for d in (Path("fhir_examples"), EXAMPLES) if d.is_dir()), None)
+    directory = examples or examples_directory()
     if directory is None:
         raise click.UsageError("no fhir_examples/ here or in the source checkout; give --examples DIR")
     resources = example_resources(directory)
