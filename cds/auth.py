@@ -12,15 +12,18 @@ from collections.abc import Collection, Iterable
 from concurrent.futures import wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import jwt
 import orjson
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from flask import Request, current_app, g, request
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cds.config import Settings, SettingsError
+from cds.config import ASYMMETRIC_ALGORITHMS, Settings, SettingsError
 from cds.console.key import demo_trusted_jwks
 from cds.errors import CdsError, quote
 from cds.jwks import JwksFetcher, jwks_url_problem
@@ -94,17 +97,52 @@ def parse_jwks(jwks: Any, algorithms: Collection[str]) -> Keys:
     return keys
 
 
+def parse_key_list(document: Any, algorithms: Collection[str]) -> Keys:
+    """The keys of a key list as the HL7 CRD request generator's key server serves it: a JSON array of
+    `{"id": kid, "pem": key}`, the key a public JWK (what the generator puts there) or PEM text."""
+    if not isinstance(document, list):
+        raise ValueError("a key list (jwks_format: pem-list) is a JSON array of {id, pem} objects")
+    jwks = []
+    for item in document:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        key = _pem_jwk(item["pem"]) if isinstance(item.get("pem"), str) else item.get("pem")
+        if isinstance(key, dict):
+            jwks.append({**key, "kid": item["id"]})  # the entry's id names the key
+    return parse_jwks({"keys": jwks}, algorithms)
+
+
+def _pem_jwk(pem: str) -> dict[str, Any] | None:
+    """A PEM public key (RSA or EC) as a JWK, or None when it is not one."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        return None
+    if isinstance(key, rsa.RSAPublicKey):
+        return RSAAlgorithm.to_jwk(key, as_dict=True)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return ECAlgorithm.to_jwk(key, as_dict=True)
+    return None
+
+
+KEY_SET_PARSERS = {"jwks": parse_jwks, "pem-list": parse_key_list}  # a registry entry's jwks_format
+KeySetFormat = Literal["jwks", "pem-list"]
+
+
 class RemoteJwks:
     """A client's JWK Set at a URL: fetched when first needed and cached; fetched again when it is old or
     a token names a kid it lacks (key rotation), at most once every JWKS_MIN_REFETCH_SECONDS. One fetch at a
     time: a token that needs the keys while they are being fetched is checked against the keys already known,
     so tokens naming made-up kids hold one thread at most, for the fetch budget at most."""
 
-    def __init__(self, url: str, algorithms: Collection[str], fetcher: JwksFetcher):
+    def __init__(self, url: str, algorithms: Collection[str], fetcher: JwksFetcher, key_format: KeySetFormat = "jwks"):
         self.url = url
         self._algorithms = algorithms
         self._fetcher = fetcher
+        self.key_format = key_format
+        self._parse = KEY_SET_PARSERS[key_format]
         self._keys: Keys = {}
+        self.problem: str | None = None  # why the last fetch gave no keys, if it failed
         self._fetched_at = -math.inf
         self._fetching = threading.Lock()  # held from the start of a fetch to its end
 
@@ -132,9 +170,14 @@ class RemoteJwks:
 
     def _fetch(self) -> None:
         try:
-            self._keys = parse_jwks(self._fetcher.fetch(self.url), self._algorithms)
+            self._keys = self._parse(self._fetcher.fetch(self.url), self._algorithms)
+            self.problem = None
         except (FetchError, ValueError) as exc:
-            log.warning("JWK Set %s could not be fetched, keeping the keys already known: %s", self.url, exc)
+            self.problem = str(exc)
+            if isinstance(exc, ValueError) and self._parse is parse_jwks and "'keys' array" in self.problem:
+                self.problem += ("; a key server that serves a JSON array of {id, pem} keys, as the CRD request "
+                                 "generator's does, is registered with jwks_format: pem-list")
+            log.warning("JWK Set %s could not be fetched, keeping the keys already known: %s", self.url, self.problem)
         finally:
             self._fetching.release()
 
@@ -155,13 +198,24 @@ class ClientEntry(BaseModel):
     jwks: dict[str, Any] | None = None
     jwks_file: str | None = None
     jwks_url: tuple[str, ...] = ()
+    jwks_format: KeySetFormat = "jwks"  # what jwks_url serves: a JWK Set, or the CRD request generator's key list
+    algorithms: tuple[str, ...] = ()  # the algorithms this client signs with, if not CDS_JWT_ALGORITHMS
     tenants: tuple[str, ...] = ()
     fhir_servers: tuple[str, ...] = ()
 
-    @field_validator("jwks_url", "tenants", "fhir_servers", mode="before")
+    @field_validator("jwks_url", "algorithms", "tenants", "fhir_servers", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        refused = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if refused:
+            raise ValueError(f"{', '.join(refused)} not allowed: CDS Hooks forbids 'none' and symmetric algorithms; "
+                             f"choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}")
+        return value
 
     @model_validator(mode="after")
     def _has_keys(self) -> ClientEntry:
@@ -183,6 +237,13 @@ class TrustedClient:
     remote: dict[str, RemoteJwks]  # by URL: the only `jku` values honoured
     tenants: frozenset[str]
     fhir_servers: tuple[str, ...]
+    algorithms: tuple[str, ...] = ()  # what it may sign with (empty: CDS_JWT_ALGORITHMS)
+
+    def key_problem(self, jku: str | None) -> str:
+        """Why the key sets the token could use gave no key, when a fetch of one failed ('' otherwise)."""
+        failed = [f"{url} could not be used: {source.problem}" for url, source in self.remote.items()
+                  if source.problem and jku in (None, url)]
+        return f"; the key set at {'; '.join(failed)}" if failed else ""
 
     def key(self, kid: str, alg: str, jku: str | None) -> jwt.PyJWK | None:
         """The key for `kid`: pinned first, then from the JWK Set URLs (only the token's `jku`, if it names one)."""
@@ -206,11 +267,12 @@ def load_registry(path: str, algorithms: Collection[str], fetcher: JwksFetcher |
         for entry in entries:
             if entry.iss in clients:
                 raise ValueError(f"iss {entry.iss} is listed twice")
-            pinned = parse_jwks(entry.jwks, algorithms) if entry.jwks else {}
+            allowed = entry.algorithms or tuple(algorithms)
+            pinned = parse_jwks(entry.jwks, allowed) if entry.jwks else {}
             if entry.jwks_file:
-                pinned |= parse_jwks(_read(file.parent / entry.jwks_file), algorithms)
+                pinned |= parse_jwks(_read(file.parent / entry.jwks_file), allowed)
             if not pinned and not entry.jwks_url:
-                raise ValueError(f"client {entry.iss} has no key usable with {', '.join(algorithms)}")
+                raise ValueError(f"client {entry.iss} has no key usable with {', '.join(allowed)}")
             for url in entry.jwks_url:
                 problem = jwks_url_problem(url, fetcher.demo)
                 if problem:
@@ -218,9 +280,10 @@ def load_registry(path: str, algorithms: Collection[str], fetcher: JwksFetcher |
             clients[entry.iss] = TrustedClient(
                 iss=entry.iss,
                 pinned=pinned,
-                remote={url: RemoteJwks(url, algorithms, fetcher) for url in entry.jwks_url},
+                remote={url: RemoteJwks(url, allowed, fetcher, entry.jwks_format) for url in entry.jwks_url},
                 tenants=frozenset(entry.tenants),
                 fhir_servers=tuple(url.rstrip("/") for url in entry.fhir_servers),
+                algorithms=allowed,
             )
     except ValidationError as exc:
         raise RegistryError(f"CDS_CLIENTS_FILE {path}: {_first_error(exc)}") from None
@@ -311,18 +374,21 @@ class Authenticator:
         header, unverified = _peek(token) or _read_unverified(token)
         iss = unverified.get("iss")
         alg, kid, jku = header.get("alg"), header.get("kid"), header.get("jku")
-        if alg not in self.algorithms:  # never `none` or HMAC: Settings refuses to allow them
-            raise Refused(f"alg {quote(alg)} is not allowed")
+        client = self.clients.get(iss) if isinstance(iss, str) else None
+        allowed = (client.algorithms if client else ()) or tuple(self.algorithms)
+        if not isinstance(alg, str) or alg not in allowed:  # never `none` or HMAC: nothing may allow them
+            raise Refused(f"alg {quote(alg)} is not allowed" + (
+                f" for iss {quote(iss, 200)}, which may sign with {', '.join(allowed)} (CDS_JWT_ALGORITHMS, or "
+                "the algorithms of its registry entry)" if client else ""))
         if not isinstance(kid, str) or not kid:
             raise Refused("no kid in the JWT header")
         if jku is not None and not isinstance(jku, str):
             raise Refused("jku is not a string")
-        client = self.clients.get(iss) if isinstance(iss, str) else None
         if client is None:
             raise Refused(f"unknown iss {quote(iss, 200)}")
         key = client.key(kid, alg, jku)
         if key is None:
-            raise Refused(f"no {alg} key with kid {quote(kid)} for iss {quote(iss, 200)}")
+            raise Refused(f"no {alg} key with kid {quote(kid)} for iss {quote(iss, 200)}{client.key_problem(jku)}")
         try:
             claims = jwt.decode(token, key, algorithms=[alg], audience=self.audiences(path), issuer=client.iss,
                                 leeway=self.skew, options={"require": REQUIRED_CLAIMS})

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import secrets
 import time
 
 import pytest
 import time_machine
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from jwt.algorithms import RSAAlgorithm
+from werkzeug.wrappers import Response
 
 from cds import auth
 from cds.auth import RegistryError, load_registry
 from cds.config import SANDBOX_CLIENTS_FILE
 from tests import tokens
+from tests.helpers import load
 from tests.records import recorded_caller
 from tests.tokens import BASE, EHR, OTHER_EC_KEY, RSA_KEY, SERVICE_PATH, bearer, mint
 
@@ -428,3 +436,127 @@ def test_shipped_sandbox_entry_pins_the_published_key():
     sandbox = load_registry(SANDBOX_CLIENTS_FILE, ["ES384"])["https://sandbox.cds-hooks.org"]
     assert set(sandbox.pinned) == {("44823f3d-0b01-4a6c-a80e-b9d3e8a7226f", "ES384")}
     assert set(sandbox.remote) == {SANDBOX_HEADERS["jku"]}
+
+
+# --- The HL7 CRD request generator's own tokens -------------------------------------------------------
+# It signs RS256 with a new RSA key on every page load, `kid` the key's JWK thumbprint, `jku` its key server,
+# which serves every key it was sent as [{"pem": <public JWK>, "id": kid, "timestamp": ...}], not a JWK Set;
+# `iss` is its FHIR server, `exp` a day after `iat`, `jti` 128 characters (tests/data/crd-request-generator).
+
+GENERATOR_ISS = "http://127.0.0.1:19082/fhir"
+GENERATOR_BODY = "crd-request-generator/order-sign-devicerequest-e0221.json"
+JTI_CHARACTERS = "---ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~."
+
+
+def thumbprint(jwk: dict) -> str:
+    """RFC 7638: the kid the generator gives its key."""
+    canonical = json.dumps({name: jwk[name] for name in ("e", "kty", "n")}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+class GeneratorPageLoad:
+    """One page load of the generator: a fresh RSA key, posted to its key server as the generator posts it."""
+
+    def __init__(self, keys: list[dict]):
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)  # {kty, n, e}, as jsrsasign gives it
+        self.kid = thumbprint(public)
+        keys.append({"pem": public, "id": self.kid, "timestamp": "2026-12-01T09:00:00.000Z"})
+
+    def token(self, jku: str, path: str = SERVICE_PATH, **headers) -> str:
+        now = int(time.time())
+        jti = "".join(secrets.choice(JTI_CHARACTERS) for _ in range(128))
+        claims = {"iss": GENERATOR_ISS, "aud": BASE + path, "iat": now, "exp": now + 86400, "jti": jti}
+        return tokens.sign_raw(claims, {"alg": "RS256", "typ": "JWT", "kid": self.kid, "jku": jku, **headers},
+                               self.key, "RS256")
+
+
+@pytest.fixture
+def key_server(httpserver):
+    """The generator's key server on loopback: GET /public_keys answers the keys posted so far."""
+    keys: list[dict] = []
+    httpserver.expect_request("/public_keys").respond_with_handler(
+        lambda request: Response(json.dumps(keys), content_type="application/json"))
+    return keys, httpserver.url_for("/public_keys")
+
+
+def generator_app(make_app, tmp_path, jku: str, **entry):
+    registered = {"iss": GENERATOR_ISS, "jwks_url": jku, "jwks_format": "pem-list", "algorithms": ["RS256"],
+                  **entry}
+    registered = {name: value for name, value in registered.items() if value is not None}
+    # Demo mode: its key server speaks plain http on loopback, which only demo mode fetches from.
+    return make_app(clients_file=str(tokens.write_registry(tmp_path, registered)), demo=True,
+                    fetch_budget_seconds=0.5).test_client()
+
+
+def generator_call(client, token: str):
+    body = load(GENERATOR_BODY)
+    return client.post(SERVICE_PATH, json=body, headers=bearer(token))
+
+
+def test_the_generators_own_tokens_are_accepted_when_registered_with_its_key_list(make_app, tmp_path,
+                                                                                     key_server):
+    keys, jku = key_server
+    client = generator_app(make_app, tmp_path, jku)
+    response = generator_call(client, GeneratorPageLoad(keys).token(jku))
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert answer["cards"] and answer["systemActions"]
+    assert recorded_caller(client.application, load(GENERATOR_BODY)["hookInstance"]) == (GENERATOR_ISS, None)
+
+
+def test_a_new_page_loads_key_is_found_at_the_key_server(make_app, tmp_path, key_server, monkeypatch):
+    monkeypatch.setattr(auth, "JWKS_MIN_REFETCH_SECONDS", 0)
+    keys, jku = key_server
+    client = generator_app(make_app, tmp_path, jku)
+    assert generator_call(client, GeneratorPageLoad(keys).token(jku)).status_code == 200
+    assert generator_call(client, GeneratorPageLoad(keys).token(jku)).status_code == 200  # reloaded: a new key
+
+
+@pytest.mark.parametrize(("entry", "logged"), [
+    ({"jwks_format": None}, "is registered with jwks_format: pem-list"),
+    ({"algorithms": None}, f"alg 'RS256' is not allowed for iss '{GENERATOR_ISS}', which may sign with ES384, RS384"),
+])
+def test_without_its_options_the_generators_tokens_are_refused_and_the_log_says_why(make_app, tmp_path, key_server,
+                                                                                    caplog, entry, logged):
+    keys, jku = key_server
+    client = generator_app(make_app, tmp_path, jku, **entry)
+    token = GeneratorPageLoad(keys).token(jku)
+    with caplog.at_level(logging.WARNING, logger="cds.auth"):
+        assert_bare_401(generator_call(client, token))
+    assert logged in caplog.text
+    assert token not in caplog.text and token.rpartition(".")[2] not in caplog.text
+
+
+def test_the_key_list_option_trusts_no_more_than_the_registered_key_server(make_app, tmp_path, key_server, httpserver):
+    keys, jku = key_server
+    client = generator_app(make_app, tmp_path, jku)
+    page = GeneratorPageLoad(keys)
+    other_keys: list[dict] = []
+    stranger = GeneratorPageLoad(other_keys)  # a key the registered key server never had
+    assert_bare_401(generator_call(client, stranger.token(jku)))
+    evil = httpserver.url_for("/evil_keys")
+    httpserver.expect_request("/evil_keys").respond_with_json(other_keys)
+    assert_bare_401(generator_call(client, stranger.token(evil)))  # a jku not registered is never fetched
+    assert all(request.path != "/evil_keys" for request, _ in httpserver.log)
+    assert_bare_401(generator_call(client, page.token(jku, alg="RS384")))  # only the registered algorithm
+    # The registry's other clients keep the default algorithms: RS256 is allowed for this one only.
+    assert_bare_401(client.post(SERVICE_PATH, json={}, headers=bearer(mint(key=RSA_KEY, alg="RS256", kid="ehr-rsa"))))
+
+
+def test_a_key_list_may_carry_pem_text(key_server):
+    keys, _ = key_server
+    page = GeneratorPageLoad(keys)
+    pem = page.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    parsed = auth.parse_key_list([{"pem": pem, "id": "k-1"}, {"pem": "not a key", "id": "k-2"}, "junk"], ["RS256"])
+    assert set(parsed) == {("k-1", "RS256")}
+    with pytest.raises(ValueError, match="JSON array of"):
+        auth.parse_key_list({"keys": []}, ["RS256"])
+
+
+@pytest.mark.parametrize("algorithms", [["HS256"], ["none"]])
+def test_a_registry_entry_cannot_allow_none_or_hmac(tmp_path, algorithms):
+    (tmp_path / "clients.yaml").write_text(json.dumps({"clients": [
+        {"iss": GENERATOR_ISS, "jwks_url": "https://keys.test/public_keys", "algorithms": algorithms}]}))
+    with pytest.raises(RegistryError, match="forbids 'none' and symmetric algorithms"):
+        load_registry(str(tmp_path / "clients.yaml"), ["ES384"])

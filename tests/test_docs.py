@@ -277,6 +277,20 @@ def test_the_documented_clients_file_registers_its_ehr(tmp_path):
     assert client.fhir_servers == ("https://fhir.ehr.example.org/R4",)
 
 
+def test_the_documented_generator_entry_trusts_its_key_list_for_rs256_in_demo_mode(tmp_path):
+    from cds.auth import RegistryError, load_registry
+    from cds.jwks import JwksFetcher
+
+    registry = tmp_path / "generator-clients.yaml"
+    registry.write_text(yaml_block_after(ROOT / "docs" / "integrating.md", "**The HL7 Da Vinci CRD request generator"))
+    [client] = load_registry(str(registry), ["ES384", "RS384"], JwksFetcher(demo=True)).values()
+    assert client.iss == "http://localhost:8080/fhir/r4" and client.algorithms == ("RS256",)
+    assert list(client.remote) == ["http://localhost:3000/public_keys"]
+    assert client.remote["http://localhost:3000/public_keys"].key_format == "pem-list"
+    with pytest.raises(RegistryError, match="http is allowed only in demo mode"):  # plain http: demo mode only
+        load_registry(str(registry), ["ES384", "RS384"])
+
+
 def test_the_documented_diagnoses_file_replaces_the_mandates_groups(tmp_path):
     from cds.policy.loader import read_diagnoses_overrides
 
