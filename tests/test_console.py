@@ -4,11 +4,14 @@ app's HTTP interface. The browser flows are in tests/test_console_browser.py."""
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import stat
 
 import pytest
 import requests
+from markupsafe import escape
 from werkzeug.datastructures import MultiDict
 
 from cds.config import Settings, SettingsError
@@ -16,6 +19,7 @@ from cds.console.answer import answer_view, render_markdown
 from cds.console.insights import Filters, days_chart, override_reasons, per_policy
 from cds.console.key import DEMO_KEY_FILE, console_signer
 from cds.console.orders import build_request
+from cds.policy.review import review_sections
 from cds.record.store import PolicyStats
 from tests import tokens
 from tests.helpers import EXAMPLES, free_port, run_cds, serve_on_loopback
@@ -295,3 +299,43 @@ def test_the_console_dispatches_and_books_the_orders_of_its_form(make_app, hook,
     [card] = answer["body"]["cards"]
     assert card["extension"]["davinci-crd.associated-resource"][0]["reference"].startswith(f"{judged}/")
     assert [a["resource"]["resourceType"] for a in answer["body"]["systemActions"]] == [judged]
+
+
+# ------------------------------------------------------------------------------------- what the pages show
+
+def _cells(page: str) -> list[list[str]]:
+    """The rows of every table of a page, each as its cells' text (whitespace collapsed, entities decoded)."""
+    rows = re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)
+    return [[" ".join(html.unescape(re.sub(r"<[^>]+>", " ", cell)).split())
+             for cell in re.findall(r"<td>(.*?)</td>", row, flags=re.S)] for row in rows]
+
+
+def test_the_policies_page_shows_the_review_table_itself(make_app):
+    """Every row of docs/review-table.md, from the same source, and no second list of what cards say."""
+    app = make_app(demo=True)
+    page = app.test_client().get("/console/policies", headers={"Authorization": ""}).get_data(as_text=True)
+    shown = _cells(page)
+    sections = review_sections(app.extensions["cds"].policies)
+    for section in sections:
+        assert f"<h2>{escape(section.heading)}</h2>" in page, section.heading
+        for row in section.rows:
+            assert [" ".join(cell.split()) for cell in row] in shown, row
+    table = (EXAMPLES.parent / "docs" / "review-table.md").read_text(encoding="utf-8")
+    said = [row for row in table.splitlines() if row.startswith("| ") and not row.startswith("| Text |")]
+    assert len(said) == sum(len(section.rows) for section in sections)
+    assert "line-unknown-verdict" in page and page.count('class="grid said"') == len(sections)
+
+
+def test_the_console_offers_codes_by_the_short_descriptors_of_the_policy_files(make_app):
+    app = make_app(demo=True)
+    client = app.test_client()
+    order_page = client.get("/console/", headers={"Authorization": ""}).get_data(as_text=True)
+    policies_page = client.get("/console/policies", headers={"Authorization": ""}).get_data(as_text=True)
+    for page in (order_page, policies_page):
+        assert "Application of a modality" not in page and "dynamic photonic" not in page
+    spec = app.extensions["cds"].policies[0].spec
+    offered = [(code.code, code.descriptor) for code in spec.codes]
+    offered += [(code, text) for group in spec.excluded_codes for code, text in group.descriptors.items()]
+    assert ("97026", "Infrared therapy") in offered and ("97024", "Diathermy eg microwave") in offered
+    for code, descriptor in offered:
+        assert f'data-code="{code}" data-display="{descriptor}"' in order_page, code

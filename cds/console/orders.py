@@ -28,26 +28,20 @@ class CodeChoice:
     covered_by: str  # the policy id, or "" for a look-alike the policy must not match
 
 
-# Look-alikes the policy must not match (fhir_examples/no-card-*.json): heat lamps and pads, other modalities, lasers.
-LOOK_ALIKES = (
-    CodeChoice("DeviceRequest", HCPCS, "E0200", "Heat lamp, without stand (table model), includes bulb, or infrared "
-               "element", ""),
-    CodeChoice("DeviceRequest", HCPCS, "E0215", "Electric heat pad, moist", ""),
-    CodeChoice("ServiceRequest", CPT, "97024", "Application of a modality to 1 or more areas; diathermy "
-               "(eg, microwave)", ""),
-    CodeChoice("ServiceRequest", CPT, "97028", "Application of a modality to 1 or more areas; ultraviolet", ""),
-    CodeChoice("ServiceRequest", HCPCS, "S8948", "Low-level laser, each 15 minutes", ""),
-    CodeChoice("ServiceRequest", CPT, "0552T", "Low-level laser therapy, dynamic photonic and thermokinetic "
-               "energies", ""),
-)
-
-
 def code_choices(policies: tuple[CompiledPolicy, ...]) -> list[CodeChoice]:
-    """The codes of every loaded policy (devices for HCPCS E and A codes), then the look-alikes."""
-    choices = [CodeChoice("DeviceRequest" if code.system == "HCPCS" and code.code[0] in "EA" else "ServiceRequest",
-                          SYSTEMS[code.system], code.code, code.descriptor, policy.id)
+    """The codes of every loaded policy (devices for HCPCS E and A codes), then the look-alikes each policy file
+    names among its excluded codes (fhir_examples/no-card-*.json), all by the short descriptors of the files."""
+    covered = [_choice(code.system, code.code, code.descriptor, policy.id)
                for policy in policies for code in policy.spec.codes]
-    return choices + list(LOOK_ALIKES)
+    look_alikes = [_choice(group.system, code, descriptor, "")
+                   for policy in policies for group in policy.spec.excluded_codes
+                   for code, descriptor in group.descriptors.items()]
+    return list({(choice.system, choice.code): choice for choice in [*covered, *look_alikes]}.values())
+
+
+def _choice(system: str, code: str, descriptor: str, covered_by: str) -> CodeChoice:
+    order_type = "DeviceRequest" if system == "HCPCS" and code[0] in "EA" else "ServiceRequest"
+    return CodeChoice(order_type, SYSTEMS[system], code, descriptor, covered_by)
 
 
 class FormError(ValueError):

@@ -1,5 +1,5 @@
-"""The loaded policies and mandates as the policies page lists them, with the review table: every text a card
-or a coverage-information reason may carry, where it is used and where it comes from."""
+"""The loaded policies and mandates as the policies page lists them: codes, negatives, terms, mandate conditions.
+What cards may say is the review table (`cds.policy.review`), the same as docs/review-table.md."""
 
 from __future__ import annotations
 
@@ -14,30 +14,13 @@ def policy_views(policies: tuple[CompiledPolicy, ...]) -> list[dict[str, Any]]:
 
 def _view(policy: CompiledPolicy) -> dict[str, Any]:
     spec = policy.spec
-    said = [
-        ("Coverage statement", "card detail, quoted", spec.coverage_statement, f"medical policy {spec.id}, verbatim"),
-        ("Basis", "card detail", spec.basis, f"the basis medical policy {spec.id} states"),
-        ("The benefit plan governs", "card detail", spec.plan_governs, f"medical policy {spec.id}'s disclaimer"),
-        ("Verdict", "card summary", spec.decision.verdict, f"medical policy {spec.id}"),
-        ("Reason", "coverage-information reason", spec.decision.reason, f"medical policy {spec.id}"),
-    ]
-    if spec.national_coverage:
-        ncd = spec.national_coverage
-        said += [("Medicare verdict", "card summary (Medicare members, named indication)", ncd.verdict, ncd.name),
-                 ("Medicare reason", "coverage-information reason (Medicare members)", ncd.reason, ncd.name)]
     mandates = []
     for mandate in policy.mandates:
         m = mandate.spec
-        said += [(f"{m.id}: what the law says", "card detail (members it may reach)", m.quote,
-                  f"{m.citation}, as {m.quoted_from} quotes it"),
-                 *((f"{m.id}: plan requirement", "card detail and reason (every condition met)", r.text,
-                    f"plan rule: {r.source}") for r in m.plan_requirements),
-                 (f"{m.id}: every condition met", "card summary", m.covered_verdict, m.citation),
-                 (f"{m.id}: a condition not known", "card summary", m.conditional_verdict, m.citation)]
         mandates.append({"id": m.id, "title": m.title, "citation": m.citation, "jurisdiction": m.jurisdiction,
                          "plans_on_or_after": m.plans_on_or_after, "lines_of_business": m.lines_of_business,
                          "funding": m.funding, "products": m.products, "children": m.children,
-                         "child_age_limit": mandate.child_age_limit,
+                         "child_age_limit": mandate.child_age_limit, "verify_under": m.children_verify_under,
                          "diagnoses": mandate.diagnoses.groups if mandate.diagnoses else ()})  # as in force
     return {
         "id": spec.id, "title": spec.title, "publisher": spec.publisher, "version": spec.version,
@@ -49,5 +32,4 @@ def _view(policy: CompiledPolicy) -> dict[str, Any]:
         if spec.national_coverage else [],
         "ncd": spec.national_coverage.name if spec.national_coverage else "",
         "references": spec.references, "mandates": mandates,
-        "said": [{"name": n, "where": w, "text": t, "source": s} for n, w, t, s in said],
     }

@@ -25,6 +25,7 @@ from cds.console.orders import FormError, build_request, code_choices
 from cds.console.policies import policy_views
 from cds.console.relay import TargetRefused, call, target_base
 from cds.console.scenarios import scenarios
+from cds.policy.review import INTRO, TITLE, review_sections
 from cds.web.body import read_json_object
 from hooks import HOOKS
 
@@ -97,8 +98,9 @@ def insights() -> str:
 
 @bp.get("/policies")
 def policies() -> str:
-    return render_template("policies.html", page="policies",
-                           policies=policy_views(current_app.extensions["cds"].policies))
+    loaded = current_app.extensions["cds"].policies
+    return render_template("policies.html", page="policies", policies=policy_views(loaded),
+                           review=review_sections(loaded), review_title=TITLE, review_intro=INTRO)
 
 
 # --------------------------------------------------------------------------------------- JSON endpoints
