@@ -14,7 +14,8 @@ from cds.render.configuration import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Config
 from tests.helpers import decide_order, load
 
 PAYER = "Health Care Service Corporation"
-FACTS = MemberFacts(coverages=(CoverageFacts("Coverage/c1", payer="Blue Cross and Blue Shield of Oklahoma"),))
+FACTS = MemberFacts(coverages=(CoverageFacts("Coverage/c1", payer="Blue Cross and Blue Shield of Oklahoma",
+                                               line_of_business="commercial"),))
 
 
 @pytest.fixture(scope="module")

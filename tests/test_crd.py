@@ -21,7 +21,8 @@ ORDER = {
     "subject": {"reference": "Patient/p1"}, "authoredOn": "2026-11-26", "requester": {"reference": "Practitioner/d"},
     "extension": [{"url": "http://example.org/ehr-extension", "valueString": "kept"}],
 }
-FACTS = MemberFacts(coverages=(CoverageFacts("Coverage/cov-1", payer="Blue Cross and Blue Shield of Texas"),))
+FACTS = MemberFacts(coverages=(CoverageFacts("Coverage/cov-1", payer="Blue Cross and Blue Shield of Texas",
+                                               line_of_business="commercial"),))
 
 
 @pytest.fixture(scope="module")

@@ -161,8 +161,8 @@ def test_the_child_age_limit_setting_decides_over_http(make_app):
     client = make_app(plan_directory=PLANS, mandate_child_age_limit=9).test_client()
     card, coded = post(client, load("il-child-cerebral-palsy-hmo.json"))
     assert coded == {"covered": "conditional", "pa-needed": "conditional", "info-needed": "OTH"}
-    assert "- the patient is 9 on the order's date: the Act does not define \"children\", and the plan's rule counts " \
-           "patients under 9 as children: verify with the payer whether the mandate reaches a patient aged 9" \
+    assert "- the patient is 9 on the order's date: the Act, as the policy quotes it, gives no age for \"children\", " \
+           "and the plan's rule counts patients under 9 as children: verify with the payer whether the mandate reaches a patient aged 9" \
            in card["detail"]
 
 

@@ -214,7 +214,8 @@ def test_order_without_code_or_text_does_not_match(policies):
 # ----------------------------------------------------------------------------------------------------- decisions
 
 def test_decision_carries_policy_match_outcome_and_references(policies):
-    facts = MemberFacts(coverages=(CoverageFacts("Coverage/c1", payer="Blue Cross and Blue Shield of Texas"),),
+    facts = MemberFacts(coverages=(CoverageFacts("Coverage/c1", payer="Blue Cross and Blue Shield of Texas",
+                                      line_of_business="commercial"),),
                         unavailable=("Active conditions (the FHIR server did not answer)",))
     decision = decide_order(device_request(coded(HCPCS_URIS[0], "E0221")), facts, policies, on=date(2026, 3, 1))
     assert decision.policy_id == "DME101.045" and decision.policy_version == "2025-10-01"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cds.config import EXAMPLE_PLAN_DIRECTORY
 from cds.fhir import parse_draft_order
 from cds.policy import Outcome, load_policies
 from cds.policy.facts import ICD10CM, CoverageFacts, Diagnosis, MemberFacts
@@ -48,6 +49,10 @@ def test_every_quoted_passage_of_the_policy_file_is_word_for_word_in_the_policy(
     for quoted in (spec.coverage_statement, spec.basis, spec.plan_governs, spec.text.device_definition,
                    spec.national_coverage.discretion):
         assert _normal(quoted) in source, quoted
+    for mandate in policies[0].mandates:  # the Act in the words the policy's Legislative Mandates section quotes
+        assert mandate.spec.quoted_from.endswith("Legislative Mandates")
+        assert f"Illinois Public Act 103-0458 [Insurance Code 215 ILCS 5/356z.61] (HB3809 Impaired Children) states " \
+               f"{_normal(mandate.spec.quote)}" in source
 
 
 def test_cpt_codes_are_shown_with_short_descriptors_only(policies):
@@ -138,6 +143,71 @@ def test_a_line_the_policy_does_not_govern_says_whose_rules_do_and_decides_nothi
     assert decision.unknowns[0].how_to_resolve == f"verify coverage under {rules}"
 
 
+LINE_UNKNOWN = CoverageFacts("Coverage/c", situs_state="TX", unknown_why="the payer is not in the plan directory")
+
+
+@pytest.mark.parametrize("diagnoses", [(), ("E11.42",), ("M17.11",)])
+def test_an_unknown_line_of_business_is_conditional_on_the_plan_and_says_whose_rules_govern_the_others(
+        policies, diagnoses):
+    decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]}, LINE_UNKNOWN, diagnoses)
+    assert (decision.outcome, decision.indicator) == (Outcome.CONDITIONAL, "warning")
+    assert decision.verdict == "not covered: not medically necessary if a commercial plan"
+    assert decision.reason == (
+        "Not known: the plan's line of business (the payer is not in the plan directory). Medical policy DME101.045 "
+        '"Infrared Therapy Devices" governs commercial plans; if the plan is one: '
+        + policies[0].spec.decision.reason)
+    assert [(u.what, u.how_to_resolve, u.needs) for u in decision.unknowns] == [
+        ("the plan's line of business (commercial, Medicare or Medicaid) is not known (the payer is not in the plan "
+         "directory)", "verify the member's plan with the payer", "OTH")]
+    line = next(p for p in decision.rationale if p.startswith("**Line of business:**"))
+    for whose in ("for a Medicare plan, CMS NCD 270.6 decides the indications it names",
+                  "for a Medicaid plan, the state Medicaid program's coverage rules govern",
+                  "for another plan, the coverage rules of the member's program (for example FEP or TRICARE) govern"):
+        assert whose in line
+    for version in (None, (2, 0), (2, 2)):
+        parts = coverage_information(decision, True, version=version)["extension"]
+        assert [(p["url"], p["valueCode"]) for p in parts if "valueCode" in p] == [
+            ("covered", "conditional"), ("pa-needed", "conditional"), ("info-needed", "OTH")]
+
+
+def test_an_unknown_line_and_a_weak_description_ask_for_both_the_plan_and_the_billing_code(policies):
+    decision = decided(policies, {"text": "Infrared light unit"}, LINE_UNKNOWN)
+    assert decision.outcome is Outcome.CONDITIONAL
+    assert [u.needs for u in decision.unknowns] == ["detail-code", "OTH"]
+    parts = coverage_information(decision, True, version=(2, 2))["extension"]
+    assert [p["valueCode"] for p in parts if p["url"] == "info-needed"] == ["OTH", "detail-code"]
+
+
+def test_without_any_coverage_the_policy_is_stated_as_before(policies):
+    decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]}, None)
+    assert decision.outcome is Outcome.NOT_COVERED and decision.coverage is None
+    assert not any(p.startswith("**Line of business:**") for p in decision.rationale)
+
+
+@pytest.mark.parametrize(("coding", "why"), [
+    ([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PPO"}], None),  # only the product
+    ([{"system": "https://nahdo.org/sopt", "code": "111"}], "contradictory"),  # the directory says commercial
+])
+def test_over_http_a_coverage_whose_line_is_not_known_gets_a_conditional_answer(make_app, coding, why):
+    body = load("e0221-home-device.json")
+    coverage = body["prefetch"]["coverage"]["entry"][0]["resource"]
+    coverage["type"]["coding"] = coding
+    if why is None:  # a payer the plan directory does not list
+        coverage["payor"] = [{"reference": "Organization/org-regional", "display": "Regional Health Plan"}]
+    client = make_app(plan_directory=EXAMPLE_PLAN_DIRECTORY).test_client()
+    answer = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    (card,) = answer["cards"]
+    assert card["summary"] == ("Infrared heating pad system (E0221) not covered: not medically necessary if a "
+                               "commercial plan, policy DME101.045")
+    assert card["source"]["topic"]["code"] == "coverage-info" and "**Line of business:** not known (" in card["detail"]
+    assert why is None or why in card["detail"]
+    assert "state-mandate" not in {reason["code"] for reason in card["overrideReasons"]}
+    (action,) = answer["systemActions"]
+    parts = {p["url"]: p for p in action["resource"]["extension"][-1]["extension"]}
+    assert (parts["covered"]["valueCode"], parts["info-needed"]["valueCode"]) == ("conditional", "OTH")
+    assert parts["reason"]["valueCodeableConcept"]["text"].startswith("Not known: the plan's line of business")
+
+
 def test_the_policy_file_must_name_its_lines_of_business(tmp_path):
     text = (Path(__file__).parent / "data/policies/TST900.001.yaml").read_text()
     (tmp_path / "TST900.001.yaml").write_text(text.replace("lines_of_business: [commercial, medicaid]\n", ""))
@@ -151,7 +221,11 @@ MEDICARE = CoverageFacts("Coverage/ma", line_of_business="medicare", product="PP
 
 
 @pytest.mark.parametrize("code", ["M17.11", "M54.50", "E11.41", "E11.43", "E11.44", "E11.40", "G61.0", "G60.0",
-                                  "S31.600A", "S01.511A"])
+                                  "S31.600A", "S01.511A",
+                                  # into the retroperitoneum; the anus; deep or unspecified wound disruption; sepsis
+                                  # and deep or organ space infections after a procedure
+                                  "S31.001A", "S31.031A", "S31.831A", "T81.32XA", "T81.30XA", "T81.44XA", "T81.42XA",
+                                  "T81.49XA"])
 def test_uses_the_ncd_does_not_name_are_left_to_contractor_discretion(policies, code):
     decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]}, MEDICARE, [code])
     assert decision.outcome is Outcome.CONDITIONAL and decision.verdict == "use not addressed by Medicare NCD 270.6"
@@ -159,7 +233,8 @@ def test_uses_the_ncd_does_not_name_are_left_to_contractor_discretion(policies, 
     assert "applies" not in decision.rationale[0].replace("may apply", "")
 
 
-@pytest.mark.parametrize("code", ["E11.42", "E10.42", "G62.9", "G63", "L97.412", "L89.154", "S81.801A"])
+@pytest.mark.parametrize("code", ["E11.42", "E10.42", "G62.9", "G63", "L97.412", "L89.154", "S81.801A",
+                                  "S31.000A", "S31.030A", "S31.811A", "T81.31XA", "T81.33XA", "T81.41XA"])
 def test_the_ncd_decides_the_indications_it_names(policies, code):
     decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]}, MEDICARE, [code])
     assert decision.outcome is Outcome.NOT_COVERED and decision.verdict == "not covered under Medicare NCD 270.6"

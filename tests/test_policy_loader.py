@@ -55,6 +55,8 @@ def test_built_in_policy_loads_with_its_codes_and_references():
     ({"codes.0.system": "ICD-10"}, "codes[0].system"),
     ({"codes.1.code": "E 0221"}, "codes[1].code"),
     ({"excluded_codes.0.codes": ["E0249-E0200"]}, "excluded_codes[0].codes"),
+    ({"excluded_codes.0.descriptors": {"E0250": "Hospital bed"}}, "descriptors name codes not in codes: E0250"),
+    ({"excluded_codes.0.descriptors": {"E0215": " "}}, "a short descriptor of at least 3 characters"),
     ({"link": "not a url"}, "link"),
     ({"applies_to": ["Patient"]}, "applies_to[0]"),
     ({"text.terms": []}, "text.terms"),

@@ -63,8 +63,8 @@ def test_illinois_child_with_a_qualifying_diagnosis_on_a_fully_insured_hmo(polic
                                "Prior authorization, with clinical documentation of the qualifying diagnosis.")
     (paragraph,) = got.rationale
     assert paragraph.startswith(f"**Illinois mandate for children with impairments: the order may be covered.** {ACT}")
-    assert "- the patient is 9 on the order's date: a child by the plan's rule (under 19; the Act does not define " \
-           "\"children\")\n" in paragraph
+    assert "- the patient is 9 on the order's date: a child by the plan's rule (under 19; the Act, as the policy " \
+           "quotes it, gives no age for \"children\")\n" in paragraph
     assert f'{ACT}, as HCSC medical policy DME101.045, Legislative Mandates quotes it: "all group or individual ' \
         in paragraph
     assert paragraph.endswith("Plan requirement (the plan's utilization management, as this mandate file states it): "
@@ -112,14 +112,21 @@ def test_each_condition_failing_alone_rules_the_exception_out_and_says_why(polic
     assert got.unknowns == ()
 
 
-@pytest.mark.parametrize("diagnoses", [(), (Diagnosis(ICD10CM, "M17.11", None, "Condition/oa"),)])
+@pytest.mark.parametrize("code", ["Q87.11", "G80.1", "F84.0", "Q90.9", "G71.01", "P94.2"])
+def test_each_group_of_the_screen_qualifies(policies, code):
+    got = decision(policies, dataclasses.replace(CHILD, diagnoses=(Diagnosis(ICD10CM, code, None, "Condition/d"),)))
+    assert got.outcome is Outcome.COVERED_WITH_PA
+
+
+@pytest.mark.parametrize("diagnoses", [(), (Diagnosis(ICD10CM, "M17.11", None, "Condition/oa"),),
+                                       (Diagnosis(ICD10CM, "Q87.19", None, "Condition/q"),)])  # not Prader-Willi
 def test_no_qualifying_diagnosis_on_the_screen_is_unknown_never_failed(policies, diagnoses):
     got = decision(policies, dataclasses.replace(CHILD, diagnoses=diagnoses))
     assert got.outcome is Outcome.CONDITIONAL and got.mandate_may_apply
     assert "does not apply" not in "".join(got.rationale)
     (unknown,) = got.unknowns
     said = ("the plan's diagnosis screen found no qualifying diagnosis among the patient's recorded diagnoses "
-            "(M17.11)" if diagnoses else "no diagnosis of the patient is recorded")
+            f"({diagnoses[0].code})" if diagnoses else "no diagnosis of the patient is recorded")
     assert unknown.what.startswith(said)
     assert unknown.what.endswith("what would qualify: a disease, syndrome or disorder that includes low tone "
                                  "neuromuscular, neurological or cognitive impairment")
@@ -180,9 +187,16 @@ def test_each_condition_unknown_alone_makes_coverage_conditional_and_says_how_to
     assert [(f.text, f.how_to_resolve) for f in unknown] == [(what, how)]
     got = decision(policies, facts)
     assert (got.outcome, got.indicator) == (Outcome.CONDITIONAL, "warning")
-    assert got.verdict == "not medically necessary unless an Illinois mandate applies"
-    assert got.unknowns[0].what == what and got.unknowns[0].how_to_resolve == how
-    assert got.reason.startswith(policies[0].spec.decision.reason + f" {ACT} may require coverage for children")
+    assert [(u.what, u.how_to_resolve) for u in got.unknowns] == [(what, how)]  # once, if the policy needs it too
+    policy_reason = policies[0].spec.decision.reason
+    if condition == "line of business":  # the policy's own position, too, holds only for commercial plans
+        assert got.verdict == "not covered: not medically necessary if a commercial plan"
+        policy_reason = (f"Not known: the plan's line of business ({facts.coverage.unknown_why}). Medical policy "
+                         f'DME101.045 "Infrared Therapy Devices" governs commercial plans; if the plan is one: '
+                         f"{policy_reason}")
+    else:
+        assert got.verdict == "not medically necessary unless an Illinois mandate applies"
+    assert got.reason.startswith(policy_reason + f" {ACT} may require coverage for children")
     assert got.reason.endswith(f"; not known: {unknown[0].unknown}.")
     paragraph = got.rationale[-1]  # after, for an unknown line of business, the note that says so
     assert paragraph.startswith("**Illinois mandate for children with impairments: may apply.**")
@@ -229,7 +243,7 @@ def test_the_mandate_speaks_when_the_member_lives_or_the_plan_is_sitused_in_illi
 
 @pytest.mark.parametrize(("authored", "age", "outcome"), [
     ("2026-03-09", 18, Outcome.COVERED_WITH_PA),  # the day before the 19th birthday
-    ("2026-03-10", 19, Outcome.CONDITIONAL),  # the 19th birthday: the Act does not define children, so verify
+    ("2026-03-10", 19, Outcome.CONDITIONAL),  # the 19th birthday: the Act as quoted gives no age, so verify
 ])
 def test_age_counts_on_the_order_date_under_19(policies, authored, age, outcome):
     facts = dataclasses.replace(CHILD, birth_date=date(2007, 3, 10))
@@ -249,8 +263,8 @@ def test_the_child_age_limit_is_a_setting():
     facts = dataclasses.replace(CHILD, birth_date=date(2008, 3, 9))  # 18 on the order's date
     got = decide_order(order(), facts, under_18, on=ON)
     assert got.outcome is Outcome.CONDITIONAL
-    assert got.unknowns[0].what == ("the patient is 18 on the order's date: the Act does not define \"children\", and "
-                                    "the plan's rule counts patients under 18 as children")
+    assert got.unknowns[0].what == ("the patient is 18 on the order's date: the Act, as the policy quotes it, gives no "
+                                    "age for \"children\", and the plan's rule counts patients under 18 as children")
     assert got.unknowns[0].how_to_resolve == "verify with the payer whether the mandate reaches a patient aged 18"
     assert decide_order(order(), facts, load_policies(child_age_limit=26), on=ON).outcome is Outcome.COVERED_WITH_PA
 

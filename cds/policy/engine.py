@@ -159,8 +159,7 @@ def decide(found: PolicyMatch, facts: MemberFacts, on: date, assertion_id: str) 
     else:
         decision = _indication_named(decision, facts)
         if facts.coverage is not None and line == "unknown":
-            decision = _add(decision, w.LINE_UNKNOWN(why=_why(facts.coverage), policy=spec.id,
-                                                     lines=_lines(policy)))
+            decision = _line_not_known(decision, facts.coverage)
     decision = _mandates(decision, facts, facts.service_date or on)
     return _item_not_known(decision) if found.match.weak else decision
 
@@ -171,6 +170,8 @@ def _add(decision: Decision, *paragraphs: str) -> Decision:
 
 def _conditional(decision: Decision, verdict: str, reason: str, rationale: str, unknowns: Sequence[Unknown],
                  ) -> Decision:
+    known = {unknown.what for unknown in decision.unknowns}  # one thing not known is listed once
+    unknowns = [unknown for unknown in unknowns if unknown.what not in known]
     return replace(decision, outcome=Outcome.CONDITIONAL, verdict=verdict, reason=reason,
                    rationale=(*decision.rationale, rationale), unknowns=(*unknowns, *decision.unknowns))
 
@@ -187,6 +188,31 @@ def _governed_elsewhere(decision: Decision, line: KnownLineOfBusiness) -> Decisi
               "line": w.LINES[line], "a_line": f"{_article(w.LINES[line])} {w.LINES[line]}"}
     return _conditional(decision, w.ELSEWHERE_VERDICT(**values), w.ELSEWHERE_REASON(**values), w.ELSEWHERE(**values),
                         [_unknown(w.ELSEWHERE_UNKNOWN, **values)])
+
+
+def _line_not_known(decision: Decision, coverage: CoverageFacts) -> Decision:
+    """A Coverage whose line of business is not known: the policy's position holds only if the plan is of a line it
+    governs, so the answer is conditional on the plan, saying whose rules govern the other lines."""
+    policy = decision.policy
+    spec = policy.spec
+    either = w.listed([w.LINES[name] for name in spec.lines_of_business], "or")
+    values = {"why": _why(coverage), "policy": spec.id, "title": spec.title, "lines": _lines(policy),
+              "a_lines": f"{_article(either)} {either}", "reason": decision.reason, "verdict": decision.verdict,
+              "others": _others(policy)}
+    return _conditional(decision, w.LINE_UNKNOWN_VERDICT(**values), w.LINE_UNKNOWN_REASON(**values),
+                        w.LINE_UNKNOWN(**values), [_unknown(w.LINE_NOT_KNOWN, **values)])
+
+
+def _others(policy: CompiledPolicy) -> str:
+    """Whose rules govern each line of business the policy does not: "for a Medicare plan, ...; for ..."."""
+    spec = policy.spec
+    parts = []
+    if spec.national_coverage is not None and "medicare" not in spec.lines_of_business:
+        parts.append(w.LINE_OTHER(a_line="a Medicare plan", rules=w.MEDICARE_DECIDES(ncd=spec.national_coverage.name)))
+    for line, rules in spec.governed_elsewhere.items():
+        a_line = "another plan" if line == "other" else f"{_article(w.LINES[line])} {w.LINES[line]} plan"
+        parts.append(w.LINE_OTHER(a_line=a_line, rules=f"{rules} govern"))
+    return "; ".join(parts)
 
 
 def _medicare(decision: Decision, facts: MemberFacts) -> Decision:

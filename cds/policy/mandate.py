@@ -94,7 +94,7 @@ class CompiledMandate:
     def _line_of_business(self, coverage: CoverageFacts | None) -> Finding:
         line = coverage.line_of_business if coverage else "unknown"
         if line == "unknown":
-            return _unknown(w.LINE_UNKNOWN_MANDATE, "the plan's line of business", coverage)
+            return _unknown(w.LINE_NOT_KNOWN, "the plan's line of business", coverage)
         if line in self.spec.lines_of_business:
             return Finding("met", w.LINE_MET(line=w.LINES[line]))
         if line == "medicare":
@@ -138,7 +138,7 @@ class CompiledMandate:
     # ----------------------------------------------------------------------------------------- the patient
 
     def _age(self, facts: MemberFacts, day: date) -> Finding:
-        """The law says "children" and does not define them: the plan's rule (the setting) says who counts as one,
+        """The law, as the policy quotes it, says "children" with no age: the plan's rule (the setting) says who counts as one,
         and from that age up to `children_verify_under` the answer is to be verified, not assumed."""
         limit, verify_under = self.child_age_limit, self.spec.children_verify_under
         age = facts.age_on(day)

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from cds.policy.codes import code_in
 from cds.states import state_code
 
 CodeSystem = Literal["CPT", "HCPCS"]
@@ -47,6 +48,9 @@ class ExcludedCodes(Strict):
     system: CodeSystem
     codes: list[str] = Field(min_length=1)  # single codes or inclusive ranges such as "E0200-E0249"
     why: str = Field(min_length=3)
+    # Short descriptors of some of these codes (the AMA owns CPT's long ones): the console offers them as
+    # look-alikes to try.
+    descriptors: dict[str, str] = {}
 
     @field_validator("codes")
     @classmethod
@@ -58,6 +62,15 @@ class ExcludedCodes(Strict):
             if len(ends) == 2 and (len(ends[0]) != len(ends[1]) or ends[0] > ends[1]):
                 raise ValueError(f"range {value!r} must run from the lower to the higher code of the same length")
         return [value.upper() for value in values]
+
+    @model_validator(mode="after")
+    def _descriptors_of_these_codes(self) -> ExcludedCodes:
+        others = [code for code in self.descriptors if not code_in(code, tuple(self.codes))]
+        if others:
+            raise ValueError(f"descriptors name codes not in codes: {', '.join(others)}")
+        if any(len(text.strip()) < 3 for text in self.descriptors.values()):
+            raise ValueError("descriptors: a short descriptor of at least 3 characters for each code")
+        return self
 
 
 class TextMatching(Strict):
@@ -219,7 +232,7 @@ class Mandate(Strict):
     lines_of_business: list[Literal["commercial", "medicaid", "other"]] = Field(min_length=1)
     funding: list[Literal["fully-insured", "self-funded"]] = Field(min_length=1)
     products: list[Literal["PPO", "HMO", "POS", "EPO", "other"]] = Field(min_length=1)
-    # The law reaches children. Where it does not define them, a patient under CDS_MANDATE_CHILD_AGE_LIMIT counts as
+    # The law reaches children. Where it gives no age for them, a patient under CDS_MANDATE_CHILD_AGE_LIMIT counts as
     # one by the plan's rule, a patient from that age up to `children_verify_under` is to be verified, and an older
     # one is not a child by the plan's rule.
     children: bool = False

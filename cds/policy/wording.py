@@ -99,9 +99,21 @@ ELSEWHERE = _says("elsewhere", DETAIL, "**Line of business:** the plan is {a_lin
                   POLICY_FILE + ", lines_of_business and governed_elsewhere; the line: " + MEMBER)
 ELSEWHERE_UNKNOWN = _says("elsewhere-unknown", UNKNOWN, "coverage under {rules} (the plan is {a_line} plan)",
                           POLICY_FILE + ", governed_elsewhere", "verify coverage under {rules}")
-LINE_UNKNOWN = _says("line-unknown", DETAIL, "**Line of business:** not known ({why}). This answer is the position "
-                     "of medical policy {policy}, which governs {lines} plans; if the plan is another, verify the "
-                     "member's plan with the payer.", MEMBER + "; " + POLICY_FILE + ", lines_of_business")
+LINE_NOT_KNOWN = _says("line-not-known", UNKNOWN + "; " + CONDITION, "the plan's line of business (commercial, "
+                        "Medicare or Medicaid) is not known ({why})", MEMBER, "verify the member's plan with the payer")
+LINE_UNKNOWN_VERDICT = _says("line-unknown-verdict", SUMMARY, "{verdict} if {a_lines} plan", "medical policy "
+                             "{policy}, Coverage; the lines: " + POLICY_FILE + ", lines_of_business")
+LINE_UNKNOWN_REASON = _says("line-unknown-reason", REASON, "Not known: the plan's line of business ({why}). Medical "
+                            'policy {policy} "{title}" governs {lines} plans; if the plan is one: {reason}',
+                            POLICY_FILE + ", lines_of_business; the line: " + MEMBER)
+LINE_UNKNOWN = _says("line-unknown", DETAIL, "**Line of business:** not known ({why}). Medical policy {policy} governs "
+                     "{lines} plans, and its position stands only if the plan is one; {others}.",
+                     MEMBER + "; " + POLICY_FILE + ", lines_of_business and governed_elsewhere")
+LINE_OTHER = _says("line-other", DETAIL, "for {a_line}, {rules}", POLICY_FILE + ", governed_elsewhere and "
+                   "national_coverage")
+MEDICARE_DECIDES = _says("medicare-decides", DETAIL, "{ncd} decides the indications it names", "42 CFR "
+                         "422.101(b)(1): Medicare Advantage plans comply with national coverage determinations; the "
+                         "NCD as medical policy {policy} quotes it")
 
 # ---------------------------------------------------------------------------------------------- Medicare
 
@@ -170,8 +182,6 @@ SITUS_UNKNOWN = _says("situs-unknown", CONDITION, "the plan's situs state (whose
                       "not known ({why})", MEMBER, "verify with the payer in which state the member's plan is sitused")
 SITUS_MET = _says("situs-met", CONDITION, "the plan is sitused in {state}", MEMBER)
 SITUS_FAILED = _says("situs-failed", CONDITION, "the plan is sitused in {situs}, not {state}", MEMBER)
-LINE_UNKNOWN_MANDATE = _says("line-unknown-mandate", CONDITION, "the plan's line of business (commercial, Medicare or "
-                             "Medicaid) is not known ({why})", MEMBER, "verify the member's plan with the payer")
 LINE_MET = _says("line-met", CONDITION, "the plan is {line}", MEMBER)
 LINE_MEDICARE = _says("line-medicare", CONDITION, "the plan is a Medicare plan, which state insurance law does not "
                       "reach", "federal preemption of state law for Medicare plans (42 U.S.C. 1395w-26(b)(3))")
@@ -201,10 +211,10 @@ PLAN_RENEWAL_UNKNOWN = _says("plan-renewal-unknown", CONDITION, "the plan began 
 AGE_UNKNOWN = _says("age-unknown", CONDITION, "the patient's age on the order's date is not known (no full birth "
                     "date)", MEMBER, "record the patient's birth date in the EHR")
 AGE_MET = _says("age-met", CONDITION, "the patient is {age} on the order's date: a child by the plan's rule (under "
-                "{limit}; the Act does not define \"children\")", AGE_SETTING)
-AGE_VERIFY = _says("age-verify", CONDITION, "the patient is {age} on the order's date: the Act does not define "
-                   "\"children\", and the plan's rule counts patients under {limit} as children", AGE_SETTING + "; "
-                   + MANDATE_FILE + ", children_verify_under",
+                "{limit}; the Act, as the policy quotes it, gives no age for \"children\")", AGE_SETTING)
+AGE_VERIFY = _says("age-verify", CONDITION, "the patient is {age} on the order's date: the Act, as the policy quotes "
+                   "it, gives no age for \"children\", and the plan's rule counts patients under {limit} as children",
+                   AGE_SETTING + "; " + MANDATE_FILE + ", children_verify_under",
                    "verify with the payer whether the mandate reaches a patient aged {age}")
 AGE_FAILED = _says("age-failed", CONDITION, "the patient is {age} on the order's date: by the plan's rule a patient of "
                    "{verify_under} or older is not a child", MANDATE_FILE + ", children_verify_under")
