@@ -16,6 +16,7 @@ from tests.helpers import run_cds
 
 PATIENT = {"resourceType": "Patient", "id": "pat1", "birthDate": "2015-04-01", "address": [{"state": "IL"}]}
 COVERAGE = {"resourceType": "Coverage", "id": "cov1", "status": "active", "beneficiary": {"reference": "Patient/pat1"},
+            "type": {"coding": [{"system": "https://nahdo.org/sopt", "code": "611"}]},  # BC managed care HMO
             "payor": [{"display": "Blue Cross and Blue Shield of Illinois"}]}
 CONDITION = {"resourceType": "Condition", "id": "cond1", "subject": {"reference": "Patient/pat1"},
              "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11.42"}]}}

@@ -162,8 +162,8 @@ def test_the_child_age_limit_setting_decides_over_http(make_app):
     card, coded = post(client, load("il-child-cerebral-palsy-hmo.json"))
     assert coded == {"covered": "conditional", "pa-needed": "conditional", "info-needed": "OTH"}
     assert "- the patient is 9 on the order's date: the Act, as the policy quotes it, gives no age for \"children\", " \
-           "and the plan's rule counts patients under 9 as children: verify with the payer whether the mandate reaches a patient aged 9" \
-           in card["detail"]
+           "and the plan's rule counts patients under 9 as children: verify with the payer whether the mandate " \
+           "reaches a patient aged 9" in card["detail"]
 
 
 def test_order_select_may_cover_without_asking_for_documentation(make_app):

@@ -275,3 +275,22 @@ def test_the_state_mandate_override_is_offered_only_where_a_mandate_may_apply(cl
         return {reason["code"] for reason in card.get("overrideReasons", [])}
     assert "state-mandate" not in reasons("e0221-home-device.json")  # Texas: no mandate concerns the member
     assert "state-mandate" not in reasons("il-adult-cerebral-palsy.json")  # the card says it does not apply
+
+
+# ------------------------------------------------------------------------------ unknown, whichever way it is missing
+
+@pytest.mark.parametrize("conditions", ["absent", None, {"resourceType": "Bundle", "type": "searchset", "total": 0}])
+def test_an_illinois_childs_diagnoses_missing_any_way_are_unknown_never_failed(make_app, conditions):
+    body = load("il-child-cerebral-palsy-hmo.json")
+    body["context"]["draftOrders"]["entry"][0]["resource"].pop("reasonCode")
+    if conditions == "absent":
+        del body["prefetch"]["conditions"]
+    else:
+        body["prefetch"]["conditions"] = conditions
+    client = make_app(plan_directory=EXAMPLE_PLAN_DIRECTORY).test_client()
+    answer = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    (card,) = answer["cards"]
+    assert "does not apply" not in card["detail"] and "**Illinois mandate for children with impairments: may apply.**" \
+        in card["detail"]
+    parts = {p["url"]: p for p in answer["systemActions"][0]["resource"]["extension"][-1]["extension"]}
+    assert (parts["covered"]["valueCode"], parts["info-needed"]["valueCode"]) == ("conditional", "OTH")

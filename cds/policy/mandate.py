@@ -138,8 +138,8 @@ class CompiledMandate:
     # ----------------------------------------------------------------------------------------- the patient
 
     def _age(self, facts: MemberFacts, day: date) -> Finding:
-        """The law, as the policy quotes it, says "children" with no age: the plan's rule (the setting) says who counts as one,
-        and from that age up to `children_verify_under` the answer is to be verified, not assumed."""
+        """The law, as the policy quotes it, says "children" with no age: the plan's rule (the setting) says who counts
+        as one, and from that age up to `children_verify_under` the answer is to be verified, not assumed."""
         limit, verify_under = self.child_age_limit, self.spec.children_verify_under
         age = facts.age_on(day)
         if age is None:

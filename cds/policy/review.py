@@ -98,7 +98,8 @@ def _mandate_texts(mandate: CompiledMandate) -> Section:
         ("A condition not known", "card summary", spec.conditional_verdict, file),
         *(("Plan requirement", "card detail and reason", requirement.text,
            f"{file}, plan_requirements: {requirement.source}") for requirement in spec.plan_requirements),
-        ("Age", "mandate condition", "children: the Act, as the policy quotes it, gives no age" if spec.children else "(none)",
+        ("Age", "mandate condition",
+         "children: the Act, as the policy quotes it, gives no age" if spec.children else "(none)",
          f"plan rule: CDS_MANDATE_CHILD_AGE_LIMIT (under {mandate.child_age_limit}); to verify up to "
          f"{spec.children_verify_under}: {file}" if spec.children else file),
         *((f"Qualifying diagnoses: {name}", "mandate condition", ", ".join(stems),
