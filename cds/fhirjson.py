@@ -34,6 +34,17 @@ def relative_reference(reference: str) -> str | None:
     return f"{match[1]}/{match[2]}" if match else None
 
 
+def insurance_coverages(resource: dict[str, Any]) -> tuple[str, ...]:
+    """The Coverages a request's `insurance` names (CRD orders carry their coverage there), as `Coverage/id`."""
+    found = []
+    for item in as_list(resource.get("insurance")):
+        reference = as_dict(item).get("reference")
+        relative = relative_reference(reference) if isinstance(reference, str) else None
+        if relative and relative.startswith("Coverage/"):
+            found.append(relative)
+    return tuple(dict.fromkeys(found))
+
+
 def fhir_date(value: Any) -> date | None:
     """The day of a FHIR date or dateTime; None for partial dates (year or year-month) and anything else."""
     if not isinstance(value, str) or len(value) < 10:

@@ -237,3 +237,42 @@ def test_the_audit_record_says_what_the_answer_asserted_without_a_coverage(make_
     assert f"  Reason:    {got['reason']['text']}" in lines
     listed = CliRunner().invoke(main, ["audit", "list", "--outcome", "indeterminate"], env={"CDS_DATABASE_URL": url})
     assert got["coverage-assertion-id"] in listed.output
+
+
+def with_second_coverage(request: dict, *insurance: str) -> dict:
+    """Two active Coverages of the patient sent, and the order's insurance naming `insurance`."""
+    bundle = request["prefetch"]["coverageBundle"]
+    second = copy.deepcopy(bundle["entry"][0])
+    second["resource"]["id"] = "cov-other-1"
+    bundle["entry"].append(second)
+    order = request["context"]["draftOrders"]["entry"][0]["resource"]
+    order["insurance"] = [{"reference": reference} for reference in insurance]
+    return request
+
+
+def test_of_several_coverages_the_one_the_order_names_is_decided_under(client):
+    answered = answer(client, with_second_coverage(body("2.2"), ORDER_COVERAGE))
+    [extension] = assertions(answered)
+    assert parts(extension)["coverage"] == {"reference": ORDER_COVERAGE}
+    assert parts(extension)["covered"] == "not-covered" and "reason" in parts(extension)
+    assert "the order's insurance names Coverage/cov-bcbstx-1, the one it is decided under" in \
+        answered["cards"][0]["detail"]
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.2"])
+def test_several_coverages_the_order_does_not_single_out_are_no_single_coverage(client, version):
+    """resp-45: not resolved to a single coverage, so `not-covered` with `coverage-not-found` (from 2.2 on), not a
+    decision under one of them."""
+    request = with_second_coverage(body(version), ORDER_COVERAGE, "Coverage/cov-other-1")
+    answered = answer(client, request)
+    detail = answered["cards"][0]["detail"]
+    assert ("2 active coverages of this patient were found (Coverage/cov-bcbstx-1, Coverage/cov-other-1) and the "
+            "order's insurance names more than one of them, so no single coverage could be used") in detail
+    found = assertions(answered)
+    if version == "2.2":
+        [extension] = found
+        got = parts(extension)
+        assert (got["covered"], got["reason"]["coding"][0]["code"]) == ("not-covered", "coverage-not-found")
+        assert problems_2_2(extension) == []
+    else:
+        assert found == []  # 2.0.1 has no such reason: no assertion under a coverage it could not single out

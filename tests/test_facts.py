@@ -315,15 +315,37 @@ def test_refuted_and_inactive_conditions_are_no_diagnoses():
     assert facts_of(data(conditions=[refuted, inactive])).diagnoses == ()
 
 
-def test_several_coverages_primary_first_and_reported():
+def test_several_coverages_in_coverage_order_and_not_one_taken_for_the_order():
     secondary = coverage(id="cov-2", order=2)
     cancelled = coverage(id="cov-old", status="cancelled")
     facts = facts_of(data(coverages=[secondary, cancelled, COVERAGE]), DIRECTORY)
     assert [c.reference for c in facts.coverages] == ["Coverage/cov-bcbsil-1", "Coverage/cov-2"]
-    assert facts.unavailable == (
-        "Coverage/cov-old is not active (status cancelled); not used.",
-        "2 active coverages were found; decisions use the primary one, Coverage/cov-bcbsil-1.",
-    )
+    assert facts.unavailable == ("Coverage/cov-old is not active (status cancelled); not used.",)
+    assert facts.coverage is None  # of several, none is the one a decision is made under until an order names it
+
+
+@pytest.mark.parametrize("reference", ["Coverage/cov-2", "https://ehr.example.org/fhir/Coverage/cov-2"])
+def test_of_several_coverages_an_order_is_decided_under_the_one_its_insurance_names(reference):
+    facts = facts_of(data(coverages=[coverage(id="cov-2", order=2), COVERAGE]), DIRECTORY)
+    ordered = order_facts(facts, order(insurance=[{"reference": reference}]), TODAY)
+    assert ordered.coverage.reference == "Coverage/cov-2" and ordered.coverage_gap is None
+    assert ordered.unavailable[-1] == ("2 active coverages were found (Coverage/cov-bcbsil-1, Coverage/cov-2); "
+                                       "the order's insurance names Coverage/cov-2, the one it is decided under.")
+
+
+@pytest.mark.parametrize(("insurance", "names"), [
+    (None, "names none of them"), ([{"reference": "Coverage/elsewhere"}], "names none of them"),
+    ([{"reference": "Coverage/cov-2"}, {"reference": "Coverage/cov-bcbsil-1"}], "names more than one of them"),
+])
+def test_of_several_coverages_none_is_taken_when_the_order_does_not_single_one_out(insurance, names):
+    """CRD resp-45: a member who cannot be resolved to a single coverage is `coverage-not-found`."""
+    facts = facts_of(data(coverages=[coverage(id="cov-2", order=2), COVERAGE]), DIRECTORY)
+    ordered = order_facts(facts, order(**({"insurance": insurance} if insurance else {})), TODAY)
+    assert ordered.coverages == () and ordered.coverage is None
+    assert ordered.coverage_gap.reason == "coverage-not-found"
+    assert ordered.coverage_gap.text == ("2 active coverages of this patient were found (Coverage/cov-bcbsil-1, "
+                                         f"Coverage/cov-2) and the order's insurance {names}, so no single "
+                                         "coverage could be used")
 
 
 # ------------------------------------------------------------------------------------------ strict mode

@@ -16,6 +16,7 @@ from typing import Any
 from cds.fhirjson import as_dict as _dict
 from cds.fhirjson import as_list as _list
 from cds.fhirjson import fhir_date as _date
+from cds.fhirjson import insurance_coverages
 from cds.fhirjson import relative_reference as _relative
 from cds.member.plans import PlanDirectory, PlanFacts
 from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, CoverageGap, Diagnosis, MemberFacts, Order
@@ -85,12 +86,33 @@ def order_facts(facts: MemberFacts, order: Order, today: date) -> MemberFacts:
         found, said = _order_reasons(source, facts.condition_diagnoses)
         reasons.extend(found)
         notes.extend(said)
+    coverages, gap = order_coverage(facts, order, notes)
     return replace(
         facts,
         service_date=service_date(order) or next(filter(None, map(service_date, order.based_on)), None) or today,
         diagnoses=tuple(dict.fromkeys((*reasons, *facts.diagnoses))),
         unavailable=(*facts.unavailable, *notes),
+        coverages=coverages,
+        coverage_gap=gap,
     )
+
+
+def order_coverage(facts: MemberFacts, order: Order, notes: list[str]
+                   ) -> tuple[tuple[CoverageFacts, ...], CoverageGap | None]:
+    """The one Coverage the order is decided under (CRD resp-45): the member's only usable one or, of several, the
+    one the order's `insurance` names. When none can be singled out, none, and why (`coverage-not-found`)."""
+    if len(facts.coverages) <= 1:
+        return facts.coverages, facts.coverage_gap
+    named = insurance_coverages(order.resource)
+    chosen = tuple(coverage for coverage in facts.coverages if coverage.reference in named)
+    found = ", ".join(coverage.reference or "one without an id" for coverage in facts.coverages)
+    if len(chosen) == 1:
+        notes.append(f"{len(facts.coverages)} active coverages were found ({found}); the order's insurance names "
+                     f"{chosen[0].reference}, the one it is decided under.")
+        return chosen, None
+    names = "names more than one of them" if chosen else "names none of them"
+    return (), CoverageGap("coverage-not-found", f"{len(facts.coverages)} active coverages of this patient were "
+                           f"found ({found}) and the order's insurance {names}, so no single coverage could be used")
 
 
 def coverage_gap(data: MemberData) -> CoverageGap:
@@ -266,11 +288,7 @@ def _coverages(data: MemberData, directory: PlanDirectory | None, notes: list[st
         else:
             usable.append(coverage)
     usable.sort(key=lambda c: c["order"] if isinstance(c.get("order"), int) else float("inf"))
-    facts = tuple(_coverage_facts(coverage, directory, notes) for coverage in usable)
-    if len(facts) > 1:
-        notes.append(f"{len(facts)} active coverages were found; decisions use the primary one, "
-                     f"{facts[0].reference or 'the first'}.")
-    return facts
+    return tuple(_coverage_facts(coverage, directory, notes) for coverage in usable)
 
 
 def _coverage_facts(coverage: dict[str, Any], directory: PlanDirectory | None, notes: list[str]) -> CoverageFacts:

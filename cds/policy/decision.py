@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
 from cds.policy import wording as w
-from cds.policy.facts import CoverageFacts, Order
+from cds.policy.facts import CoverageFacts, CoverageGap, Order
 from cds.policy.model import PolicyCode, Reference
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class Decision:
     references: tuple[Reference, ...] = ()
     # A state mandate may yet apply (its conditions are not all known): a clinician may override on that ground.
     mandate_may_apply: bool = False
+    coverage_gap: CoverageGap | None = None  # why no coverage of the member could be decided under, when none was
 
     @property
     def policy_id(self) -> str:

@@ -145,6 +145,7 @@ def decide(found: PolicyMatch, facts: MemberFacts, on: date, assertion_id: str) 
         verdict=spec.decision.verdict,
         reason=spec.decision.reason,
         coverage=facts.coverage,
+        coverage_gap=facts.coverage_gap if facts.coverage is None else None,
         decided_on=on,
         assertion_id=assertion_id,
         # Unknown plan facts matter only where a rule needs them, and then its findings say so.

@@ -98,7 +98,7 @@ class MemberFacts:
     birth_date: date | None = None
     state: str | None = None  # state of residence (USPS code), from the current home address
     diagnoses: tuple[Diagnosis, ...] = ()
-    coverages: tuple[CoverageFacts, ...] = ()  # the primary coverage first
+    coverages: tuple[CoverageFacts, ...] = ()  # by Coverage.order; an order's facts: the one it is decided under
     unavailable: tuple[str, ...] = ()  # data that could not be had, in words a clinician can act on
     unavailable_keys: frozenset[str] = frozenset()  # prefetch keys whose data could not be obtained at all
     service_date: date | None = None  # the order's date of service, once the facts are an order's
@@ -107,8 +107,8 @@ class MemberFacts:
 
     @property
     def coverage(self) -> CoverageFacts | None:
-        """The coverage a decision is made under: the primary one (CRD clients send only that one)."""
-        return self.coverages[0] if self.coverages else None
+        """The coverage a decision is made under: an order's facts hold one at most (`member.order_facts`)."""
+        return self.coverages[0] if len(self.coverages) == 1 else None
 
     @property
     def age(self) -> int | None:

@@ -49,10 +49,11 @@ def render(decisions: Sequence[Decision], configuration: Configuration, primary:
     could be used, when none could)."""
     rendered = []
     for d in decisions:
-        assertion = coverage_information(d, primary, gap, configuration.requested_version)
+        why = d.coverage_gap or gap  # the order's own (one coverage of several could not be singled out), or the call's
+        assertion = coverage_information(d, primary, why, configuration.requested_version)
         # Given when asked for and the order can carry it (a new action, or the same assertion already on it).
         given = assertion if configuration.coverage_info and d.order.reference else None
-        rendered.append(Rendered(d, card_for(d, configuration, payer_name, gap), update_action(d, assertion, gap),
+        rendered.append(Rendered(d, card_for(d, configuration, payer_name, why), update_action(d, assertion, why),
                                  given))
     actions = [r.action for r in rendered if r.action] if configuration.coverage_info else []
     cards = select_cards([r.card for r in rendered], configuration)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cds.fhirjson import REFERENCE_PATTERN
+from cds.fhirjson import REFERENCE_PATTERN, insurance_coverages
 from cds.policy.decision import Decision, Outcome
 from cds.policy.facts import CoverageGap
 from cds.protocol import Action
@@ -91,13 +91,8 @@ def gap_information(decision: Decision, gap: CoverageGap | None,
 
 
 def order_insurance(order: dict[str, Any]) -> str | None:
-    """The first `Coverage/id` the order's `insurance` names (CRD orders carry their coverage there), or None."""
-    insurance = order.get("insurance")
-    for item in insurance if isinstance(insurance, list) else []:
-        reference = item.get("reference") if isinstance(item, dict) else None
-        if isinstance(reference, str) and reference.startswith("Coverage/") and REFERENCE_PATTERN.fullmatch(reference):
-            return reference
-    return None
+    """The first Coverage the order's `insurance` names (CRD orders carry their coverage there), or None."""
+    return next(iter(insurance_coverages(order)), None)
 
 
 def _assertion(decision: Decision, coverage: str, codes: list[tuple[str, str]],
