@@ -97,13 +97,20 @@ def parse_jwks(jwks: Any, algorithms: Collection[str]) -> Keys:
     return keys
 
 
+# The CRD request generator's key server keeps every key it was sent, one per page load, oldest first: its list is
+# read up to KEY_LIST_MAX_BYTES (some 2,000 RSA keys), and only its newest KEY_LIST_NEWEST keys are used.
+KEY_LIST_MAX_BYTES = 1024 * 1024
+KEY_LIST_NEWEST = 256
+
+
 def parse_key_list(document: Any, algorithms: Collection[str]) -> Keys:
     """The keys of a key list as the HL7 CRD request generator's key server serves it: a JSON array of
-    `{"id": kid, "pem": key}`, the key a public JWK (what the generator puts there) or PEM text."""
+    `{"id": kid, "pem": key}`, the key a public JWK (what the generator puts there) or PEM text; the newest
+    KEY_LIST_NEWEST, the last in the list."""
     if not isinstance(document, list):
         raise ValueError("a key list (jwks_format: pem-list) is a JSON array of {id, pem} objects")
     jwks = []
-    for item in document:
+    for item in document[-KEY_LIST_NEWEST:]:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str):
             continue
         key = _pem_jwk(item["pem"]) if isinstance(item.get("pem"), str) else item.get("pem")
@@ -141,6 +148,7 @@ class RemoteJwks:
         self._fetcher = fetcher
         self.key_format = key_format
         self._parse = KEY_SET_PARSERS[key_format]
+        self._max_bytes = KEY_LIST_MAX_BYTES if key_format == "pem-list" else None
         self._keys: Keys = {}
         self.problem: str | None = None  # why the last fetch gave no keys, if it failed
         self._fetched_at = -math.inf
@@ -170,7 +178,7 @@ class RemoteJwks:
 
     def _fetch(self) -> None:
         try:
-            self._keys = self._parse(self._fetcher.fetch(self.url), self._algorithms)
+            self._keys = self._parse(self._fetcher.fetch(self.url, self._max_bytes), self._algorithms)
             self.problem = None
         except (FetchError, ValueError) as exc:
             self.problem = str(exc)

@@ -45,8 +45,8 @@ class JwksFetcher:
         """Run `work()` (which fetches) on the fetch pool."""
         return self.pool.submit(work)
 
-    def fetch(self, url: str) -> Any:
-        """The JSON document at `url`, or FetchError saying why not."""
+    def fetch(self, url: str, max_bytes: int | None = None) -> Any:
+        """The JSON document at `url` (at most `max_bytes`, by default the fetcher's), or FetchError saying why not."""
         problem = jwks_url_problem(url, self.demo)
         if problem:
             raise FetchError(f"{SOURCE} is refused: {problem}", "refused")
@@ -62,7 +62,7 @@ class JwksFetcher:
                                      "followed: register the URL the keys are served at", "redirect")
                 if response.status != 200:
                     raise FetchError(f"{SOURCE} answered HTTP {response.status}", f"http-{response.status}")
-                body = read_bounded(response, self.max_bytes, deadline, SOURCE, self.budget)
+                body = read_bounded(response, max_bytes or self.max_bytes, deadline, SOURCE, self.budget)
             except BaseException:
                 response.close()  # not read to its end: the connection cannot be reused
                 raise

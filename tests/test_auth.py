@@ -544,6 +544,16 @@ def test_the_key_list_option_trusts_no_more_than_the_registered_key_server(make_
     assert_bare_401(client.post(SERVICE_PATH, json={}, headers=bearer(mint(key=RSA_KEY, alg="RS256", kid="ehr-rsa"))))
 
 
+def test_a_key_list_grown_over_many_page_loads_is_still_read(make_app, tmp_path, key_server):
+    """Its key server keeps every key it was sent: far past a JWK Set's 64 KiB, the newest keys are still found."""
+    keys, jku = key_server
+    client = generator_app(make_app, tmp_path, jku)
+    page = GeneratorPageLoad(keys)
+    keys[:] = [{**keys[0], "id": f"earlier-load-{n}"} for n in range(400)] + keys  # 400 earlier page loads
+    assert len(json.dumps(keys)) > 128 * 1024
+    assert generator_call(client, page.token(jku)).status_code == 200
+
+
 def test_a_key_list_may_carry_pem_text(key_server):
     keys, _ = key_server
     page = GeneratorPageLoad(keys)
