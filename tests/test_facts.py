@@ -181,6 +181,9 @@ def test_codings_with_members_of_the_wrong_type_do_not_break_facts():
     (sopt("622", "612"), "commercial", "PPO", "self-funded"),
     (sopt("311"), "other", "other", "unknown"),  # TRICARE
     (sopt("72"), "unknown", "PPO", "unknown"),  # managed care, public or private unknown
+    (sopt("9999"), "unknown", "unknown", "unknown"),  # unavailable, no payer specified or blank
+    (sopt("99"), "unknown", "unknown", "unknown"),  # no typology code available for the payment source
+    (sopt("95"), "other", "unknown", "unknown"),  # workers' compensation
     ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HMO"}]},
      "unknown", "HMO", "unknown"),
     ({"text": "Blue PPO"}, "unknown", "unknown", "unknown"),  # text is not guessed from

@@ -33,6 +33,7 @@ SOPT_SYSTEMS = (SOPT, "urn:oid:2.16.840.1.113883.3.221.5")
 # (11x) is Medicare, Blue Cross/Blue Shield (6) is commercial; 7 is managed care that cannot tell public from private.
 _SOPT_LINE = {"1": "medicare", "2": "medicaid", "3": "other", "4": "other", "5": "commercial", "6": "commercial",
               "8": "other", "9": "other"}
+_SOPT_NO_PAYER = {"99", "9999"}  # no typology code available; unavailable, no payer specified or blank: not known
 _SOPT_PRODUCT = {"111": "HMO", "112": "PPO", "113": "POS", "211": "HMO", "212": "PPO",
                  "3811": "HMO", "3812": "PPO", "3813": "POS",
                  "511": "HMO", "512": "PPO", "513": "POS", "514": "EPO", "515": "PPO",
@@ -313,7 +314,8 @@ def _coverage_facts(coverage: dict[str, Any], directory: PlanDirectory | None, n
 
     sopt = [c["code"].strip() for c in codings if c.get("system") in SOPT_SYSTEMS]
     act = [c["code"] for c in codings if c.get("system") == ACT_CODE]
-    line = agreed("line of business", [(code, _SOPT_LINE.get(code[:1])) for code in sopt], listed.line_of_business)
+    line = agreed("line of business", [(code, _SOPT_LINE.get(code[:1])) for code in sopt if code not in _SOPT_NO_PAYER],
+                  listed.line_of_business)
     product = agreed("product", [(code, _sopt_product(code)) for code in sopt]
                      + [(code, _ACT_PRODUCT.get(code)) for code in act], listed.product)
     funding = agreed("funding", [(code, "self-funded" if code in _SOPT_SELF_FUNDED else None) for code in sopt],
@@ -347,7 +349,7 @@ def _sopt_product(code: str) -> str | None:
         return _SOPT_PRODUCT[code]
     # A specific (3+ digit) code that names no network type, such as Medicare FFS or indemnity, is "other";
     # ASO says how the plan is funded, not its product.
-    return "other" if len(code) >= 3 and code not in _SOPT_SELF_FUNDED else None
+    return "other" if len(code) >= 3 and code not in _SOPT_SELF_FUNDED | _SOPT_NO_PAYER else None
 
 
 def _payer_identifiers(coverage: dict[str, Any]) -> frozenset[str]:
