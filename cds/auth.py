@@ -178,14 +178,15 @@ class RemoteJwks:
 
     def _fetch(self) -> None:
         try:
-            self._keys = self._parse(self._fetcher.fetch(self.url, self._max_bytes), self._algorithms)
+            document = self._fetcher.fetch(self.url, self._max_bytes)
+            if self.key_format == "jwks" and isinstance(document, list):
+                raise ValueError("it is a JSON array, not a JWK Set; a key server that serves a list of {id, pem} "
+                                 "keys, as the CRD request generator's does, is registered with jwks_format: pem-list")
+            self._keys = self._parse(document, self._algorithms)
             self.problem = None
         except (FetchError, ValueError) as exc:
             self.problem = str(exc)
-            if isinstance(exc, ValueError) and self._parse is parse_jwks and "'keys' array" in self.problem:
-                self.problem += ("; a key server that serves a JSON array of {id, pem} keys, as the CRD request "
-                                 "generator's does, is registered with jwks_format: pem-list")
-            log.warning("JWK Set %s could not be fetched, keeping the keys already known: %s", self.url, self.problem)
+            log.warning("JWK Set %s could not be fetched, keeping the keys already known: %s", self.url, exc)
         finally:
             self._fetching.release()
 
