@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import re
 import socket
+import time
+import uuid
 from time import perf_counter
 
 import pytest
 import yaml
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from cds.policy.loader import BUILT_IN
+from cds.record.schema import hook_call
+from cds.web.ops import VERDICT_MAX_AGE_S, add_readiness_check
+from tests import tokens
+from tests.helpers import outcome
 from tests.postgres import throwaway_postgres
 
 PASSWORD = "s3cret-pw"  # in the database URL; must never be shown
@@ -105,3 +112,55 @@ def connections(listener: socket.socket) -> int:
             return count
         connection.close()
         count += 1
+
+
+def test_while_a_check_calls_need_fails_they_are_refused_before_anything_is_done_with_them(app, order_sign):
+    """Refused before authentication: the token's id is not recorded, nor the call; the same token is served
+    once the check passes. What lets a proxy send such a refused call to another replica."""
+    client = app.test_client()
+    refusals_before = recorded_503s(app)
+    warm = {"ok": False}
+    add_readiness_check(app, lambda: ("warming", warm["ok"], "warming up"))
+    token = tokens.mint()
+    body = order_sign | {"hookInstance": str(uuid.uuid4())}
+    refused = client.post(tokens.SERVICE_PATH, json=body, headers=tokens.bearer(token))
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert outcome(refused)["code"] == "transient" and "not ready" in outcome(refused)["diagnostics"]
+    assert client.post(tokens.SERVICE_PATH, json=body, headers={"Authorization": "Bearer nonsense"}).status_code == 503
+    assert client.post(f"{tokens.SERVICE_PATH}/feedback", json={"feedback": []}).status_code == 503
+    assert client.get("/cds-services").status_code == 200  # discovery needs neither policies nor store
+
+    warm["ok"] = True
+    time.sleep(VERDICT_MAX_AGE_S + 0.1)  # the verdict a call is judged by is at most this old
+    answered = client.post(tokens.SERVICE_PATH, json=body, headers=tokens.bearer(token))
+    assert answered.status_code == 200, answered.get_data(as_text=True)
+    assert client.post(tokens.SERVICE_PATH, json=body, headers=tokens.bearer(token)).status_code == 401  # replayed
+    assert recorded_503s(app) == refusals_before  # the refused calls left no record
+
+
+def recorded_503s(app) -> int:
+    store = app.extensions["cds_store"]
+    store.flush()
+    with store.engine.connect() as connection:
+        return connection.execute(select(func.count()).where(hook_call.c.status == 503)).scalar_one()
+
+
+def test_a_check_calls_do_not_need_fails_ready_but_refuses_no_call(app, client, order_sign):
+    add_readiness_check(app, lambda: ("advisory", False, "reported only"), calls_need_it=False)
+    assert client.get("/ready").status_code == 503
+    assert client.post(tokens.SERVICE_PATH, json=order_sign).status_code == 200
+
+
+def test_the_store_check_refuses_calls_only_when_audit_is_required(make_app, order_sign):
+    """By default a call does what the store's failure policy says while the database is unreachable; with audit
+    required no call can be answered without it, so calls are refused before anything is done."""
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        unreachable = f"postgresql+psycopg://cds:{PASSWORD}@127.0.0.1:{closed.getsockname()[1]}/cds"
+    for required in (False, True):
+        app = make_app(database_url=unreachable, audit_required=required)
+        try:
+            answer = app.test_client().post(tokens.SERVICE_PATH, json=order_sign)
+            refused_as_not_ready = answer.status_code == 503 and "not ready" in outcome(answer)["diagnostics"]
+            assert refused_as_not_ready == required, answer.get_data(as_text=True)
+        finally:
+            app.extensions["cds_store"].close()

@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions.update(cds=service, cds_store=store, cds_auth=service.authenticator)
     register_ops(app, settings)
     add_readiness_check(app, policies_loaded(service))
-    add_readiness_check(app, StoreProbe(store))
+    # Only with audit required can no call be answered without the database; otherwise calls do what the
+    # store's failure policy says while it is unreachable (docs/operating.md, "Durability").
+    add_readiness_check(app, StoreProbe(store), calls_need_it=settings.audit_required)
     register_cors(app, settings.cors_origins)
     register_error_handlers(app)
     app.register_blueprint(bp)
