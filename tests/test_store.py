@@ -106,6 +106,41 @@ def test_every_decision_is_found_again_by_its_coverage_assertion_id(store):
     assert store.decision_report("no-such-id") is None
 
 
+@pytest.mark.parametrize("microsecond", [0, 123456])
+def test_records_the_writer_inserts_through_the_driver_are_stored_as_sqlalchemy_stores_them(database_url,
+                                                                                          microsecond):
+    """The writer's hot path builds its rows by hand (cds.record.inserts); the database must hold exactly what
+    SQLAlchemy's types would have written, read raw, without any type processing."""
+    from cds.record.records import JudgedOrder
+    from cds.record.store import _rows
+
+    store = Store(database_url, capture_payloads=True).start()
+    when = datetime(2026, 5, 1, 9, 30, 15, microsecond, tzinfo=timezone(timedelta(hours=-5)))
+    call = a_call(time=when, request={"hook": "order-sign", "ü": [1.5, None]}, response={"cards": []},
+                  orders=0, refusal=None)
+    call = replace(call, orders=(JudgedOrder("DeviceRequest/1", (E0221, "x|y")), JudgedOrder(None, (), "Org/2")))
+    given = [a_decision(call), replace(a_decision(call, order=1), card_uuid=None, suggestion_uuids=(),
+                                       coverage_reference=None, performer="Organization/s")]
+    by_driver = store.record_call(call, given)
+    twin = [replace(d, coverage_assertion_id=str(uuid.uuid4())) for d in given]
+    by_sqlalchemy = "by-sqlalchemy-" + str(uuid.uuid4())[:8]
+    rows = _rows(by_sqlalchemy, call, twin)
+    with store.engine.begin() as connection:
+        connection.execute(hook_call.insert(), [rows["call"]])
+        connection.execute(decision.insert(), rows["decisions"])
+
+    def raw(sql: str, key: str) -> list[tuple]:
+        with store.engine.connect() as connection:
+            return [tuple(row) for row in connection.exec_driver_sql(sql.format(key=key))]
+
+    calls = "SELECT * FROM hook_call WHERE id = '{key}'"
+    assert raw(calls, by_driver)[0][1:] == raw(calls, by_sqlalchemy)[0][1:]
+    decisions = "SELECT * FROM decision WHERE call_id = '{key}' ORDER BY order_reference"
+    assert [row[2:] for row in raw(decisions, by_driver)] == [row[2:] for row in raw(decisions, by_sqlalchemy)]
+    assert store.decision_report(given[0].coverage_assertion_id)["decided_at"] == when
+    store.close()
+
+
 def test_only_references_and_codes_are_kept_unless_payload_capture_is_on(database_url):
     request = {"hook": "order-sign", "fhirAuthorization": {"access_token": "secret-token", "scope": "x"}}
     response = {"cards": [{"summary": "not covered"}]}

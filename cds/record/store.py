@@ -34,6 +34,7 @@ from uuid_utils import uuid7  # the native one: a call key costs 1 µs, not 7 (t
 from cds.config import Settings
 from cds.errors import CdsError, quote
 from cds.record.engine import create_replay_table, describe_database_error, make_engine, migrate, replay_url
+from cds.record.inserts import Record, RecordInserts
 from cds.record.records import DecisionRecord, FeedbackRecord, HookCall, JudgedOrder
 from cds.record.schema import decision, feedback, hook_call, seen_jti
 from cds.record.spool import Entry, Spool
@@ -131,6 +132,7 @@ class Store:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._jti_insert = dialect.insert(seen_jti).on_conflict_do_nothing().returning(seen_jti.c.jti)
+        self._inserts = RecordInserts(self.engine.dialect)
         self._new_calls = dialect.insert(hook_call).on_conflict_do_nothing(index_elements=["id"]).returning(
             hook_call.c.id)  # replays: a call already stored is skipped
         # Where records go while the database cannot take them; none with audit required (those calls get 503).
@@ -177,7 +179,7 @@ class Store:
         """Record a hook call and its decisions now, in one short transaction; returns the call's id.
         Raises StoreUnavailable. The pipeline calls `audit`, which applies the failure policy."""
         call_id = str(uuid7())
-        self._commit([_rows(call_id, self._kept_payloads(call), decisions)], "record_call")
+        self._insert_records([(call_id, self._kept_payloads(call), tuple(decisions))], "record_call")
         return call_id
 
     def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = (), wait: bool = True) -> None:
@@ -398,29 +400,26 @@ class Store:
         request = _without_secrets(call.request)
         return call if request is call.request else replace(call, request=request)
 
-    def _commit(self, entries: Sequence[Entry], operation: str, failures: int | None = None,
-                idempotent: bool = False) -> None:
-        """Hook calls and their decisions in one transaction (two multi-row inserts). `idempotent`: a call
-        already stored (a replay) is skipped with its decisions."""
-        call_rows = [entry["call"] for entry in entries]
-        decision_rows = [row for entry in entries for row in entry["decisions"]]
-        cards = [row["card_uuid"] for row in decision_rows if row["card_uuid"]]
+    def _insert_records(self, records: Sequence[Record], operation: str, failures: int | None = None) -> None:
+        """Hook calls and their decisions in one transaction (two multi-row inserts through the driver)."""
 
         def write(connection: Connection) -> None:
-            rows = decision_rows
-            if idempotent:
-                new = {row.id for row in connection.execute(self._new_calls, call_rows)}
-                rows = [row for row in decision_rows if row["call_id"] in new]
-            else:
-                connection.execute(hook_call.insert(), call_rows)
+            _join_late_feedback(connection, self._inserts.run(connection, records))
+
+        self._run(operation, write, failures=len(records) if failures is None else failures)
+
+    def _insert_replayed(self, entries: Sequence[Entry]) -> None:
+        """Spooled records in one transaction; a call already stored is skipped with its decisions."""
+        call_rows = [entry["call"] for entry in entries]
+
+        def write(connection: Connection) -> None:
+            new = {row.id for row in connection.execute(self._new_calls, call_rows)}
+            rows = [row for entry in entries for row in entry["decisions"] if row["call_id"] in new]
             if rows:
                 connection.execute(decision.insert(), rows)
-            # Feedback can arrive before its decision's record: join it now. One cached statement,
-            # the cards as a list parameter, in chunks that stay within a database's parameter limit.
-            for start in range(0, len(cards), JOIN_CHUNK):
-                connection.execute(_JOIN_LATE_FEEDBACK, {"cards": cards[start:start + JOIN_CHUNK]})
+            _join_late_feedback(connection, [row["card_uuid"] for row in rows if row["card_uuid"]])
 
-        self._run(operation, write, failures=len(entries) if failures is None else failures)
+        self._run("replay", write, failures=0)
 
     def _spooled(self, call_id: str, call: HookCall, decisions: tuple[DecisionRecord, ...]) -> int | None:
         """Append the record to the spool; the spool file's number, or None without a spool or when the disk
@@ -442,7 +441,7 @@ class Store:
         records stay in the spool. A record that is nowhere durable gets its StoreUnavailable: its call is
         answered 503."""
         try:
-            self._commit([_rows(*item[:3]) for item in items], "record_call", failures=0)
+            self._insert_records([item[:3] for item in items], "record_call", failures=0)
         except StoreUnavailable as exc:
             if _bad_record(exc):
                 return [self._write_alone(item) for item in items]
@@ -454,7 +453,7 @@ class Store:
 
     def _write_alone(self, item: Queued) -> StoreUnavailable | None:
         try:
-            self._commit([_rows(*item[:3])], "record_call", failures=0)
+            self._insert_records([item[:3]], "record_call", failures=0)
         except StoreUnavailable as exc:
             if not _bad_record(exc):
                 return self._not_taken([item], exc)[0]
@@ -523,13 +522,13 @@ class Store:
         for start in range(0, len(entries), MAX_REPLAY_BATCH):
             batch = entries[start:start + MAX_REPLAY_BATCH]
             try:
-                self._commit(batch, "replay", failures=0, idempotent=True)
+                self._insert_replayed(batch)
             except StoreUnavailable as exc:
                 if not _bad_record(exc):
                     raise
                 for entry in batch:
                     try:
-                        self._commit([entry], "replay", failures=0, idempotent=True)
+                        self._insert_replayed([entry])
                     except StoreUnavailable as alone:
                         if not _bad_record(alone):
                             raise
@@ -591,6 +590,13 @@ class Store:
         except Exception:
             self._retry_at = time.monotonic() + RETRY_AFTER_S
             raise
+
+
+def _join_late_feedback(connection: Connection, cards: Sequence[str]) -> None:
+    """Feedback can arrive before its decision's record: join it now. One cached statement, the cards as a list
+    parameter, in chunks that stay within a database's parameter limit."""
+    for start in range(0, len(cards), JOIN_CHUNK):
+        connection.execute(_JOIN_LATE_FEEDBACK, {"cards": cards[start:start + JOIN_CHUNK]})
 
 
 _JOIN_LATE_FEEDBACK = (
