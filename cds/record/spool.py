@@ -9,10 +9,11 @@ is kept and replayed from disk once it takes them again. A file nobody holds a l
 that died: any process of the service takes it over, replays it and deletes it. Replay is idempotent
 (records keep their keys), so a record committed and then replayed is stored once.
 
-Files are allocated up front and mapped into memory, so an append is a copy, with no system call. A record
-is in the operating system's page cache before the answer is sent, not fsynced: it survives the process
-being killed (as a SQLite commit with `synchronous=NORMAL` does), not the host losing power in the moment
-before the writer commits it.
+Files are allocated up front and mapped into memory, so an append is a copy. It is then made durable with
+`fdatasync` before the call is answered, so a record survives the process being killed and the host losing
+power. The sync is shared (group sync): one thread of a process syncs at a time, and the records appended
+while it does wait for the next sync, which covers them all, so concurrent calls share one. A new file's
+directory entry is synced before its first record is appended.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class _File:
     opened: float
     map: mmap.mmap  # the whole file, allocated up front: an append is a copy into memory, with no system call
     used: int = 0
+    synced: int = 0  # the bytes known to be on disk
     outstanding: int = 0  # records appended that the writer has not settled yet
     kept: bool = False  # holds records the database did not take: replayed from disk
 
@@ -67,10 +69,12 @@ class Spool:
         self._files: dict[int, _File] = {}
         self._current: int | None = None  # the file appends go to
         self._next = 0
+        self._synced = threading.Condition()  # a sync ended (see `_sync`)
+        self._syncing = False
 
     def append(self, entry: Entry) -> int:
-        """Append a record, before its call is answered; the number of the file it is in, to `settle` it with
-        once the writer is done with it. Raises OSError when the disk refuses it."""
+        """Append a record and return once it is on disk, before its call is answered; the number of the file it
+        is in, to `settle` it with once the writer is done with it. Raises OSError when the disk refuses it."""
         line = orjson.dumps(entry) + b"\n"  # JSON escapes control characters: no NUL, which marks the end
         with self._lock:
             number = self._current_file(len(line))
@@ -78,7 +82,31 @@ class Spool:
             spooled.map[spooled.used:spooled.used + len(line)] = line
             spooled.used += len(line)
             spooled.outstanding += 1
-            return number
+            end = spooled.used
+        try:
+            self._sync(spooled, end)
+        except OSError:
+            self.settle([number], committed=True)  # not durable here: its call waits for the commit instead
+            raise
+        return number
+
+    def _sync(self, spooled: _File, end: int) -> None:
+        """Return once the first `end` bytes of the file are on disk. One thread runs `fdatasync` at a time (it
+        releases the GIL); whoever appended meanwhile waits for it to end, and the next sync covers them all."""
+        with self._synced:
+            while spooled.synced < end:
+                if self._syncing:
+                    self._synced.wait()
+                    continue
+                self._syncing, covered = True, spooled.used  # every record copied into the file so far
+                self._synced.release()
+                try:
+                    os.fdatasync(spooled.fd)
+                finally:
+                    self._synced.acquire()
+                    self._syncing = False
+                    self._synced.notify_all()
+                spooled.synced = max(spooled.synced, covered)
 
     def settle(self, numbers: Sequence[int], committed: bool) -> None:
         """The writer is done with these records: committed, or not taken by the database (kept, to replay)."""
@@ -182,6 +210,7 @@ class Spool:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
                 size = max(FILE_BYTES, room)
                 os.posix_fallocate(fd, 0, size)  # the disk space is taken now, not while a call waits
+                _sync_directory(self.directory)  # the new file's name survives a power loss
                 self._next += 1
                 self._files[self._next] = _File(fd, path, time.monotonic(), mmap.mmap(fd, size))
             except BaseException:
@@ -190,6 +219,14 @@ class Spool:
                 raise
             self._current = self._next
         return self._current
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
