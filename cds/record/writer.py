@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 500
-LINGER_S = 0.05  # what nobody waits for gathers this long after the first item: fewer, larger transactions
+LINGER_S = 0.2  # what nobody waits for gathers this long after the first item: fewer, larger transactions
+# (a record is durable in the spool meanwhile; batches of 100 calls cost the writer 30 % less a call than of 30)
 _FLUSH, _STOP = object(), object()  # markers: wake up and write what is queued; and then stop
 
 
