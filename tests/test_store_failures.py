@@ -11,6 +11,7 @@ import pytest
 
 from cds.record import Store, StoreUnavailable, store_failures
 from cds.record.schema import decision
+from cds.record.store import RETRY_AFTER_S
 from tests.helpers import outcome
 from tests.postgres import throwaway_postgres
 from tests.records import a_call, a_decision
@@ -149,3 +150,29 @@ def test_a_postgresql_that_stops_is_survived_by_default_spooled_and_replayed_whe
         assert [stored(server.url, assertion_id) for assertion_id in spooled] == [1, 1]
         for store in (lenient, strict, app.extensions["cds_store"]):
             store.close()
+
+
+def test_by_default_replay_checks_fall_back_to_this_host_during_an_outage_and_move_into_the_database_after(
+        tmp_path, caplog):
+    with throwaway_postgres() as server:
+        store = Store(server.url, spool_dir=str(tmp_path / "spool")).start()
+        strict = Store(server.url, required=True).start()
+        expires = time.time() + 300
+        assert store.seen_jti("iss-1", "before", expires) is False
+        server.stop()
+        assert store.seen_jti("iss-1", "during", expires) is False  # answered from this host's file
+        assert store.seen_jti("iss-1", "during", expires) is True  # a replay at this host is caught
+        assert store.seen_jti("iss-1", "before", expires) is False  # the documented gap: not known here
+        with pytest.raises(StoreUnavailable):
+            strict.seen_jti("iss-1", "strict", expires)  # audit required: 503
+
+        server.start()
+        time.sleep(RETRY_AFTER_S)  # the store tries the database again
+        with caplog.at_level(logging.WARNING):
+            assert store.seen_jti("iss-1", "during", expires) is True  # moved first, then checked: a replay
+        assert "JWT id 'before' from iss 'iss-1' was accepted during the database outage" in caplog.text
+        assert store.seen_jti("iss-1", "after", expires) is False
+        other = Store(server.url).start()  # another replica, which never saw the outage
+        assert other.seen_jti("iss-1", "during", expires) is True
+        for each in (store, strict, other):
+            each.close()

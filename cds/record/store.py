@@ -36,6 +36,7 @@ from cds.errors import CdsError, quote
 from cds.record.engine import create_replay_table, describe_database_error, make_engine, migrate, replay_url
 from cds.record.inserts import Record, RecordInserts
 from cds.record.records import DecisionRecord, FeedbackRecord, HookCall, JudgedOrder
+from cds.record.replays import LocalReplays
 from cds.record.schema import decision, feedback, hook_call, seen_jti
 from cds.record.spool import Entry, Spool
 from cds.record.writer import BackgroundWriter, Outcomes
@@ -132,11 +133,15 @@ class Store:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._jti_insert = dialect.insert(seen_jti).on_conflict_do_nothing().returning(seen_jti.c.jti)
+        self._jtis_insert = dialect.insert(seen_jti).on_conflict_do_nothing().returning(seen_jti.c.iss,
+                                                                                       seen_jti.c.jti)
         self._inserts = RecordInserts(self.engine.dialect)
         self._new_calls = dialect.insert(hook_call).on_conflict_do_nothing(index_elements=["id"]).returning(
             hook_call.c.id)  # replays: a call already stored is skipped
         # Where records go while the database cannot take them; none with audit required (those calls get 503).
         self.spool = Spool(spool_dir) if spool_dir and not required else None
+        # Where seen JWT ids are kept while the database cannot be reached: none with audit required (503).
+        self.local_replays = LocalReplays(spool_dir) if spool_dir and not required else None
         self._writer: BackgroundWriter[Queued] = BackgroundWriter(
             self._write_batch, idle=self._replay_spool if self.spool else None, idle_every_s=SPOOL_CHECK_EVERY_S)
         self._spooling = False
@@ -170,6 +175,8 @@ class Store:
         self._writer.close()
         if self.spool:
             self.spool.close()
+        if self.local_replays:
+            self.local_replays.close()
         self.engine.dispose()
         self._replay.dispose()
 
@@ -260,8 +267,26 @@ class Store:
     def seen_jti(self, iss: str, jti: str, expires_at: datetime | float) -> bool:
         """Remember a JWT id until it expires; True when (iss, jti) was seen before, i.e. a replay.
         Atomic across processes and hosts: one insert, committed on its own, which conflicts with a seen id
-        (on every call, so without the round trips and lock waits of a transaction around it)."""
+        (on every call, so without the round trips and lock waits of a transaction around it). While the
+        database cannot be reached, by default checked against this host's ids of the outage
+        (`cds.record.replays`); with audit required, or when that fails too, StoreUnavailable (503)."""
         row = {"iss": iss, "jti": jti, "expires_at": _as_datetime(expires_at)}
+        try:
+            return self._seen_in_database(row)
+        except StoreUnavailable:
+            if self.local_replays is None:
+                raise
+        try:
+            return self.local_replays.seen_jti(row)
+        except Exception as exc:
+            _count_failure("jti")
+            log.error("audit store: seen JWT ids cannot be kept on this host either: %s",
+                      describe_database_error(exc))
+            raise StoreUnavailable(describe_database_error(exc)) from exc
+
+    def _seen_in_database(self, row: dict[str, Any]) -> bool:
+        if self.local_replays and self.local_replays.move_due():
+            self._move_local_replays()  # first, so that a replay of an id kept there is caught here
         purge_now = time.monotonic() >= self._next_jti_purge
         if purge_now:
             expired = delete(seen_jti).where(seen_jti.c.expires_at < datetime.now(UTC))
@@ -271,6 +296,26 @@ class Store:
         if purge_now:
             self._next_jti_purge = time.monotonic() + JTI_PURGE_EVERY_S
         return replay
+
+    def _move_local_replays(self) -> None:
+        """The ids this host kept during an outage, into the database; those it already held were replays
+        accepted meanwhile (first used before the outage or at another replica): logged."""
+        if self.local_replays is None:
+            return
+
+        def move_into(rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+            return self._run("jti", lambda connection: {
+                (found.iss, found.jti) for found in connection.execute(self._jtis_insert, rows)}, replay=True)
+
+        try:
+            replayed = self.local_replays.move(move_into)
+        except (DBAPIError, OSError) as exc:  # the local file (the database fails as StoreUnavailable): retried
+            log.error("audit store: JWT ids kept on this host during an outage cannot be read: %s",
+                      describe_database_error(exc))
+            return
+        for iss, jti in replayed:
+            log.warning("JWT id %s from iss %s was accepted during the database outage although seen before it or "
+                        "at another replica: a replay not caught then", quote(jti), quote(iss, 200))
 
     def purge(self, retention_days: int | None = None, now: datetime | None = None) -> PurgeReport:
         """Clear captured request/response bodies older than the retention period; delete expired JWT ids.
@@ -505,6 +550,7 @@ class Store:
             return
         self.spool.rotate()
         try:
+            self._move_local_replays()
             own = self.spool.replay_own(self._replay_spooled)
             orphaned = self.spool.replay_orphans(self._replay_spooled)
         except StoreUnavailable:
