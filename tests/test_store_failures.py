@@ -131,6 +131,7 @@ def test_a_postgresql_that_stops_is_survived_by_default_spooled_and_replayed_whe
         for store in (lenient, strict):
             call = a_call()
             store.audit(call, [a_decision(call)])  # pooled connections now open
+            store.flush()
         server.stop()
         spooled = [assert_answer_survives(lenient)]
         assert_fails_closed(strict, caplog)
