@@ -181,3 +181,29 @@ def test_audit_refuses_to_create_a_store_it_was_asked_to_read(tmp_path, command)
     assert f"Error: no audit store at {tmp_path}/cds-data/cds.sqlite3 (CDS_DATA_DIR='cds-data', relative to the " \
            "working directory)" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("hook", HOOKS, ids=lambda hook: hook.name)
+def test_show_finds_a_decision_of_each_hook_whose_record_still_waits_in_the_spool(make_app, tmp_path, hook):
+    """The database refuses writes (a read-only file), so the answered call's record stays in the spool."""
+    path = tmp_path / "store.sqlite3"
+    Store(f"sqlite:///{path}").start().close()
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    client = make_app(database_url=read_only, data_dir=str(tmp_path)).test_client()
+    body = load(EXAMPLE_OF[hook.name]) | {"hookInstance": str(uuid.uuid4())}
+    answer = client.post(f"/cds-services/{hook.service_id}", json=body)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    [assertion_id] = assertion_ids(answer.get_json())
+
+    url = f"sqlite:///{path}"  # read by `cds audit` as the service's settings name it
+    shown = CliRunner().invoke(main, ["audit", "show", assertion_id],
+                               env={"CDS_DATABASE_URL": url, "CDS_DATA_DIR": str(tmp_path)})
+    assert shown.exit_code == 0, shown.output
+    assert f"Coverage assertion {assertion_id}" in shown.output
+    assert f"  Hook call: {hook.name} to {hook.service_id} at " in shown.output
+    assert f"hookInstance {body['hookInstance']}" in shown.output
+    assert f"  Card:      {answer.get_json()['cards'][0]['uuid']}" in shown.output
+    assert "  Recorded:  in the spool on this host, not yet in the database" in shown.output
+    elsewhere = CliRunner().invoke(main, ["audit", "show", assertion_id],
+                                   env={"CDS_DATABASE_URL": url, "CDS_DATA_DIR": str(tmp_path / "other")})
+    assert elsewhere.exit_code == 1 and "no decision with coverage-assertion-id" in elsewhere.output

@@ -166,6 +166,19 @@ class Spool:
                 log.info("replayed %d records spooled by a process that stopped (%s)", len(entries), path.name)
         return replayed
 
+    def records(self) -> Iterator[Entry]:
+        """Every record in the spool files on disk, of living processes and dead ones alike, without taking any
+        (for reading: `cds audit show`). A last line still being written is skipped."""
+        for path in self._paths():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:  # committed and deleted meanwhile
+                continue
+            try:
+                yield from _read(fd, path, quiet=True)
+            finally:
+                os.close(fd)
+
     def close(self) -> None:
         """Delete the files whose records are all committed, and let go of the others: what they hold is
         replayed by the next process of the service to look. Also run at exit (after the writer drained)."""
@@ -248,13 +261,13 @@ def _taken(path: Path) -> Iterator[int | None]:
         os.close(fd)
 
 
-def _read(fd: int, path: Path) -> Iterator[Entry]:
+def _read(fd: int, path: Path, quiet: bool = False) -> Iterator[Entry]:
     """The records of a spool file, up to the zeros of its unused rest. A last line cut short (its process
-    killed mid-write) was never answered for: it is skipped, and said so."""
+    killed mid-write) was never answered for: it is skipped, and said so unless `quiet`."""
     data = os.pread(fd, os.fstat(fd).st_size, 0)
     end = data.find(b"\0")
     lines = (data if end < 0 else data[:end]).split(b"\n")
-    if lines[-1]:
+    if lines[-1] and not quiet:
         log.warning("spool %s: its last record is incomplete (written as its process was killed); skipped",
                     path.name)
     for line in lines[:-1]:

@@ -335,7 +335,36 @@ class Store:
     # ------------------------------------------------------------------------------------------- reads
 
     def decision_report(self, coverage_assertion_id: str) -> dict[str, Any] | None:
-        """A decision with the hook call that gave it and the feedback on its card; None when unknown."""
+        """A decision with the hook call that gave it and the feedback on its card; None when unknown. A decision
+        still in this host's spool (not yet in the database, or the database unreachable) is found there, with
+        `spooled` true."""
+        try:
+            found = self._stored_decision_report(coverage_assertion_id)
+        except StoreUnavailable:
+            spooled = self._spooled_decision_report(coverage_assertion_id, with_feedback=False)
+            if spooled is None:
+                raise
+            return spooled
+        return found or self._spooled_decision_report(coverage_assertion_id)
+
+    def _spooled_decision_report(self, coverage_assertion_id: str, with_feedback: bool = True) -> dict[str, Any] | None:
+        """The report of a decision found in the spool files on disk; the feedback on its card from the database."""
+        found = next((entry for entry in map(_from_spool, self.spool.records() if self.spool else ())
+                      if any(row["coverage_assertion_id"] == coverage_assertion_id for row in entry["decisions"])),
+                     None)
+        if found is None:
+            return None
+        call = found["call"]
+        given = next(row for row in found["decisions"] if row["coverage_assertion_id"] == coverage_assertion_id)
+        on_card = select(feedback).where(feedback.c.card_uuid == given["card_uuid"]).order_by(feedback.c.outcome_time)
+        entries = self._run("read", lambda c: [dict(row) for row in c.execute(on_card).mappings()], reading=True) \
+            if with_feedback and given["card_uuid"] else []
+        return {**given, "service_id": call["service_id"], "hook": call["hook"], "call_time": call["time"],
+                "client_iss": call["client_iss"], "client_tenant": call["client_tenant"], "status": call["status"],
+                "latency_ms": call["latency_ms"], "payload_captured": call["request"] is not None,
+                "feedback": entries, "spooled": True}
+
+    def _stored_decision_report(self, coverage_assertion_id: str) -> dict[str, Any] | None:
 
         def read(connection: Connection) -> dict[str, Any] | None:
             found = connection.execute(
@@ -351,7 +380,7 @@ class Store:
                 select(feedback).where(feedback.c.coverage_assertion_id == coverage_assertion_id)
                 .order_by(feedback.c.outcome_time)
             ).mappings().all()
-            return {**found, "feedback": [dict(entry) for entry in entries]}
+            return {**found, "feedback": [dict(entry) for entry in entries], "spooled": False}
 
         return self._run("read", read, reading=True)
 

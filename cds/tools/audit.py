@@ -86,7 +86,8 @@ def audit() -> None:
 @audit.command()
 @click.argument("coverage_assertion_id")
 def show(coverage_assertion_id: str) -> None:
-    """What was decided, when, for which order, under which policy version, and the feedback it got."""
+    """What was decided, when, for which order, under which policy version, and the feedback it got. A decision
+    whose record still waits in this host's spool (CDS_DATA_DIR/spool) is shown from there."""
     report = _open_store().decision_report(coverage_assertion_id)
     if report is None:
         raise click.ClickException(f"no decision with coverage-assertion-id {coverage_assertion_id}")
@@ -106,6 +107,7 @@ def show(coverage_assertion_id: str) -> None:
                                           f"tenant {report['client_tenant']}"])) or None),
         ("Answered", f"{report['status']} in {report['latency_ms']:.1f} ms"),
         ("Payload", "request and response captured" if report["payload_captured"] else "not kept"),
+        ("Recorded", "in the spool on this host, not yet in the database" if report["spooled"] else None),
     ]:
         if value:
             click.echo(f"  {label + ':':<11}{value}")
