@@ -416,3 +416,14 @@ def test_a_jwt_id_is_new_to_exactly_one_of_several_processes(database_url):
     for worker in workers:
         worker.join(60)
     assert total == len(jtis)
+
+
+def test_on_sqlite_record_commits_are_synced_to_disk_before_their_spool_file_goes(sqlite_url):
+    """A record leaves the spool once committed, so its commit must survive a power loss (synchronous=FULL, 2);
+    seen JWT ids, written on every call, are synced at checkpoints (NORMAL, 1)."""
+    store = Store(sqlite_url).start()
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
+    with store._replay.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1
+    store.close()

@@ -36,10 +36,13 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, autocommit: bool = False, **options) -> Engine:
+def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, autocommit: bool = False, durable: bool = False,
+                **options) -> Engine:
     """An engine for the store. Parameters stay out of error messages and logs: they hold patient ids.
     `autocommit`: every statement is its own transaction, for writes that are one statement (a begin and a
-    commit would only add round trips and, on SQLite, lock waits)."""
+    commit would only add round trips and, on SQLite, lock waits). `durable`: on SQLite, every commit is
+    synced to disk (`synchronous=FULL`; else `NORMAL`, which in WAL mode syncs at checkpoints only, so the
+    last commits can be lost with the host's power). PostgreSQL commits are durable as it is configured."""
     parsed = parse_database_url(url)
     options = {"json_serializer": _json, "hide_parameters": True, **options}
     if parsed.get_backend_name() == "postgresql":
@@ -52,7 +55,7 @@ def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, autocommit: bo
     if not parsed.query.get("uri"):
         make_private(Path(parsed.database or ""))
     engine = create_engine(parsed, pool_timeout=BUSY_TIMEOUT_MS / 1000, **options)
-    _configure_sqlite(engine, busy_timeout_ms, begin=not autocommit)
+    _configure_sqlite(engine, busy_timeout_ms, begin=not autocommit, synchronous="FULL" if durable else "NORMAL")
     return engine
 
 
@@ -102,7 +105,7 @@ def create_replay_table(engine: Engine) -> None:
             connection.execute(CreateIndex(index, if_not_exists=True))
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int, begin: bool = True) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, begin: bool = True, synchronous: str = "NORMAL") -> None:
     """WAL lets readers and one writer work at once; BEGIN IMMEDIATE takes the write lock up front, so a
     writer waits its turn (busy timeout) rather than failing mid-transaction when another process wrote.
     Without `begin`, the driver's autocommit mode stays: each statement commits on its own."""
@@ -110,7 +113,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, begin: bool = True) 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
-        for pragma in (f"busy_timeout={busy_timeout_ms}", "synchronous=NORMAL", "foreign_keys=ON"):
+        for pragma in (f"busy_timeout={busy_timeout_ms}", f"synchronous={synchronous}", "foreign_keys=ON"):
             dbapi_connection.execute(f"PRAGMA {pragma}")
         _use_wal(dbapi_connection, busy_timeout_ms / 1000)
 

@@ -124,7 +124,8 @@ class Store:
         self.required = required
         self.capture_payloads = capture_payloads
         self.retention_days = retention_days
-        self.engine: Engine = make_engine(url)
+        # Durable commits: a record leaves the spool once committed, so on SQLite its commit must be on disk.
+        self.engine: Engine = make_engine(url, durable=True)
         self._reader = self.engine.execution_options(sqlite_begin="DEFERRED")  # reads take no write lock
         # Seen JWT ids: one self-committing insert a call (a transaction around it would only add round trips
         # and, on SQLite, lock waits), in a database file of their own on SQLite (see `replay_url`).
