@@ -1,16 +1,19 @@
 """The audit store: hook calls, decisions, feedback and seen JWT ids, on SQLite or PostgreSQL.
 
 Durability. A hook call is answered only once its record is durable. By default the record is first appended
-to the local spool (`cds.record.spool`), then committed by this process's background writer with whatever
-queued meanwhile, in one transaction; the spool keeps what the database has not taken, and is replayed
-into it once it answers again, or at start-up by any process of the service when the process that wrote it
-died. Replays are idempotent: every record keeps its key. When the spool cannot be written (and with
-CDS_AUDIT_REQUIRED), the call waits for the commit of the batch its record is in (group commit).
+to the local spool and synced (`cds.record.spool`), then committed by this process's background writer with
+whatever queued meanwhile, in one transaction (synced to disk on SQLite too); the spool keeps what the
+database has not taken, and is replayed into it once it answers again, or at start-up by any process of the
+service when the process that wrote it died. Replays are idempotent: every record keeps its key. When the
+spool cannot be written (and with CDS_AUDIT_REQUIRED), the call waits for the commit of the batch its record
+is in (group commit).
 
-Failure policy. By default, while the database is unreachable, hook calls are answered and their records
-stay in the spool; a call is refused with 503 only when its record can be neither spooled nor committed.
-With CDS_AUDIT_REQUIRED nothing is spooled: a call whose record the database does not take is refused with
-503. Feedback and JWT replay checks cannot be answered without the store: 503, which a client may retry.
+Failure policy, one choice: CDS_AUDIT_REQUIRED. By default, while the database is unreachable, hook calls
+are answered and their records stay in the spool, and JWT replay checks fall back to this host's file of the
+ids seen during the outage (`cds.record.replays`); a call is refused with 503 only when its record can be
+neither spooled nor committed. With CDS_AUDIT_REQUIRED nothing is spooled nor checked locally: a call whose
+record the database does not take, or whose token cannot be checked there, is refused with 503. Feedback
+cannot be stored without the database: 503, which a client may retry.
 """
 
 from __future__ import annotations
