@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from cds.console.scenarios import CATALOGUE
 from tests import tokens
@@ -32,6 +34,7 @@ from tests.dockerd import Engine, NoEngine, private_engine
 from tests.helpers import free_port
 from tests.image import ROOT
 from tests.postgres import new_database
+from tests.test_compose import proxy
 
 TAG = "cds-coverage:test"
 RUNTIME_UID = 10001
@@ -308,6 +311,55 @@ def test_documented_demo_run_says_it_listens_beyond_loopback_and_keeps_authentic
         assert [label for _, label, _ in CATALOGUE if label not in page] == []
         # Even from the container's own loopback: authentication cannot be turned off through a published port.
         assert container.post_inside(tokens.SERVICE_PATH, load("sandbox-order-sign-rx.json")) == 401
+
+
+def test_compose_app_service_runs_in_the_image_behind_the_proxy_config(engine, image, postgres_url, tmp_path):
+    """Two replicas as docker/compose.yaml's app service runs them (its environment, read-only root, /tmp in
+    memory, the clients file as a secret readable by the image's group, its --ready healthcheck) on one
+    PostgreSQL, behind docker/nginx.conf under Debian's nginx (tests/test_compose.py). What differs, for the host
+    network this engine has: each replica's ports, and this test's database and public URL."""
+    app = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]["app"]
+    assert app["read_only"] is True and app["tmpfs"] == ["/tmp"] and app["secrets"] == ["cds-clients"]
+    registry = tokens.write_registry(tmp_path)
+    os.chown(registry, 0, RUNTIME_UID)
+    registry.chmod(0o640)  # as the compose file's header says
+    health = app["healthcheck"]
+    assert health["test"][0] == "CMD"
+    with new_database(postgres_url) as database:
+        ports, containers = [free_port(), free_port()], []
+        try:
+            for port in ports:
+                env = _compose_environment(app["environment"]) | {
+                    "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port), "CDS_METRICS_BIND": f"127.0.0.1:{free_port()}",
+                    "CDS_DATABASE_URL": database, "CDS_PUBLIC_BASE_URL": tokens.BASE}
+                options = ["--network", "host", "--read-only", "--tmpfs", "/tmp",
+                           "--volume", f"{registry}:{env['CDS_CLIENTS_FILE']}:ro",
+                           "--health-cmd", shlex.join(health["test"][1:]), "--health-interval", health["interval"],
+                           "--health-timeout", health["timeout"], "--health-retries", str(health["retries"]),
+                           "--health-start-period", health["start_period"],
+                           "--stop-timeout", app["stop_grace_period"].removesuffix("s")]
+                options += [word for name, value in env.items() for word in ("--env", f"{name}={value}")]
+                containers.append(Container(engine, *options, image))
+            for container in containers:
+                container.wait_healthy()  # healthy here means ready: the compose healthcheck
+            with proxy(tmp_path / "proxy", ports) as front:
+                answers = [front.call() for _ in range(6)]
+                assert [answer.status_code for answer in answers] == [200] * 6, answers[-1].text
+                assert {tried[0] for _, tried in front.upstreams()} == {f"127.0.0.1:{port}" for port in ports}
+                token = tokens.mint()
+                assert [front.call(token).status_code for _ in range(2)] == [200, 401]  # one database's replays
+            for container in containers:
+                assert container.stop() == 0
+        finally:
+            for container in containers:
+                container.remove()
+
+
+def _compose_environment(environment: dict[str, str]) -> dict[str, str]:
+    """The compose file's values with `${NAME:-default}` taken as the default (this test sets what has none)."""
+    values = {name: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)) for name, value in environment.items()}
+    assert [name for name, value in values.items() if "${" in value] == ["CDS_DATABASE_URL"]
+    return values
 
 
 def _order_sign(url: str, jwt: str | None) -> requests.Response:
