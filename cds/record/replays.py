@@ -56,10 +56,11 @@ class LocalReplays:
         looked for a second."""
         return self._kept_here or time.monotonic() >= self._next_check
 
-    def move(self, move_into: MoveInto) -> list[tuple[str, str]]:
+    def move(self, reachable: Callable[[], object], move_into: MoveInto) -> list[tuple[str, str]]:
         """Move the unexpired ids kept here into the database, under this file's write lock (processes moving
         at once take turns). Returns those the database already held: replays accepted during the outage.
-        Raises when the database does not take them; they stay here for the next try."""
+        Raises when the database does not take them (`reachable` is called first, so that while it is away
+        the ids are not read for nothing); they stay here for the next try."""
         self._next_check = time.monotonic() + CHECK_EVERY_S
         if not self.path.exists():
             self._kept_here = False
@@ -68,6 +69,7 @@ class LocalReplays:
             if connection.execute(select(func.count()).select_from(seen_jti)).scalar_one() == 0:
                 self._kept_here = False
                 return []
+            reachable()
             connection.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 rows = [dict(row) for row in connection.execute(

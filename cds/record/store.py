@@ -311,8 +311,11 @@ class Store:
             return self._run("jti", lambda connection: {
                 (found.iss, found.jti) for found in connection.execute(self._jtis_insert, rows)}, replay=True)
 
+        def reachable() -> None:
+            self._run("jti", lambda connection: connection.exec_driver_sql("SELECT 1"), replay=True)
+
         try:
-            replayed = self.local_replays.move(move_into)
+            replayed = self.local_replays.move(reachable, move_into)
         except (DBAPIError, OSError) as exc:  # the local file (the database fails as StoreUnavailable): retried
             log.error("audit store: JWT ids kept on this host during an outage cannot be read: %s",
                       describe_database_error(exc))
