@@ -7,9 +7,10 @@ from datetime import date
 import pytest
 
 from cds.policy import Outcome, load_policies, match_order
-from cds.policy.engine import compile_policy
+from cds.policy.codes import code_in
+from cds.policy.engine import _article, compile_policy
 from cds.policy.facts import ICD10CM, CoverageFacts, Diagnosis, MemberFacts
-from cds.policy.orders import read_order
+from cds.policy.orders import device_index, read_order
 from tests.helpers import DATA, decide_order, device_request, service_request
 
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
@@ -139,3 +140,91 @@ def test_an_unknown_plan_date_makes_the_mandate_conditional_not_a_denial(policie
 def test_the_test_policy_is_loaded_from_an_extra_directory():
     ids = [p.id for p in load_policies([DATA / "policies"])]
     assert ids == ["DME101.045", "TST900.001"]
+
+
+# ------------------------------------------------------------------------------------ codes, text, devices
+
+@pytest.mark.parametrize(("code", "ranges", "within"), [
+    ("E0200", ["E0200-E0249"], True), ("E0249", ["E0200-E0249"], True), ("E0250", ["E0200-E0249"], False),
+    ("E019", ["E0200-E0249"], False), ("E0221", ["E0221"], True), ("E0222", ["E0221"], False),
+    ("E02211", ["E0221"], False), ("A4639", ["E0200-E0249", "A4639"], True),
+])
+def test_a_code_is_in_a_list_of_codes_and_ranges_only_on_or_between_its_ends(code, ranges, within):
+    assert code_in(code, ranges) is within
+
+
+def test_a_policy_without_weak_descriptions_leaves_a_weak_phrase_unmatched(infrared):
+    strong_only = compile_policy(infrared.spec.model_copy(
+        update={"text": infrared.spec.text.model_copy(update={"weak": [], "weak_verdict": ""})}))
+    assert match_order(device_request({"text": "Infrared light unit"}), [strong_only]) is None
+    assert match_order(device_request({"text": "Anodyne therapy system"}), [strong_only]).match.strength == "strong"
+
+
+def test_only_devices_are_indexed_by_id_from_resources_and_search_bundles():
+    device = {"resourceType": "Device", "id": "d1"}
+    bundled = {"resourceType": "Device", "id": "d2"}
+    procedure = {"resourceType": "Procedure", "id": "d3"}
+    device_with_entry = {"resourceType": "Device", "id": "d4", "entry": [{"resource": {"resourceType": "Device",
+                                                                                       "id": "d5"}}]}
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": bundled}, {"resource": procedure}, "not an entry"]}
+    index = device_index([device, procedure, bundle, device_with_entry, {"resourceType": "Device"}, None])
+    assert index == {"Device/d1": device, "Device/d2": bundled, "Device/d4": device_with_entry}
+
+
+def test_a_contained_device_is_found_by_its_own_id(policies):
+    heat_pad = {"resourceType": "Device", "id": "pad", "type": {"coding": [{"system": HCPCS, "code": "E0215"}]}}
+    infrared_device = {"resourceType": "Device", "id": "ir", "type": {"coding": [{"system": HCPCS, "code": "E0221"}]}}
+    other = {"resourceType": "Basic", "id": "ir", "code": {"coding": [{"system": HCPCS, "code": "E0221"}]}}
+    order = device_request(codeReference={"reference": "#ir"}, contained=[heat_pad, other, infrared_device])
+    found = match_order(order, policies)
+    assert found.match.code.code == "E0221" and found.match.where == "the referenced Device ir (type)"
+    assert match_order(device_request(codeReference={"reference": "#pad"}, contained=[heat_pad, infrared_device]),
+                       policies) is None  # the heat pad's code, not the other device's
+
+
+def test_a_code_reference_to_another_type_is_not_followed_even_if_handed_in_as_a_device(policies):
+    definition = {"resourceType": "DeviceDefinition", "id": "ir",
+                  "type": {"coding": [{"system": HCPCS, "code": "E0221"}]}}
+    order = device_request(codeReference={"reference": "DeviceDefinition/ir"})
+    assert match_order(order, policies, {"DeviceDefinition/ir": definition}) is None
+    assert match_order(device_request(codeReference={"reference": "urn:uuid:1"}), policies, {"": definition}) is None
+
+
+# --------------------------------------------------------------------------------------- decisions' texts
+
+E0221 = {"coding": [{"system": HCPCS, "code": "E0221"}]}
+
+
+def test_medicare_under_a_policy_without_an_ncd_is_left_to_the_members_program(infrared):
+    no_ncd = compile_policy(infrared.spec.model_copy(update={"national_coverage": None}))
+    facts = MemberFacts(coverages=(CoverageFacts("Coverage/ma", line_of_business="medicare"),))
+    got = decide_order(device_request(E0221), facts, [no_ncd], on=date(2026, 3, 10))
+    assert got.outcome is Outcome.CONDITIONAL and got.verdict == "not decided here: Medicare plan"
+    assert "the plan is a Medicare plan, for which the coverage rules of the member's program govern" in got.reason
+    assert got.unknowns[0].how_to_resolve == "verify coverage under the coverage rules of the member's program"
+
+
+@pytest.mark.parametrize(("why", "said"), [
+    (None, "not known (neither the Coverage nor the plan directory says)"),
+    ("the plan is not in the plan directory", "not known (the plan is not in the plan directory)"),
+])
+def test_a_line_of_business_not_known_says_why(policies, why, said):
+    facts = MemberFacts(coverages=(CoverageFacts("Coverage/c", unknown_why=why),))
+    got = decide_order(device_request(E0221), facts, policies, on=date(2026, 3, 10))
+    assert said in "\n".join(got.rationale)
+
+
+def test_a_weak_description_keeps_a_mandate_exception_conditional_on_the_billing_code(policies):
+    covered = decide_order(device_request(E0221, authoredOn="2026-03-10"), CHILD, policies, on=date(2026, 3, 10))
+    assert (covered.outcome, covered.indicator) == (Outcome.COVERED_WITH_PA, "info")
+    weak = decide_order(device_request({"text": "Infrared light unit"}, authoredOn="2026-03-10"), CHILD, policies,
+                        on=date(2026, 3, 10))
+    assert (weak.outcome, weak.indicator) == (Outcome.CONDITIONAL, "warning")
+    assert weak.reason.startswith('Not known: whether the order, described as "Infrared light unit", is an item of '
+                                  'medical policy DME101.045 "Infrared Therapy Devices"')
+    assert weak.reason.endswith(f"(its billing code would say). If it is: {covered.reason}")
+
+
+def test_a_line_of_business_takes_the_article_it_is_spoken_with():
+    assert (_article("Medicare"), _article("commercial"), _article("unknown"), _article("Other")) == \
+        ("a", "a", "an", "an")

@@ -67,6 +67,7 @@ def test_illinois_child_with_a_qualifying_diagnosis_on_a_fully_insured_hmo(polic
            "quotes it, gives no age for \"children\")\n" in paragraph
     assert f'{ACT}, as HCSC medical policy DME101.045, Legislative Mandates quotes it: "all group or individual ' \
         in paragraph
+    assert '"\n\nEvery condition is met:\n- the plan is sitused in Illinois\n- ' in paragraph
     assert paragraph.endswith("Plan requirement (the plan's utilization management, as this mandate file states it): "
                               "Prior authorization, with clinical documentation of the qualifying diagnosis.")
     assert "- G80.1 Spastic diplegic cerebral palsy (an active condition) is a qualifying diagnosis " \
@@ -314,6 +315,22 @@ def test_medicare_without_a_named_indication_is_not_decided_by_the_ncd(policies)
     assert "DME101.045 applies" not in paragraph
     assert [u.what for u in got.unknowns] == ["Medicare coverage of this use: CMS NCD 270.6 does not address it, and "
                                               "local Medicare contractor discretion may apply"]
+
+
+@pytest.mark.parametrize(("diagnoses", "reason", "detail"), [
+    ((Diagnosis(ICD10CM, "M17.11", None, "Condition/oa"),), "the order is not for one of them",
+     "No diagnosis of the patient falls in these"),
+    ((Diagnosis(SNOMED, "239873007", "Osteoarthritis of knee", "Condition/oa"),), "the order names none of them",
+     "No ICD-10-CM diagnosis of the patient is known"),
+    ((), "the order names none of them", "No ICD-10-CM diagnosis of the patient is known"),
+])
+def test_medicare_says_whether_the_order_is_for_another_use_or_names_no_coded_indication(policies, diagnoses, reason,
+                                                                                          detail):
+    got = decision(policies, dataclasses.replace(medicare(), diagnoses=diagnoses))
+    assert f"(diabetic peripheral sensory neuropathy, non-diabetic peripheral sensory neuropathy, ulcers of skin or " \
+           f"subcutaneous tissue and wounds of skin or subcutaneous tissue); {reason}, and CMS NCD 270.6 does not " \
+           "address other uses." in got.reason
+    assert f"{detail}: the NCD does not address this use" in got.rationale[0]
 
 
 def test_the_orders_own_reason_is_named_before_the_problem_list(policies):

@@ -51,7 +51,7 @@ def code_in(code: str, ranges: Iterable[str]) -> bool:
     """Whether a code is one of, or within one of, codes and inclusive ranges such as "E0200-E0249"."""
     for entry in ranges:
         low, _, high = entry.partition("-")
-        if code == low or (high and len(code) == len(low) and low <= code <= high):
+        if len(code) == len(low) and low <= code <= (high or low):
             return True
     return False
 

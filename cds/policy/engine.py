@@ -67,9 +67,10 @@ class CompiledPolicy:
             return None
         if self.must_not_match and any(self.must_not_match.search(d.text) for d in content.texts):
             return None
-        for strength, pattern in (("strong", self.strong), ("weak", self.weak)):
-            for described in content.texts if pattern else ():
-                if pattern and (found := pattern.search(described.text)):
+        patterns = [(strength, p) for strength, p in (("strong", self.strong), ("weak", self.weak)) if p]
+        for strength, pattern in patterns:
+            for described in content.texts:
+                if found := pattern.search(described.text):
                     return Match("text", described.where, term=found.group(0), text=described.text,
                                  strength=strength)  # type: ignore[arg-type]
         return None
@@ -221,7 +222,8 @@ def _medicare(decision: Decision, facts: MemberFacts) -> Decision:
     any other use it does not decide, and neither does this service."""
     policy = decision.policy
     spec, ncd = policy.spec, policy.spec.national_coverage
-    assert ncd is not None and policy.indications is not None
+    assert ncd is not None
+    assert policy.indications is not None
     binds = w.MEDICARE_BINDS(ncd=ncd.name)
     if found := policy.indications.first(facts.diagnoses):
         return replace(
@@ -316,12 +318,10 @@ def _may_apply(evaluation: Evaluation, policy_id: str) -> str:
 
 
 def _ruled_out(evaluation: Evaluation) -> str:
-    """Why a mandate that concerns the member does not reach this order: the conditions that failed, with how to
-    resolve the one failure that alone rules it out, if it can be."""
-    mandate, failed = evaluation.mandate, evaluation.having("failed")
-    hint = failed[0].how_to_resolve if len(failed) == 1 and failed[0].how_to_resolve else None
-    return (w.MANDATE_RULED_OUT(title=mandate.spec.title, citation=mandate.spec.citation) + "\n" + _bullets(failed)
-            + (f"; {hint}" if hint else ""))
+    """Why a mandate that concerns the member does not reach this order: the conditions that failed."""
+    mandate = evaluation.mandate
+    return (w.MANDATE_RULED_OUT(title=mandate.spec.title, citation=mandate.spec.citation) + "\n"
+            + _bullets(evaluation.having("failed")))
 
 
 def _law(mandate: CompiledMandate) -> dict[str, str]:

@@ -77,9 +77,6 @@ class CompiledMandate:
             findings.append(self._diagnosis(facts))
         return Evaluation(self, tuple(findings))
 
-    def _law(self) -> dict[str, str]:
-        return {"citation": self.spec.citation, "quoted_from": self.spec.quoted_from}
-
     # ------------------------------------------------------------------------------------------- the plan
 
     def _situs(self, coverage: CoverageFacts | None) -> Finding:
@@ -100,7 +97,7 @@ class CompiledMandate:
         if line == "medicare":
             return Finding("failed", w.LINE_MEDICARE())
         lines = w.listed([w.LINES[name] for name in self.spec.lines_of_business], "or")
-        return Finding("failed", w.LINE_FAILED(line=w.LINES[line], lines=lines, **self._law()))
+        return Finding("failed", w.LINE_FAILED(line=w.LINES[line], lines=lines))
 
     def _funding(self, coverage: CoverageFacts | None) -> Finding:
         funding = coverage.funding if coverage else "unknown"
@@ -110,7 +107,7 @@ class CompiledMandate:
             return Finding("met", w.FUNDING_MET(funding=_FUNDING[funding]))
         erisa = " (self-funded employer plans fall under federal law, ERISA, not state mandates)" \
             if funding == "self-funded" else ""
-        return Finding("failed", w.FUNDING_FAILED(funding=_FUNDING[funding], erisa=erisa, **self._law(),
+        return Finding("failed", w.FUNDING_FAILED(funding=_FUNDING[funding], erisa=erisa,
                                                   fundings=w.listed([_FUNDING[f] for f in self.spec.funding], "or")))
 
     def _product(self, coverage: CoverageFacts | None) -> Finding:
@@ -121,7 +118,7 @@ class CompiledMandate:
         if product in self.spec.products:
             return Finding("met", w.PRODUCT_MET(a_product=f"{_article(product)} {product}"))
         kind = f"{_article(product)} {product}" if product != "other" else "neither of these"
-        return Finding("failed", w.PRODUCT_FAILED(a_product=kind, products=products, **self._law()))
+        return Finding("failed", w.PRODUCT_FAILED(a_product=kind, products=products))
 
     def _plan_date(self, coverage: CoverageFacts | None, day: date) -> Finding:
         since = f"{self.spec.plans_on_or_after:%m/%d/%Y}"
@@ -131,7 +128,7 @@ class CompiledMandate:
         if start >= self.spec.plans_on_or_after:
             return Finding("met", w.PLAN_DATE_MET(start=f"{start:%m/%d/%Y}", since=since))
         if day < _anniversary(start):  # an annual plan that began before the date has not renewed yet
-            return Finding("failed", w.PLAN_DATE_FAILED(start=f"{start:%m/%d/%Y}", since=since, **self._law()))
+            return Finding("failed", w.PLAN_DATE_FAILED(start=f"{start:%m/%d/%Y}", since=since))
         return Finding("unknown", w.PLAN_RENEWAL_UNKNOWN(start=f"{start:%m/%d/%Y}", since=since),
                        "the plan's latest issue or renewal date", w.PLAN_RENEWAL_UNKNOWN.how())
 
