@@ -62,11 +62,10 @@ class Readiness:
                    if needed and not result["ok"]]
         with self._lock:
             was, self._ready, self._checked_at = self._ready, not failing, monotonic()
-        if was is not None and was != (not failing):
-            if failing:
-                log.warning("not ready, so hook and feedback calls are refused with 503: %s", _named(failing))
-            else:
-                log.warning("ready again: hook and feedback calls are served")
+        if failing and was is not False:
+            log.warning("not ready, so hook and feedback calls are refused with 503: %s", _named(failing))
+        elif not failing and was is False:
+            log.warning("ready again: hook and feedback calls are served")
         return results
 
     def serving(self) -> bool:
@@ -108,13 +107,6 @@ def register_ops(app: Flask, settings: Settings) -> None:
     def _start_clock() -> None:
         g.started = perf_counter()
 
-    @app.before_request
-    def _refuse_while_not_ready() -> None:
-        """Before authentication and everything else the call would do: a refusal leaves no trace but its log
-        line and metric, and a proxy may send the call to another replica (docs/operating.md)."""
-        if request.endpoint in _GATED and request.method == "POST" and not readiness.serving():
-            raise NotReady
-
     if settings.metrics_port:
         @app.before_request
         def _separate_listeners() -> None:
@@ -122,6 +114,13 @@ def register_ops(app: Flask, settings: Settings) -> None:
             endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
             if not (endpoint in _PROBES if on_operator_port() else endpoint != "metrics"):
                 abort(404)
+
+    @app.before_request
+    def _refuse_while_not_ready() -> None:
+        """Before authentication and everything else the call would do: a refusal leaves no trace but its log
+        line and metric, and a proxy may send the call to another replica (docs/operating.md)."""
+        if request.endpoint in _GATED and request.method == "POST" and not readiness.serving():
+            raise NotReady
 
     @app.after_request
     def _observe(response: Response) -> Response:
