@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from dataclasses import replace
 
 from cds.record.spool import Spool
 
@@ -45,3 +46,26 @@ def test_every_append_returns_after_a_sync_that_covers_it_and_concurrent_appends
     assert unsynced == []
     assert 0 < len(synced) < THREADS * APPENDS_EACH  # calls appending together share one sync
     assert list((tmp_path / "spool").iterdir()) == []  # all settled as committed: deleted
+
+
+def test_an_answered_call_waits_for_its_record_on_disk_and_a_refused_one_does_not(tmp_path, monkeypatch):
+    """A refused call carries no decision: its record is spooled without a sync (a flood of 401s costs no
+    disk flushes), while an answered call's record is synced before `audit` returns."""
+    from cds.record import Store
+    from tests.records import a_call, a_decision
+
+    store = Store(f"sqlite:///{tmp_path}/store.sqlite3", spool_dir=str(tmp_path / "spool")).start()
+    real_sync, synced_files = os.fdatasync, []
+
+    def observed_sync(fd: int) -> None:
+        real_sync(fd)
+        synced_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fdatasync", observed_sync)
+    refused = replace(a_call(), status=401, refusal="login")
+    store.audit(refused, wait=False)
+    assert [path for path in synced_files if path.endswith(".jsonl")] == []
+    answered = a_call()
+    store.audit(answered, [a_decision(answered)])
+    assert len([path for path in synced_files if path.endswith(".jsonl")]) == 1
+    store.close()

@@ -72,9 +72,10 @@ class Spool:
         self._synced = threading.Condition()  # a sync ended (see `_sync`)
         self._syncing = False
 
-    def append(self, entry: Entry) -> int:
-        """Append a record and return once it is on disk, before its call is answered; the number of the file it
-        is in, to `settle` it with once the writer is done with it. Raises OSError when the disk refuses it."""
+    def append(self, entry: Entry, sync: bool = True) -> int:
+        """Append a record and return once it is on disk (`sync`; else once it is in the page cache, which
+        survives the process, not the host's power), before its call is answered; the number of the file it is
+        in, to `settle` it with once the writer is done with it. Raises OSError when the disk refuses it."""
         line = orjson.dumps(entry) + b"\n"  # JSON escapes control characters: no NUL, which marks the end
         with self._lock:
             number = self._current_file(len(line))
@@ -84,7 +85,8 @@ class Spool:
             spooled.outstanding += 1
             end = spooled.used
         try:
-            self._sync(spooled, end)
+            if sync:
+                self._sync(spooled, end)
         except OSError:
             self.settle([number], committed=True)  # not durable here: its call waits for the commit instead
             raise

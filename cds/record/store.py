@@ -196,12 +196,12 @@ class Store:
     def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = (), wait: bool = True) -> None:
         """Record a hook call under the failure policy, before its answer is sent.
 
-        Returns once the record is durable: in the spool (the writer commits it within milliseconds), or,
+        Returns once the record is durable: synced to the spool (the writer commits it within 200 ms), or,
         without one, committed with the batch this process's writer is gathering. Raises StoreUnavailable
         (503) when it is neither. Without `wait` (a refused call, which carries no decision) the record is
-        handed to the writer and the call goes on at once."""
+        spooled without a sync to disk, handed to the writer, and the call goes on at once."""
         call_id, call, decisions = str(uuid7()), self._kept_payloads(call), tuple(decisions)
-        number = self._spooled(call_id, call, decisions)
+        number = self._spooled(call_id, call, decisions, sync=wait)
         try:
             done = self._writer.submit((call_id, call, decisions, number), wait=number is None and wait)
         except queue.Full:
@@ -502,13 +502,15 @@ class Store:
 
         self._run("replay", write, failures=0)
 
-    def _spooled(self, call_id: str, call: HookCall, decisions: tuple[DecisionRecord, ...]) -> int | None:
-        """Append the record to the spool; the spool file's number, or None without a spool or when the disk
-        refuses it (then the call waits for the commit; the spool is tried again after SPOOL_RETRY_S)."""
+    def _spooled(self, call_id: str, call: HookCall, decisions: tuple[DecisionRecord, ...],
+                 sync: bool = True) -> int | None:
+        """Append the record to the spool (synced to disk with `sync`); the spool file's number, or None without
+        a spool or when the disk refuses it (then the call waits for the commit; the spool is tried again after
+        SPOOL_RETRY_S)."""
         if self.spool is None or time.monotonic() < self._spool_retry_at:
             return None
         try:
-            return self.spool.append({"id": call_id, "call": call, "decisions": decisions})
+            return self.spool.append({"id": call_id, "call": call, "decisions": decisions}, sync=sync)
         except OSError as exc:
             _count_failure("spool")
             self._spool_retry_at = time.monotonic() + SPOOL_RETRY_S
