@@ -212,3 +212,17 @@ def test_an_order_already_carrying_the_same_assertion_gets_no_new_action(client)
     [replaced] = changed["systemActions"]
     assertions = [e for e in replaced["resource"]["extension"] if e["url"].endswith("ext-coverage-information")]
     assert len(assertions) == 1  # the changed assertion replaced, not added to
+
+
+def test_an_assertion_made_on_another_day_under_another_id_is_the_same_assertion(decision):
+    earlier = coverage_information(dataclasses.replace(decision, decided_on=date(2026, 1, 5), assertion_id="old"))
+    order = parse_draft_order({**ORDER, "extension": [earlier]})
+    assert coverage_action(dataclasses.replace(decision, order=order)) is None
+
+
+def test_an_extension_of_another_url_naming_the_same_coverage_is_kept_as_the_ehrs_own(decision):
+    own = {"url": "http://example.org/ehr-coverage-note", "extension": [
+        {"url": "coverage", "valueReference": {"reference": "Coverage/cov-1"}}]}
+    order = parse_draft_order({**ORDER, "extension": [own, "not an extension"]})
+    extensions = coverage_action(dataclasses.replace(decision, order=order)).resource["extension"]
+    assert extensions[:2] == [own, "not an extension"] and extensions[2]["url"] == COVERAGE_INFORMATION

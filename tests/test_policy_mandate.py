@@ -11,7 +11,9 @@ import pytest
 from cds.fhir import parse_draft_order
 from cds.policy import Outcome, load_policies
 from cds.policy.diagnoses import DiagnosisGroups
+from cds.policy.engine import compile_policy
 from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
+from cds.policy.mandate import CompiledMandate
 from cds.policy.model import DiagnosisGroup
 from tests.helpers import decide_order
 
@@ -431,3 +433,77 @@ def test_the_mandate_texts_quote_only_the_act_and_attribute_the_rest_to_the_plan
     quoted = re.findall(r'quotes it: "([^"]+)"', text)
     source = " ".join((Path(__file__).parent / "data/sources/policy-DME101.045.txt").read_text().split())
     assert quoted and all(" ".join(q.split()) in source for q in quoted)
+
+
+# ------------------------------------------------------------------------------ the conditions, word for word
+
+def compiled_mandate(policies, child_age_limit=19, diagnoses=True, **changes):
+    """The Illinois mandate with its file changed as `changes` say."""
+    (mandate,) = policies[0].mandates
+    return CompiledMandate(mandate.spec.model_copy(update=changes), mandate.diagnoses if diagnoses else None,
+                           child_age_limit)
+
+
+def test_every_condition_met_says_what_was_found(policies):
+    texts = [f.text for f in evaluation(policies).findings]
+    assert texts.pop(5).startswith("the patient is 9 on the order's date: a child by the plan's rule (under 19; ")
+    assert texts == [
+        "the plan is sitused in Illinois", "the plan is commercial", "the plan is fully insured", "the plan is an HMO",
+        "the plan year began 07/01/2025, on or after 01/01/2025",
+        "G80.1 Spastic diplegic cerebral palsy (an active condition) is a qualifying diagnosis (neurological "
+        "impairment, on the plan's diagnosis screen)"]
+    assert [f.text for f in compiled_mandate(policies).evaluate(member(product="PPO"), ON).having("met")][3] == \
+        "the plan is a PPO"
+
+
+@pytest.mark.parametrize(("condition", "label"), [
+    ("plan situs", "the plan's situs state"), ("line of business", "the plan's line of business"),
+    ("funding", "plan funding (fully insured or self-funded)"), ("product", "the plan's product (PPO, HMO or POS)"),
+    ("plan year", "the plan's issue or renewal date"), ("renewal", "the plan's latest issue or renewal date"),
+    ("age", "the patient's age"),
+    ("diagnosis, SNOMED CT only", "a diagnosis with low tone neuromuscular, neurological or cognitive impairment"),
+])
+def test_each_unknown_condition_is_named_in_a_few_words_for_the_coverage_reason(policies, condition, label):
+    facts, _, _ = UNKNOWN[condition]
+    assert [f.unknown for f in evaluation(policies, facts).having("unknown")] == [label]
+
+
+@pytest.mark.parametrize(("changes", "facts", "text"), [
+    ({"funding": ["self-funded"]}, CHILD, "the plan is fully insured, and the mandate reaches self-funded plans only"),
+    ({}, member(funding="self-funded"), "the plan is self-funded, and the mandate reaches fully insured plans only "
+                                        "(self-funded employer plans fall under federal law, ERISA, not state "
+                                        "mandates)"),
+    ({}, member(product="other"), "the plan is neither of these, and the mandate reaches PPO, HMO or POS plans only"),
+    ({"lines_of_business": ["commercial", "other"]}, member(line_of_business="medicaid"),
+     "the plan is Medicaid, and the mandate reaches commercial or non-commercial plans only"),
+])
+def test_a_failed_condition_says_what_the_plan_is_and_what_the_mandate_reaches(policies, changes, facts, text):
+    assert [f.text for f in compiled_mandate(policies, **changes).evaluate(facts, ON).having("failed")] == [text]
+
+
+def test_the_mandate_reason_names_whom_the_mandate_reaches(policies):
+    def reaches(mandate):
+        policy = compile_policy(policies[0].spec, mandates=[mandate])
+        return decide_order(order(), CHILD, [policy], on=ON).reason.split(", which reaches ")[1].split(", as an ")[0]
+
+    assert reaches(compiled_mandate(policies)) == \
+        "children with low tone neuromuscular, neurological or cognitive impairment"
+    assert reaches(compiled_mandate(policies, diagnoses=False)) == "children"
+    assert reaches(compiled_mandate(policies, child_age_limit=None, children=False, diagnoses=False)) == "members"
+
+
+def test_a_mandate_with_nothing_met_says_it_may_apply_without_a_list_of_what_is_met(policies):
+    facts = MemberFacts(state="IL", coverages=(CoverageFacts("Coverage/c1"),))
+    got = decision(policies, facts)
+    assert got.mandate_may_apply
+    paragraph = got.rationale[-1]
+    assert paragraph.startswith("**Illinois mandate for children with impairments: may apply.** ")
+    assert "Met:" not in paragraph
+    assert 'quotes it: "all group or individual' in paragraph
+    assert '"\n\nIf what is not known (below) is confirmed, the order may be covered under the mandate; otherwise ' \
+           "the coverage statement of medical policy DME101.045 stands.\n\nPlan requirement (" in paragraph
+
+
+def test_age_on_the_day_of_birth_is_zero_and_before_it_unknown():
+    born = MemberFacts(birth_date=date(2020, 5, 1))
+    assert (born.age_on(date(2020, 5, 1)), born.age_on(date(2020, 4, 30)), born.age_on(date(2021, 5, 1))) == (0, None, 1)
