@@ -506,4 +506,4 @@ def test_a_mandate_with_nothing_met_says_it_may_apply_without_a_list_of_what_is_
 
 def test_age_on_the_day_of_birth_is_zero_and_before_it_unknown():
     born = MemberFacts(birth_date=date(2020, 5, 1))
-    assert (born.age_on(date(2020, 5, 1)), born.age_on(date(2020, 4, 30)), born.age_on(date(2021, 5, 1))) == (0, None, 1)
+    assert [born.age_on(day) for day in (date(2020, 5, 1), date(2020, 4, 30), date(2021, 5, 1))] == [0, None, 1]
