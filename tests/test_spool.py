@@ -69,3 +69,24 @@ def test_an_answered_call_waits_for_its_record_on_disk_and_a_refused_one_does_no
     store.audit(answered, [a_decision(answered)])
     assert len([path for path in synced_files if path.endswith(".jsonl")]) == 1
     store.close()
+
+
+def test_with_spool_sync_off_an_answered_call_does_not_wait_for_the_disk(tmp_path, monkeypatch):
+    """CDS_SPOOL_SYNC=false: records reach the page cache only (they survive the process, not a power loss)."""
+    from cds.config import Settings
+    from cds.record import Store
+    from tests.records import a_call, a_decision
+
+    settings = Settings.from_env({"CDS_DATA_DIR": str(tmp_path), "CDS_SPOOL_SYNC": "false"})
+    store = Store.from_settings(settings).start()
+    real_sync, synced_files = os.fdatasync, []
+
+    def observed_sync(fd: int) -> None:
+        real_sync(fd)
+        synced_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fdatasync", observed_sync)
+    answered = a_call()
+    store.audit(answered, [a_decision(answered)])
+    assert list((tmp_path / "spool").glob("*.jsonl")) and not [p for p in synced_files if p.endswith(".jsonl")]
+    store.close()

@@ -11,9 +11,9 @@ that died: any process of the service takes it over, replays it and deletes it. 
 
 Files are allocated up front and mapped into memory, so an append is a copy. It is then made durable with
 `fdatasync` before the call is answered, so a record survives the process being killed and the host losing
-power. The sync is shared (group sync): one thread of a process syncs at a time, and the records appended
-while it does wait for the next sync, which covers them all, so concurrent calls share one. A new file's
-directory entry is synced before its first record is appended.
+power (with CDS_SPOOL_SYNC off, the process only). The sync is shared (group sync): one thread of a process
+syncs at a time, and the records appended while it does wait for the next sync, which covers them all, so
+concurrent calls share one. A new file's directory entry is synced before its first record is appended.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ class _File:
 class Spool:
     """One per process and directory; safe to share between threads."""
 
-    def __init__(self, directory: str | Path, rotate_s: float = ROTATE_S):
+    def __init__(self, directory: str | Path, rotate_s: float = ROTATE_S, sync: bool = True):
         self.directory = Path(directory)
+        self._sync_appends = sync  # CDS_SPOOL_SYNC: off, an append reaches the page cache only
         self._rotate_s = rotate_s
         self._lock = threading.Lock()
         self._pid = 0
@@ -85,7 +86,7 @@ class Spool:
             spooled.outstanding += 1
             end = spooled.used
         try:
-            if sync:
+            if sync and self._sync_appends:
                 self._sync(spooled, end)
         except OSError:
             self.settle([number], committed=True)  # not durable here: its call waits for the commit instead

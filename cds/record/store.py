@@ -122,7 +122,7 @@ class Store:
     """One per process, created at start-up; safe to share between threads."""
 
     def __init__(self, url: str, *, required: bool = False, capture_payloads: bool = False,
-                 retention_days: int = 30, spool_dir: str | None = None):
+                 retention_days: int = 30, spool_dir: str | None = None, spool_sync: bool = True):
         self.url = url
         self.required = required
         self.capture_payloads = capture_payloads
@@ -143,7 +143,7 @@ class Store:
         self._new_calls = dialect.insert(hook_call).on_conflict_do_nothing(index_elements=["id"]).returning(
             hook_call.c.id)  # replays: a call already stored is skipped
         # Where records go while the database cannot take them; none with audit required (those calls get 503).
-        self.spool = Spool(spool_dir) if spool_dir and not required else None
+        self.spool = Spool(spool_dir, sync=spool_sync) if spool_dir and not required else None
         # Where seen JWT ids are kept while the database cannot be reached: none with audit required (503).
         self.local_replays = LocalReplays(spool_dir) if spool_dir and not required else None
         self._writer: BackgroundWriter[Queued] = BackgroundWriter(
@@ -159,7 +159,8 @@ class Store:
     def from_settings(cls, settings: Settings) -> Store:
         return cls(settings.store_url, required=settings.audit_required,
                    capture_payloads=settings.audit_capture_payloads,
-                   retention_days=settings.audit_retention_days, spool_dir=settings.spool_dir)
+                   retention_days=settings.audit_retention_days, spool_dir=settings.spool_dir,
+                   spool_sync=settings.spool_sync)
 
     def start(self) -> Store:
         """Migrate the schema now, and replay what processes that died left in the spool. A database that is
