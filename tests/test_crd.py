@@ -7,10 +7,10 @@ import pytest
 
 from cds.fhir import parse_draft_order
 from cds.policy import Outcome, load_policies
-from cds.policy.facts import CoverageFacts, MemberFacts
+from cds.policy.facts import CoverageFacts, CoverageGap, MemberFacts
 from cds.protocol import HookRequest
 from cds.render.configuration import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
-from cds.render.coverage import COVERAGE_INFORMATION, coverage_action, coverage_information
+from cds.render.coverage import COVERAGE_INFORMATION, coverage_action, coverage_information, order_insurance
 from tests.crd_profile import has_empty_element, problems_2_0_1, problems_2_2, problems_dual
 from tests.helpers import decide_order, load
 
@@ -226,3 +226,17 @@ def test_an_extension_of_another_url_naming_the_same_coverage_is_kept_as_the_ehr
     order = parse_draft_order({**ORDER, "extension": [own, "not an extension"]})
     extensions = coverage_action(dataclasses.replace(decision, order=order)).resource["extension"]
     assert extensions[:2] == [own, "not an extension"] and extensions[2]["url"] == COVERAGE_INFORMATION
+
+
+def test_no_assertion_without_a_coverage_unless_a_gap_says_why(decision):
+    insured = parse_draft_order({**ORDER, "insurance": [{"reference": "Coverage/cov-1"}]})
+    uncovered = dataclasses.replace(decision, order=insured, coverage=None)
+    assert coverage_information(uncovered, version=(2, 2)) is None
+    gap = CoverageGap("coverage-not-found", "No coverage of the patient was found")
+    assert coverage_information(uncovered, gap=gap, version=(2, 2))["extension"][0] == \
+        {"url": "coverage", "valueReference": {"reference": "Coverage/cov-1"}}
+
+
+def test_the_orders_insurance_is_read_past_entries_that_are_not_references():
+    insurance = ["Coverage/cov-0", {"reference": "Organization/o"}, {"reference": "Coverage/cov-1"}]
+    assert order_insurance({"insurance": insurance}) == "Coverage/cov-1"

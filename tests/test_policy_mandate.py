@@ -10,7 +10,7 @@ import pytest
 
 from cds.fhir import parse_draft_order
 from cds.policy import Outcome, load_policies
-from cds.policy.diagnoses import DiagnosisGroups
+from cds.policy.diagnoses import DiagnosisGroups, DiagnosisMatch
 from cds.policy.engine import compile_policy
 from cds.policy.facts import ICD10CM, SNOMED, CoverageFacts, Diagnosis, MemberFacts
 from cds.policy.mandate import CompiledMandate
@@ -89,7 +89,8 @@ FAILING = {
     "product": (member(product="EPO"), "the plan is an EPO, and the mandate reaches PPO, HMO or POS plans only"),
     # A plan year that began before the mandate's date and has not renewed by the order's date (03/10/2025).
     "plan year": (member(plan_start=date(2024, 7, 1)), "the plan year began 07/01/2024 and has not renewed by the "
-                                                       "order's date"),
+                                                       "order's date; the mandate reaches plans issued or renewed on "
+                                                       "or after 01/01/2025"),
     "age": (dataclasses.replace(CHILD, birth_date=date(2000, 3, 10)),
             "the patient is 26 on the order's date: by the plan's rule a patient of 26 or older is not a child"),
 }
@@ -507,3 +508,12 @@ def test_a_mandate_with_nothing_met_says_it_may_apply_without_a_list_of_what_is_
 def test_age_on_the_day_of_birth_is_zero_and_before_it_unknown():
     born = MemberFacts(birth_date=date(2020, 5, 1))
     assert [born.age_on(day) for day in (date(2020, 5, 1), date(2020, 4, 30), date(2021, 5, 1))] == [0, None, 1]
+
+
+def test_the_screen_lists_each_recorded_code_once_and_a_diagnosis_without_display_by_its_code(policies):
+    facts = dataclasses.replace(CHILD, diagnoses=(Diagnosis(ICD10CM, "M17.11", None, "Condition/a"),
+                                                  Diagnosis(ICD10CM, "E11.9", None, "Condition/b"),
+                                                  Diagnosis(ICD10CM, "M17.11", None, "ServiceRequest/1.reasonCode")))
+    (unknown,) = evaluation(policies, facts).having("unknown")
+    assert "among the patient's recorded diagnoses (M17.11, E11.9)" in unknown.text
+    assert DiagnosisMatch("a group", facts.diagnoses[0]).describe() == "M17.11 (an active condition)"

@@ -74,7 +74,7 @@ class CompiledMandate:
         if self.child_age_limit is not None:
             findings.append(self._age(facts, day))
         if self.diagnoses is not None:
-            findings.append(self._diagnosis(facts))
+            findings.append(self._diagnosis(facts, self.diagnoses))
         return Evaluation(self, tuple(findings))
 
     # ------------------------------------------------------------------------------------------- the plan
@@ -148,11 +148,11 @@ class CompiledMandate:
                            f"whether the mandate reaches a patient aged {age}", w.AGE_VERIFY.how(age=age))
         return Finding("failed", w.AGE_FAILED(age=age, verify_under=verify_under))
 
-    def _diagnosis(self, facts: MemberFacts) -> Finding:
+    def _diagnosis(self, facts: MemberFacts, screen: DiagnosisGroups) -> Finding:
         """A screen can show that a qualifying diagnosis is present, never that none is: the law names categories,
         and the screen's codes are the plan's reading of them. So no qualifying diagnosis on it is unknown."""
         label = self.spec.diagnoses_label
-        found = self.diagnoses.first(facts.diagnoses) if self.diagnoses else None
+        found = screen.first(facts.diagnoses)
         if found:
             return Finding("met", w.DIAGNOSIS_MET(diagnosis=found.describe(), group=found.group))
         resolve = w.DIAGNOSIS_RESOLVE(label=label)
