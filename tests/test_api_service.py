@@ -224,3 +224,14 @@ def test_r4_departures_are_checked_on_one_call_per_client_and_interval_or_on_eve
     for _ in range(3):
         assert every.post("/cds-services/order-sign-crd", json=departing_order_sign()).status_code == 200
     assert len(departure_warnings(caplog)) == 3
+
+
+def test_a_home_address_that_ended_is_passed_over_for_the_current_one(client):
+    body = load("il-child-cerebral-palsy-hmo.json")
+    answer = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    patient = body["prefetch"]["patient"]
+    patient["address"].insert(0, {"use": "home", "city": "Milwaukee", "state": "WI", "period": {"end": "2019-06-30"}})
+    response = client.post("/cds-services/order-sign-crd", json=body)
+    assert response.status_code == 200, response.get_json()
+    assert [c["summary"] for c in response.get_json()["cards"]] == [c["summary"] for c in answer["cards"]]
+    assert "Illinois" in answer["cards"][0]["summary"]
