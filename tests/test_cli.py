@@ -72,8 +72,7 @@ def test_serve_spreads_connections_kept_alive_over_its_workers(tmp_path):
                                    text=True, env=env)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", process)
-        _wait_for_workers_with_their_store(log, 2)  # else a loaded machine leaves one worker to take them all
-        time.sleep(0.5)  # the probe's connection closed
+        _wait_for_workers_serving(port, log, 2)  # else a loaded machine's late worker looks like no spreading
         connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
         for connection in connections:
             connection.sendall(b"GET /cds-services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -93,16 +92,19 @@ def _log_records(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
-def _wait_for_workers_with_their_store(log: Path, workers: int, timeout: float = 30) -> None:
-    """Until `workers` workers have opened the audit store, the last step of a worker's start."""
+def _wait_for_workers_serving(port: int, log: Path, workers: int, timeout: float = 30) -> None:
+    """Until `workers` workers have each answered a call of its own (one connection a call), so all are up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        opened = {record["pid"] for record in _log_records(log) if record["logger"] == "cds.record.engine"
-                  and record["message"].startswith("audit store schema at revision")}
-        if len(opened) >= workers:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            connection.makefile("rb").read()
+        serving = {record["pid"] for record in _log_records(log)
+                   if record["logger"] == "cds.access" and record["message"].startswith("GET /openapi.json 200")}
+        if len(serving) >= workers:
             return
         time.sleep(0.05)
-    raise AssertionError(f"{workers} workers did not start within {timeout} s")
+    raise AssertionError(f"{workers} workers did not answer within {timeout} s")
 
 
 def test_demo_refuses_a_non_loopback_host_naming_where_it_came_from():
