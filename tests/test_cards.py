@@ -119,6 +119,13 @@ def test_standard_override_reasons_are_codes_of_the_cds_hooks_value_set_with_its
     assert all(r.display == CLINICAL_SELECTION[r.code] for r in standard)
 
 
+def test_a_mandate_that_may_apply_is_offered_as_an_override_reason(policies):
+    decision, card = render(policies)
+    may_apply = card_for(dataclasses.replace(decision, mandate_may_apply=True), Configuration(), PAYER)
+    assert [r.code for r in may_apply.override_reasons] == [*(r.code for r in card.override_reasons), "state-mandate"]
+    assert may_apply.override_reasons[-1].display == "A state benefit mandate applies"
+
+
 def test_each_card_has_fresh_uuids(policies):
     first, second = render(policies)[1], render(policies)[1]
     assert first.uuid != second.uuid and first.suggestions[0].uuid != second.suggestions[0].uuid
@@ -128,6 +135,7 @@ def test_order_without_id_gets_a_card_without_suggestion(policies):
     _, card = render(policies, order_id=None)
     wire = to_wire(CdsResponse(cards=[card]))["cards"][0]
     assert "suggestions" not in wire and "selectionBehavior" not in wire and "extension" not in wire
+    assert card.extension is None
 
 
 def test_source_label_falls_back_to_the_configured_payer_name(policies):

@@ -10,7 +10,7 @@ from cds.policy import Outcome, load_policies
 from cds.policy.facts import CoverageFacts, CoverageGap, MemberFacts
 from cds.protocol import HookRequest
 from cds.render.configuration import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
-from cds.render.coverage import COVERAGE_INFORMATION, coverage_action, coverage_information, order_insurance
+from cds.render.coverage import COVERAGE_INFORMATION, coverage_information, order_insurance, update_action
 from tests.crd_profile import has_empty_element, problems_2_0_1, problems_2_2, problems_dual
 from tests.helpers import decide_order, load
 
@@ -32,6 +32,11 @@ def decision():
 
 def with_outcome(decision, outcome):
     return dataclasses.replace(decision, outcome=outcome, reason=f"Reason for {outcome}.")
+
+
+def action_for(decision):
+    """The action that stores the decision's assertion on its order, as the render step makes it."""
+    return update_action(decision, coverage_information(decision))
 
 
 def parts(extension):
@@ -95,7 +100,7 @@ def test_the_checks_catch_invalid_assertions(decision, change, version, expected
 
 
 def test_action_echoes_the_whole_order_with_only_the_extension_added(decision):
-    action = coverage_action(decision)
+    action = action_for(decision)
     assert action.type == "update" and action.resource_id is None
     assert "DeviceRequest/dr-1" in action.description and "DME101.045" in action.description
     resource = dict(action.resource)
@@ -112,17 +117,17 @@ def test_earlier_assertion_for_the_same_coverage_is_replaced_others_kept(decisio
         {"url": "coverage", "valueReference": {"reference": "Coverage/secondary"}}]}
     order = parse_draft_order({**ORDER, "extension": [ours, other_payer]})
     renewed = dataclasses.replace(decision, order=order, assertion_id="new-id")
-    extensions = coverage_action(renewed).resource["extension"]
+    extensions = action_for(renewed).resource["extension"]
     assert other_payer in extensions and ours not in extensions
     assert [e for e in extensions if e.get("url") == COVERAGE_INFORMATION][-1]["extension"][-1] == \
         {"url": "coverage-assertion-id", "valueString": "new-id"}
 
 
 def test_no_coverage_or_no_order_id_means_no_action(decision):
-    assert coverage_action(dataclasses.replace(decision, coverage=None)) is None
-    assert coverage_action(dataclasses.replace(decision, coverage=CoverageFacts(None))) is None
+    assert action_for(dataclasses.replace(decision, coverage=None)) is None
+    assert action_for(dataclasses.replace(decision, coverage=CoverageFacts(None))) is None
     anonymous = parse_draft_order({k: v for k, v in ORDER.items() if k != "id"})
-    assert coverage_action(dataclasses.replace(decision, order=anonymous)) is None
+    assert action_for(dataclasses.replace(decision, order=anonymous)) is None
 
 
 def request(configuration=None, version=None):
@@ -217,14 +222,14 @@ def test_an_order_already_carrying_the_same_assertion_gets_no_new_action(client)
 def test_an_assertion_made_on_another_day_under_another_id_is_the_same_assertion(decision):
     earlier = coverage_information(dataclasses.replace(decision, decided_on=date(2026, 1, 5), assertion_id="old"))
     order = parse_draft_order({**ORDER, "extension": [earlier]})
-    assert coverage_action(dataclasses.replace(decision, order=order)) is None
+    assert action_for(dataclasses.replace(decision, order=order)) is None
 
 
 def test_an_extension_of_another_url_naming_the_same_coverage_is_kept_as_the_ehrs_own(decision):
     own = {"url": "http://example.org/ehr-coverage-note", "extension": [
         {"url": "coverage", "valueReference": {"reference": "Coverage/cov-1"}}]}
     order = parse_draft_order({**ORDER, "extension": [own, "not an extension"]})
-    extensions = coverage_action(dataclasses.replace(decision, order=order)).resource["extension"]
+    extensions = action_for(dataclasses.replace(decision, order=order)).resource["extension"]
     assert extensions[:2] == [own, "not an extension"] and extensions[2]["url"] == COVERAGE_INFORMATION
 
 

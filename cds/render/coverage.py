@@ -107,12 +107,6 @@ def _assertion(decision: Decision, coverage: str, codes: list[tuple[str, str]],
     return {"url": COVERAGE_INFORMATION, "extension": parts}
 
 
-def coverage_action(decision: Decision, primary: bool = True, gap: CoverageGap | None = None,
-                    version: tuple[int, int] | None = None) -> Action | None:
-    """The system action that stores the decision's assertion on the order (`update_action`), or None."""
-    return update_action(decision, coverage_information(decision, primary, gap, version), gap)
-
-
 def update_action(decision: Decision, extension: dict[str, Any] | None, gap: CoverageGap | None = None
                   ) -> Action | None:
     """The system action that stores the assertion `extension` (made with `gap`, if any) on the order: the whole
