@@ -151,6 +151,19 @@ def test_unknowns_are_listed(policies):
     decision = dataclasses.replace(decision, unknowns=(Unknown("The plan's funding", "ask the plan"),))
     card = card_for(decision, Configuration(), PAYER)
     assert "**Not evaluated:**\n- The plan's funding: ask the plan" in card.detail
+    conditional = dataclasses.replace(decision, outcome=Outcome.CONDITIONAL,
+                                      unknowns=(Unknown("The plan's funding", "ask the plan"), Unknown("The age")))
+    assert "**Not known, and how to resolve it:**\n- The plan's funding: ask the plan\n- The age\n\n" in \
+        card_for(conditional, Configuration(), PAYER).detail
+
+
+def test_detail_opens_with_the_policy_it_states_and_defines_the_devices_only_for_a_text_match(policies):
+    _, card = render(policies)
+    spec = policies[0].spec
+    assert card.detail.startswith(f'**Medical policy {spec.id} "{spec.title}"**, {spec.publisher}, effective '
+                                  f"{spec.effective:%m/%d/%Y}:\n\n> ")
+    assert "defines its devices" not in card.detail
+    assert "defines its devices" in render(policies, {"text": "Anodyne therapy system"})[1].detail
 
 
 def test_long_text_is_shortened_in_the_summary_never_the_verdict(policies):
