@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
 
 BASE = "http://cds.test"  # the public base URL the test app is configured with
 EHR = "https://ehr.test"
@@ -57,8 +57,12 @@ def mint(path: str = SERVICE_PATH, *, key: Any = EC_KEY, alg: str = "ES384", kid
 
 
 def sign_raw(payload: dict, header: dict, key: Any = EC_KEY, alg: str = "ES384") -> str:
-    """Signed as given: no claim checks on the way out, so a test can sign claims no client should send."""
-    return jwt.api_jws.encode(json.dumps(payload).encode(), key, algorithm=alg, headers=header)
+    """Signed as given: no claim or header checks on the way out (PyJWT's own encoder refuses some header values),
+    so a test can sign what no client should send. A header's `alg` names the algorithm to sign with."""
+    header = {"typ": "JWT", "alg": alg, **header}
+    signing_input = f"{b64(header)}.{b64(payload)}"
+    signature = get_default_algorithms()[header["alg"]].sign(signing_input.encode(), key)
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
 
 def b64(data: object) -> str:
