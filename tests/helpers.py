@@ -5,7 +5,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -34,6 +35,28 @@ def serve_on_loopback(app, port: int = 0) -> Iterator[str]:
     server.shutdown()
     thread.join(timeout=10)
     server.server_close()
+
+
+@contextmanager
+def silent_https_server() -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """An https FHIR base URL on loopback whose server accepts connections and never answers, so a fetch from it
+    fails when its time budget runs out; `first_bytes()` is what the first connection sent (b"": nobody
+    connected). A TLS ClientHello starts with byte 0x16: the service did try to fetch from it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+
+        def first_bytes() -> bytes:
+            try:
+                connection, _ = listener.accept()
+            except BlockingIOError:
+                return b""
+            with connection:
+                connection.settimeout(5)
+                return connection.recv(5)
+
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}/fhir", first_bytes
 
 
 def outcome(response) -> dict:

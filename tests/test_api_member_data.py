@@ -14,7 +14,8 @@ from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings
 from cds.pipeline import member_facts
 from cds.protocol import parse_hook_request
 from cds.web.app import create_app
-from tests.helpers import load, outcome
+from tests import tokens
+from tests.helpers import load, outcome, silent_https_server
 
 SERVICE = "/cds-services/order-sign-crd"
 BUDGET = 0.5
@@ -147,6 +148,18 @@ def test_a_fhir_server_off_the_allow_list_is_never_contacted(request):
         assert app.test_client().post(SERVICE, json=body(base)).status_code == 200
         with pytest.raises(BlockingIOError):
             listener.accept()
+
+
+def test_member_data_is_fetched_from_a_fhir_server_only_the_calling_client_names(request, tmp_path):
+    """Outside demo mode, with no FHIR server configured, the service asks the one the client's registry entry
+    names for the member data the call lacks."""
+    signed_app = request.getfixturevalue("make_app")  # production settings: an authenticated client
+    with silent_https_server() as (base, first_bytes):
+        app = signed_app(clients_file=str(tokens.write_registry(tmp_path, fhir_servers=(base,))),
+                         fetch_budget_seconds=BUDGET)
+        assert app.config["CDS_SETTINGS"].fhir_servers == ()
+        assert app.test_client().post(SERVICE, json=body(base)).status_code == 200
+        assert first_bytes()[:1] == b"\x16"  # a TLS handshake: it connected to fetch
 
 
 # ------------------------------------------------------------------------------------------ strict mode

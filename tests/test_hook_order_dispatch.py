@@ -10,8 +10,9 @@ import pytest
 from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings
 from cds.render.coverage import COVERAGE_INFORMATION
 from cds.web.app import create_app
+from tests import tokens
 from tests.crd_profile import has_empty_element, problems_2_2, problems_dual
-from tests.helpers import load, outcome
+from tests.helpers import load, outcome, silent_https_server
 
 SERVICE = "/cds-services/order-dispatch-crd"
 EXAMPLE = load("order-dispatch-e0221-supplier.json")
@@ -164,6 +165,18 @@ def test_a_fhir_server_off_the_allow_list_is_never_asked_for_the_order(make_app)
         assert response.status_code == 412 and "refused" in outcome(response)["diagnostics"]
         with pytest.raises(BlockingIOError):
             listener.accept()
+
+
+def test_an_order_is_fetched_from_a_fhir_server_only_the_calling_client_names(make_app, tmp_path):
+    """Outside demo mode, with no FHIR server configured, the service asks the one the client's registry entry
+    names for the order the call names only by reference."""
+    with silent_https_server() as (base, first_bytes):
+        app = make_app(clients_file=str(tokens.write_registry(tmp_path, fhir_servers=(base,))),
+                       fetch_budget_seconds=BUDGET)
+        assert app.config["CDS_SETTINGS"].fhir_servers == ()
+        response = app.test_client().post(SERVICE, json=request(base, prefetched=None))
+        assert response.status_code == 412 and REFERENCE in outcome(response)["diagnostics"]
+        assert first_bytes()[:1] == b"\x16"  # a TLS handshake: it connected to fetch
 
 
 @pytest.mark.parametrize(("change", "path"), [

@@ -2,6 +2,7 @@
 NCD's indications, orders not being placed, modifiers and short descriptors. Through the engine and over HTTP."""
 
 import logging
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -168,6 +169,14 @@ def test_an_unknown_line_of_business_is_conditional_on_the_plan_and_says_whose_r
         parts = coverage_information(decision, True, version=version)["extension"]
         assert [(p["url"], p["valueCode"]) for p in parts if "valueCode" in p] == [
             ("covered", "conditional"), ("pa-needed", "conditional"), ("info-needed", "OTH")]
+
+
+def test_an_unknown_line_under_a_policy_of_two_lines_is_conditional_on_either(policies):
+    spec = policies[0].spec.model_copy(update={"lines_of_business": ["commercial", "medicaid"], "governed_elsewhere": {
+        line: rules for line, rules in policies[0].spec.governed_elsewhere.items() if line != "medicaid"}})
+    e0221 = {"coding": [{"system": HCPCS, "code": "E0221"}]}
+    decision = decided([replace(policies[0], spec=spec)], e0221, LINE_UNKNOWN)
+    assert decision.verdict == "not covered: not medically necessary if a commercial or Medicaid plan"
 
 
 def test_an_unknown_line_and_a_weak_description_ask_for_both_the_plan_and_the_billing_code(policies):

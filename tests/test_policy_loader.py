@@ -3,15 +3,18 @@
 import copy
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cds.config import Settings, SettingsError
+from cds.config import EXAMPLE_PLAN_DIRECTORY, Settings, SettingsError
+from cds.pipeline import check_configured_files
 from cds.policy import PolicyError, load_policies
 from cds.policy.loader import BUILT_IN
 from cds.web.app import create_app
+from tests import tokens
 from tests.helpers import DATA, load
 
 TEST_POLICIES = DATA / "policies"
@@ -106,6 +109,24 @@ def test_bad_policy_stops_cds_serve_naming_file_and_field(tmp_path):
                             env={"CDS_POLICY_DIRS": str(tmp_path), "PATH": ""})
     assert result.returncode != 0
     assert str(path) in result.stderr and "codes[0].name" in result.stderr
+
+
+def test_cds_serve_checks_each_configured_file_as_a_worker_loads_it(tmp_path):
+    """What `cds serve` runs once before forking: the clients file (its JWK Set URLs judged as in the mode the
+    settings say), the policies and the plan directory; a file that is not usable is named with its variable."""
+    developer = {"iss": "https://dev-ehr.test", "jwks_url": "http://127.0.0.1:9/jwks.json"}  # http: demo mode only
+    settings = Settings(demo=True, clients_file=str(tokens.write_registry(tmp_path, developer)),
+                        plan_directory=str(EXAMPLE_PLAN_DIRECTORY)).resolved()
+    check_configured_files(settings)
+    with pytest.raises(SettingsError, match=r"CDS_CLIENTS_FILE .*jwks_url http://127\.0\.0\.1:9/jwks\.json"):
+        check_configured_files(replace(settings, demo=False))
+    (tmp_path / "policies").mkdir()
+    write(tmp_path / "policies", "bad.yaml", broken(**{"decision.reason": None}))
+    with pytest.raises(SettingsError, match=r"^CDS_POLICY_DIRS: policy file not usable: .*decision\.reason"):
+        check_configured_files(replace(settings, policy_dirs=(str(tmp_path / "policies"),)))
+    plans = write(tmp_path, "plans.yaml", "plans: [1, 2\n")
+    with pytest.raises(SettingsError, match=rf"^CDS_PLAN_DIRECTORY='{plans}': "):
+        check_configured_files(replace(settings, plan_directory=str(plans)))
 
 
 def test_policy_dirs_and_url_template_settings(tmp_path):

@@ -163,6 +163,17 @@ def test_an_empty_required_string_is_named_as_empty(client):
                                     "string.")
 
 
+def test_a_reused_hook_instance_without_authentication_is_logged_for_the_unauthenticated_caller(make_app, caplog):
+    client = make_app(demo=True, auth_disabled=True).test_client()
+    body = generator_body(BODIES[0])
+    del body["fhirServer"], body["fhirAuthorization"]  # nothing to fetch: the prefetch decides
+    with caplog.at_level(logging.WARNING, logger="cds.hook_instances"):
+        for _ in range(2):
+            assert call(client, body).status_code == 200
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "cds.hook_instances"]
+    assert warning.startswith(f"client '(unauthenticated)' reuses hookInstance '{body['hookInstance']}'")
+
+
 def test_a_reused_hook_instance_is_logged_once_and_every_call_is_recorded(app, caplog):
     client = app.test_client()
     bodies = [generator_body(name) for name in BODIES]

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from cds.config import EXAMPLE_PLAN_DIRECTORY
 from cds.policy import load_policies
 from cds.policy import wording as w
-from cds.policy.review import review_table
+from cds.policy.review import review_sections, review_table
 from hooks import HOOKS
 from tests.helpers import EXAMPLES, load
 
@@ -30,6 +31,31 @@ def test_the_script_writes_the_table(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "review_table.py")], capture_output=True, text=True,
                           timeout=60, check=True)
     assert "review-table.md" in done.stdout and TABLE.read_text(encoding="utf-8") == before
+
+
+def test_without_a_policy_each_name_the_files_would_fill_is_a_placeholder():
+    [sentences] = review_sections([])
+    says = {key: text for key, _, text, _ in sentences.rows}
+    assert says["policy-heading"].startswith('**Medical policy <policy> "<title>"**, <publisher>, effective ')
+
+
+def test_what_a_policy_or_mandate_leaves_out_is_said_and_a_pipe_stays_in_its_cell():
+    [policy] = load_policies()
+    mandate = policy.mandates[0]
+    mandate = replace(mandate, source_file="", diagnoses=None,
+                      spec=mandate.spec.model_copy(update={"children": False}))
+    policy = replace(policy, source_file="", mandates=(mandate,), spec=policy.spec.model_copy(
+        update={"title": "Heat | light", "lines_of_business": ["commercial", "medicaid"]}))
+    policy_texts, mandate_texts, sentences = review_sections([policy])
+    assert policy_texts.heading == f'Medical policy {policy.id} "Heat | light" (policy file)'
+    assert mandate_texts.heading == f"Mandate {mandate.id}: {mandate.spec.title} (mandate file)"
+    [age] = [row for row in mandate_texts.rows if row[0] == "Age"]
+    assert age[2:] == ("(none)", f"plan rule: the mandate file ({mandate.id})")
+    assert not [row for row in mandate_texts.rows if row[0].startswith("Qualifying diagnoses")]
+    says = {key: (text, source) for key, _, text, source in sentences.rows}
+    assert "governs commercial, medicaid plans" in says["elsewhere-reason"][0]
+    assert "plan rule: the policy file (<policy_file>)" in {source for _, source in says.values()}
+    assert f'| **Medical policy {policy.id} "Heat \\| light"**, ' in review_table([policy])  # a cell, not two
 
 
 def test_every_wording_has_a_source_and_is_in_the_table():

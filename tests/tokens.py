@@ -35,10 +35,12 @@ def public_jwk(private_key: Any, kid: str, alg: str | None) -> dict:
 EHR_JWKS = {"keys": [public_jwk(EC_KEY, "ehr-ec", "ES384"), public_jwk(RSA_KEY, "ehr-rsa", None)]}
 
 
-def write_registry(folder: Path, *extra_clients: dict) -> Path:
-    """A clients file trusting the test EHR (and `extra_clients`), written as JSON into `folder`."""
+def write_registry(folder: Path, *extra_clients: dict, fhir_servers: tuple[str, ...] = ("https://fhir.ehr.test/r4/",)
+                   ) -> Path:
+    """A clients file trusting the test EHR (with `fhir_servers`, its own) and `extra_clients`, written as JSON into
+    `folder`."""
     path = folder / "clients.json"
-    clients = [{"iss": EHR, "jwks": EHR_JWKS, "fhir_servers": ["https://fhir.ehr.test/r4/"]}, *extra_clients]
+    clients = [{"iss": EHR, "jwks": EHR_JWKS, "fhir_servers": list(fhir_servers)}, *extra_clients]
     path.write_text(json.dumps({"clients": clients}))
     return path
 
