@@ -7,6 +7,7 @@ import pytest
 
 from cds.fhir import parse_draft_order
 from cds.policy import Outcome, load_policies
+from cds.policy.decision import Unknown
 from cds.policy.facts import CoverageFacts, CoverageGap, MemberFacts
 from cds.protocol import HookRequest
 from cds.render.configuration import TOPIC_SYSTEM_2_2, TOPIC_SYSTEM_TEMP, Configuration
@@ -75,6 +76,13 @@ def test_conditional_names_what_is_needed(decision):
     got = parts(coverage_information(with_outcome(decision, Outcome.CONDITIONAL)))
     assert (got["covered"], got["pa-needed"], got["info-needed"]) == ("conditional", "conditional", "OTH")
     assert got["reason"] == {"text": "Reason for conditional."}
+
+
+def test_under_2_2_a_conditional_with_nothing_a_reader_can_resolve_needs_oth(decision):
+    """Unknowns without a way to resolve them (member data that could not be had) name no 2.2 code of their own."""
+    conditional = dataclasses.replace(with_outcome(decision, Outcome.CONDITIONAL),
+                                      unknowns=(Unknown("the member's conditions could not be fetched"),))
+    assert parts(coverage_information(conditional, version=(2, 2)))["info-needed"] == "OTH"
 
 
 @pytest.mark.parametrize(("change", "version", "expected"), [

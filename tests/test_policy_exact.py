@@ -179,6 +179,15 @@ def test_an_unknown_line_under_a_policy_of_two_lines_is_conditional_on_either(po
     assert decision.verdict == "not covered: not medically necessary if a commercial or Medicaid plan"
 
 
+def test_an_unknown_line_under_a_policy_without_an_ncd_names_no_medicare_rules(policies):
+    spec = policies[0].spec.model_copy(update={"national_coverage": None})
+    decision = decided([replace(policies[0], spec=spec)], {"coding": [{"system": HCPCS, "code": "E0221"}]},
+                       LINE_UNKNOWN)
+    line = next(p for p in decision.rationale if p.startswith("**Line of business:**"))
+    assert "for a Medicaid plan, the state Medicaid program's coverage rules govern" in line
+    assert "Medicare plan" not in line and "NCD" not in line
+
+
 def test_an_unknown_line_and_a_weak_description_ask_for_both_the_plan_and_the_billing_code(policies):
     decision = decided(policies, {"text": "Infrared light unit"}, LINE_UNKNOWN)
     assert decision.outcome is Outcome.CONDITIONAL

@@ -209,7 +209,7 @@ def _others(policy: CompiledPolicy) -> str:
     """Whose rules govern each line of business the policy does not: "for a Medicare plan, ...; for ..."."""
     spec = policy.spec
     parts = []
-    if spec.national_coverage is not None and "medicare" not in spec.lines_of_business:
+    if spec.national_coverage is not None:  # Medicare is never one of the policy's own lines
         parts.append(w.LINE_OTHER(a_line="a Medicare plan", rules=w.MEDICARE_DECIDES(ncd=spec.national_coverage.name)))
     for line, rules in spec.governed_elsewhere.items():
         a_line = "another plan" if line == "other" else f"{_article(w.LINES[line])} {w.LINES[line]} plan"
