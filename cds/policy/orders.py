@@ -144,9 +144,8 @@ def _read_coding(coding: Any, where: str, codings: list[Coded], texts: list[Desc
     code = normalise_code(coding.get("code"))
     if code:
         uri = coding.get("system")
-        system = code_system(uri)
-        code, modifiers = split_modifiers(code) if system is not None else (code, ())
-        codings.append(Coded(system, uri if isinstance(uri, str) else "", code, where, modifiers))
+        code, modifiers = split_modifiers(code)  # a code of a system not known here is never compared
+        codings.append(Coded(code_system(uri), uri if isinstance(uri, str) else "", code, where, modifiers))
     _read_text(coding.get("display"), where, texts)
 
 
