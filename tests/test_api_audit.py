@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from cds.record.schema import hook_call
+from cds.record.schema import decision, hook_call
 from tests import tokens
 from tests.helpers import load, run_cds
 
@@ -87,6 +87,21 @@ def test_a_decision_whose_card_max_cards_dropped_is_recorded_without_a_card(audi
     store.flush()
     cards = {store.decision_report(i)["card_uuid"] for i in ids}
     assert cards == {answer["cards"][0]["uuid"], None}
+
+
+def test_a_decision_answered_without_coverage_information_is_recorded_with_its_coverage(audited):
+    client, store = audited
+    body = load("e0221-home-device.json")
+    body["extension"] = {"davinci-crd.configuration": {"coverage-info": False}}
+    answer = client.post(SERVICE, json=body).get_json()
+    [card] = answer["cards"]
+    assert not answer.get("systemActions")
+    store.flush()
+    with store.engine.connect() as connection:
+        [(outcome, coverage)] = connection.execute(select(decision.c.outcome, decision.c.coverage_reference)
+                                                   .where(decision.c.card_uuid == card["uuid"])).all()
+    coverage_sent = body["prefetch"]["coverage"]["entry"][0]["resource"]["id"]
+    assert (outcome, coverage) == ("not-covered", f"Coverage/{coverage_sent}")
 
 
 def test_audit_show_prints_the_decision_a_response_carried(audited, database_url):

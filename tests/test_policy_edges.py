@@ -36,6 +36,10 @@ def test_a_code_system_uri_with_a_trailing_slash_is_the_same_system(policies):
     assert found and found.match.basis == "code" and found.match.code.code == "E0221"
 
 
+def test_a_code_system_uri_with_another_last_letter_is_another_system(policies):
+    assert match_order(device_request({"coding": [{"system": HCPCS + "X", "code": "E0221"}]}), policies) is None
+
+
 def test_without_match_code_without_system_a_bare_code_does_not_match(infrared):
     strict = compile_policy(infrared.spec.model_copy(update={"match_code_without_system": False}))
     bare = device_request({"coding": [{"code": "E0221"}]})

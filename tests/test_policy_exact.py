@@ -261,6 +261,14 @@ def test_the_ncd_decides_the_indications_it_names(policies, code):
     assert decision.outcome is Outcome.NOT_COVERED and decision.verdict == "not covered under Medicare NCD 270.6"
 
 
+def test_a_diagnosis_of_another_code_system_does_not_hide_a_named_indication_after_it(policies):
+    facts = MemberFacts(state="TX", coverages=(MEDICARE,), diagnoses=(
+        Diagnosis("http://snomed.info/sct", "421895002", None, "Condition/s"),
+        Diagnosis(ICD10CM, "E11.42", None, "Condition/x")))
+    decision = decide_order(device_request({"coding": [{"system": HCPCS, "code": "E0221"}]}), facts, policies, on=ON)
+    assert decision.outcome is Outcome.NOT_COVERED and decision.verdict == "not covered under Medicare NCD 270.6"
+
+
 def test_a_medicare_order_without_any_diagnosis_asks_for_its_indication(policies):
     decision = decided(policies, {"coding": [{"system": HCPCS, "code": "E0221"}]}, MEDICARE)
     assert decision.outcome is Outcome.CONDITIONAL
