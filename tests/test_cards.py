@@ -173,6 +173,23 @@ def test_long_text_is_shortened_in_the_summary_never_the_verdict(policies):
     assert summary(decision) == card.summary
 
 
+def test_a_text_that_just_fits_is_whole_and_a_shortened_one_ends_on_a_word(policies):
+    decision, card = render(policies, {"text": "Anodyne unit"})
+    tail = card.summary.removeprefix(decision.item)
+    room = MAX_SUMMARY - len(tail)
+    fits = "Anodyne " + "a" * (room - 8)
+    assert render(policies, {"text": fits})[1].summary == fits + tail
+    words = "Anodyne " + "a" * (room - 10) + " " + "b" * 20  # the cut falls just after the space
+    assert render(policies, {"text": words})[1].summary == "Anodyne " + "a" * (room - 10) + "…" + tail
+
+
+def test_a_payer_name_is_the_source_label_in_one_line_of_at_most_120_characters(policies):
+    long_name = "Blue  Cross\nand Blue Shield " + "of Somewhere " * 10
+    facts = MemberFacts(coverages=(CoverageFacts("Coverage/c1", payer=long_name, line_of_business="commercial"),))
+    _, card = render(policies, facts=facts)
+    assert card.source.label == " ".join(long_name.split())[:120] and len(card.source.label) == 120
+
+
 def test_topic_system_follows_requested_version(policies):
     _, card = render(policies, configuration=Configuration(requested_version=(2, 2)))
     assert card.source.topic.system == TOPIC_SYSTEM_2_2

@@ -103,7 +103,8 @@ def test_a_technical_failure_is_indeterminate_technical_in_2_2(make_app):
     assert got["reason"]["coding"] == [{"system": REASONS, "code": "technical"}]
     assert "could not be fetched from the EHR's FHIR server" in got["reason"]["text"]
     assert problems_2_2(extension) == []
-    assert "coverage could not be determined" in answered["systemActions"][0]["description"]
+    assert ": coverage could not be determined, as the member's coverage could not be obtained under" in \
+        answered["systemActions"][0]["description"]
 
 
 @pytest.mark.parametrize("version", [None, "2.0", "2.1"])
@@ -124,10 +125,12 @@ def test_a_patient_the_ehr_does_not_know_is_not_covered_no_member_found(make_app
         {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}, status=404)
     fhir_server.expect_request("/fhir/Coverage").respond_with_json(empty_search())
     fhir_server.expect_request("/fhir/Condition").respond_with_json(empty_search())
-    [extension] = assertions(answer(make_app(demo=True).test_client(), request))
+    answered = answer(make_app(demo=True).test_client(), request)
+    [extension] = assertions(answered)
     got = parts(extension)
     assert (got["covered"], got["reason"]["coding"][0]["code"]) == ("not-covered", "no-member-found")
     assert problems_2_2(extension) == []
+    assert ": not covered, as the patient could not be found under" in answered["systemActions"][0]["description"]
 
 
 def test_no_coverage_is_not_covered_coverage_not_found(make_app, fhir_server):
@@ -135,11 +138,14 @@ def test_no_coverage_is_not_covered_coverage_not_found(make_app, fhir_server):
     request["fhirServer"] = fhir_server.url_for("/fhir")
     fhir_server.expect_request("/fhir/Coverage").respond_with_json(empty_search())
     fhir_server.expect_request("/fhir/Condition").respond_with_json(empty_search())
-    [extension] = assertions(answer(make_app(demo=True).test_client(), request))
+    answered = answer(make_app(demo=True).test_client(), request)
+    [extension] = assertions(answered)
     got = parts(extension)
     assert (got["covered"], got["reason"]["coding"][0]["code"]) == ("not-covered", "coverage-not-found")
     assert got["reason"]["text"] == "No active coverage was found for this patient."
     assert "pa-needed" not in got and problems_2_2(extension) == []
+    assert ": not covered, as no coverage of the patient was found under" in \
+        answered["systemActions"][0]["description"]
 
 
 def test_no_active_coverage_is_not_covered_no_active_coverage(client):
@@ -150,6 +156,7 @@ def test_no_active_coverage_is_not_covered_no_active_coverage(client):
     got = parts(extension)
     assert (got["covered"], got["reason"]["coding"][0]["code"]) == ("not-covered", "no-active-coverage")
     assert problems_2_2(extension) == []
+    assert ": not covered, as the patient has no active coverage under" in answered["systemActions"][0]["description"]
     assert "Coverage/cov-bcbstx-1 is not active (status cancelled); not used." in answered["cards"][0]["detail"]
 
 

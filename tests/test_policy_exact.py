@@ -114,12 +114,14 @@ def test_a_strong_description_wins_over_a_weak_one_in_another_element(policies):
 
 @pytest.mark.parametrize(("code", "modifiers"), [
     ("E0221-RR", ("RR",)), ("E0221 NU", ("NU",)), ("e0221rr", ("RR",)), ("E0221-KX-RR", ("KX", "RR")),
-    ("E0221:NU", ("NU",)), ("E0221NURRKXGP", ("NU", "RR", "KX", "GP")),
+    ("E0221:NU", ("NU",)), ("E0221NURRKXGP", ("NU", "RR", "KX", "GP")), ("E0221", ()),
 ])
 def test_a_code_with_modifiers_matches_and_names_them(policies, code, modifiers):
     decision = decided(policies, {"coding": [{"system": HCPCS, "code": code}]})
     assert decision.match.code.code == "E0221" and decision.match.modifiers == modifiers
-    assert f"with modifier {', '.join(modifiers)}" in decision.match.describe()
+    said = f" with modifier {', '.join(modifiers)}" if modifiers else ""
+    assert decision.match.describe() == f"billing code HCPCS E0221 (Infrared heating pad system){said} in " \
+                                        "DeviceRequest.codeCodeableConcept."
 
 
 def test_an_excluded_code_with_a_modifier_still_stops_a_text_match(policies):
