@@ -45,8 +45,9 @@ def test_without_match_code_without_system_a_bare_code_does_not_match(infrared):
     bare = device_request({"coding": [{"code": "E0221"}]})
     assert match_order(bare, [strict]) is None
     assert match_order(bare, [infrared]).match.system_sent == ""
-    assert match_order(bare, [infrared]).match.describe() == ("billing code HCPCS E0221 (Infrared heating pad system) "
-                                                              "with no code system in DeviceRequest.codeCodeableConcept.")
+    described = match_order(bare, [infrared]).match.describe()
+    assert described == ("billing code HCPCS E0221 (Infrared heating pad system) with no code system in "
+                         "DeviceRequest.codeCodeableConcept.")
 
 
 def test_an_excluded_code_blocks_a_text_match_only_within_its_range(policies):
