@@ -63,6 +63,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="also load the service with audit recording switched off (bench/unrecorded.py)")
     parser.add_argument("--jwt-baseline", action="store_true",
                         help="also load a baseline that checks each call's JWT as the service does (bench/baseline.py)")
+    parser.add_argument("--setting", action="append", default=[], type=_setting, metavar="CDS_NAME=VALUE",
+                        help="a setting for every service started (recorded or not), e.g. CDS_SPOOL_SYNC=true; "
+                             "repeatable (default: production defaults)")
     parser.add_argument("--no-http", action="store_true", help="skip the load on the servers")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process figures")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON report ({DEFAULT_OUTPUT})")
@@ -76,6 +79,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.startswith("CDS_"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a service setting as CDS_NAME=VALUE")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         print(compare_table(compare(args.compare)))
         return 0
-    gunicorn = gunicorn_options(Settings.from_env({}))
+    gunicorn = gunicorn_options(Settings.from_env(dict(args.setting)))
     result: dict[str, Any] = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench", *argv]),
@@ -96,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": args.connections, "generator_processes": args.processes,
             "warmup_per_connection": args.warmup, "jwt_alg": args.jwt_alg,
             "gunicorn": {name: gunicorn[name] for name in ("workers", "threads", "worker_class", "timeout")},
+            "service_settings": dict(args.setting),
         },
         "load_generator": LOAD_GENERATOR,
         "store": "PostgreSQL" if args.postgres else "SQLite",
@@ -144,7 +155,7 @@ def http_figures(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, in
         if database_url == START_POSTGRES:
             database_url = database.enter_context(postgres_server())
         setup = servers.ServiceSetup(workdir, ehr.write_registry(workdir / "clients.json", (fhir.base_url,)),
-                                     database_url)
+                                     database_url, tuple(args.setting))
         started: dict[str, servers.Server] = {}
         with contextlib.ExitStack() as stack:
             figures = load_scenarios(args, setup, stack, started, fhir, ehr)

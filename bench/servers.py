@@ -100,15 +100,16 @@ class ServiceSetup:
     workdir: Path
     clients_file: Path
     database_url: str | None = None  # None: SQLite in the service's own CDS_DATA_DIR under workdir
+    settings: tuple[tuple[str, str], ...] = ()  # CDS_* settings every service gets (`--setting`)
 
     def env(self, name: str, port: int, demo: bool) -> dict[str, str]:
         """Production settings (no CDS_* from the caller), plus what a deployment must set: the registry, the
-        public base URL the EHR calls (the token's `aud`), and where the audit store is."""
+        public base URL the EHR calls (the token's `aud`), and where the audit store is; then `settings`."""
         store = ({"CDS_DATABASE_URL": self.database_url} if self.database_url
                  else {"CDS_DATA_DIR": str(self._data_dir(name))})
         return server_env({"CDS_CLIENTS_FILE": str(self.clients_file),
                            "CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **store,
-                           **({"CDS_DEMO": "true"} if demo else {})})
+                           **({"CDS_DEMO": "true"} if demo else {}), **dict(self.settings)})
 
     def store_url(self, name: str) -> str:
         return Settings(data_dir=str(self._data_dir(name)), database_url=self.database_url or "").store_url

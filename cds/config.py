@@ -136,8 +136,9 @@ class Settings:
     data_dir: str = "cds-data"
     database_url: str = field(default="", repr=False)  # may hold a password
     audit_required: bool = False
-    # Sync each answered call's spooled record to disk before answering: it then survives a power loss too.
-    spool_sync: bool = True
+    # Sync each answered call's spooled record to disk before answering: it then survives a power loss of the
+    # host too, at a cost in throughput (docs/operating.md). Off, it survives any crash of the service's processes.
+    spool_sync: bool = False
     audit_capture_payloads: bool = False
     audit_retention_days: int = 30
     # The web console at /console (cds/console/): on in demo mode; elsewhere only with an admin credential.

@@ -37,9 +37,11 @@ def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 
 def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
     output = tmp_path / "latest.json"
-    result = run_bench(*TINY, "--output", str(output), timeout=240)
+    result = run_bench(*TINY, "--setting", "CDS_THREADS=3", "--output", str(output), timeout=240)
     assert result.returncode == 0, result.stderr
     report = json.loads(output.read_text())
+    assert report["settings"]["service_settings"] == {"CDS_THREADS": "3"}
+    assert report["settings"]["gunicorn"]["threads"] == 3 and "Service settings: CDS_THREADS=3" in result.stdout
 
     assert set(report["http"]) == set(scenarios.scenarios())
     for name, figures in report["http"].items():
@@ -77,6 +79,19 @@ def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
     assert report["targets"]["p99_ms_main"]["met"] is None  # 2 connections: the 16-connection target is not judged
     assert report["machine"]["nproc"] >= 1 and report["machine"]["cpu_model"]
     assert "Targets" in result.stdout
+
+
+def test_a_setting_given_to_the_bench_reaches_every_service_it_starts_and_only_cds_settings_are_taken(tmp_path):
+    from bench.__main__ import parse_args
+
+    args = parse_args(["--setting", "CDS_SPOOL_SYNC=true", "--setting", "CDS_THREADS=4"])
+    setup = servers.ServiceSetup(tmp_path, tmp_path / "clients.json", settings=tuple(args.setting))
+    for recording in (True, False):
+        env = servers.service(servers.free_port(), setup, recording=recording).env
+        assert (env["CDS_SPOOL_SYNC"], env["CDS_THREADS"]) == ("true", "4")
+    for wrong in ("SPOOL_SYNC=true", "CDS_SPOOL_SYNC"):
+        with pytest.raises(SystemExit):
+            parse_args(["--setting", wrong])
 
 
 def test_the_token_checking_baseline_answers_only_calls_the_service_would_authenticate(tmp_path):

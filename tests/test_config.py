@@ -117,8 +117,8 @@ def test_store_settings():
 def test_the_default_store_is_a_sqlite_file_in_the_data_directory(tmp_path):
     assert Settings.from_env({"CDS_DATA_DIR": str(tmp_path)}).store_url == f"sqlite:///{tmp_path}/cds.sqlite3"
     assert Settings.from_env({}).audit_required is False
-    assert Settings.from_env({}).spool_sync is True
-    assert Settings.from_env({"CDS_SPOOL_SYNC": "false"}).spool_sync is False
+    assert Settings.from_env({}).spool_sync is False
+    assert Settings.from_env({"CDS_SPOOL_SYNC": "true"}).spool_sync is True
 
 
 @pytest.mark.parametrize("url", ["nonsense", "mysql://db.example.org/cds", "sqlite://", "sqlite:///:memory:"])

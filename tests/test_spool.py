@@ -48,13 +48,14 @@ def test_every_append_returns_after_a_sync_that_covers_it_and_concurrent_appends
     assert list((tmp_path / "spool").iterdir()) == []  # all settled as committed: deleted
 
 
-def test_an_answered_call_waits_for_its_record_on_disk_and_a_refused_one_does_not(tmp_path, monkeypatch):
-    """A refused call carries no decision: its record is spooled without a sync (a flood of 401s costs no
-    disk flushes), while an answered call's record is synced before `audit` returns."""
+def test_with_spool_sync_on_an_answered_call_waits_for_its_record_on_disk_and_a_refused_one_does_not(
+        tmp_path, monkeypatch):
+    """CDS_SPOOL_SYNC=true. A refused call carries no decision: its record is spooled without a sync (a flood of
+    401s costs no disk flushes), while an answered call's record is synced before `audit` returns."""
     from cds.record import Store
     from tests.records import a_call, a_decision
 
-    store = Store(f"sqlite:///{tmp_path}/store.sqlite3", spool_dir=str(tmp_path / "spool")).start()
+    store = Store(f"sqlite:///{tmp_path}/store.sqlite3", spool_dir=str(tmp_path / "spool"), spool_sync=True).start()
     real_sync, synced_files = os.fdatasync, []
 
     def observed_sync(fd: int) -> None:
@@ -71,13 +72,14 @@ def test_an_answered_call_waits_for_its_record_on_disk_and_a_refused_one_does_no
     store.close()
 
 
-def test_with_spool_sync_off_an_answered_call_does_not_wait_for_the_disk(tmp_path, monkeypatch):
-    """CDS_SPOOL_SYNC=false: records reach the page cache only (they survive the process, not a power loss)."""
+def test_by_default_an_answered_call_does_not_wait_for_the_disk(tmp_path, monkeypatch):
+    """CDS_SPOOL_SYNC off (the default): records reach the page cache only (they survive the process, not a power
+    loss)."""
     from cds.config import Settings
     from cds.record import Store
     from tests.records import a_call, a_decision
 
-    settings = Settings.from_env({"CDS_DATA_DIR": str(tmp_path), "CDS_SPOOL_SYNC": "false"})
+    settings = Settings.from_env({"CDS_DATA_DIR": str(tmp_path)})
     store = Store.from_settings(settings).start()
     real_sync, synced_files = os.fdatasync, []
 
@@ -90,3 +92,23 @@ def test_with_spool_sync_off_an_answered_call_does_not_wait_for_the_disk(tmp_pat
     store.audit(answered, [a_decision(answered)])
     assert list((tmp_path / "spool").glob("*.jsonl")) and not [p for p in synced_files if p.endswith(".jsonl")]
     store.close()
+
+
+def test_without_a_sync_per_call_the_records_the_database_did_not_take_are_synced_as_they_are_kept(tmp_path,
+                                                                                                   monkeypatch):
+    """They may wait in the spool for as long as the database is down: on disk, not only in the page cache."""
+    spool = Spool(tmp_path / "spool", sync=False)
+    real_sync, synced = os.fdatasync, []
+
+    def observed_sync(fd: int) -> None:
+        real_sync(fd)
+        synced.append(os.pread(fd, os.fstat(fd).st_size, 0).split(b"\0", 1)[0])
+
+    monkeypatch.setattr(os, "fdatasync", observed_sync)
+    committed, kept = spool.append({"id": "committed"}), spool.append({"id": "kept"})
+    assert synced == []  # appends alone wait for no disk
+    spool.settle([committed], committed=True)
+    assert synced == []
+    spool.settle([kept], committed=False)
+    assert len(synced) == 1 and b'"kept"' in synced[0]
+    spool.close()

@@ -9,11 +9,12 @@ is kept and replayed from disk once it takes them again. A file nobody holds a l
 that died: any process of the service takes it over, replays it and deletes it. Replay is idempotent
 (records keep their keys), so a record committed and then replayed is stored once.
 
-Files are allocated up front and mapped into memory, so an append is a copy. It is then made durable with
-`fdatasync` before the call is answered, so a record survives the process being killed and the host losing
-power (with CDS_SPOOL_SYNC off, the process only). The sync is shared (group sync): one thread of a process
-syncs at a time, and the records appended while it does wait for the next sync, which covers them all, so
-concurrent calls share one. A new file's directory entry is synced before its first record is appended.
+Files are allocated up front and mapped into memory, so an append is a copy into the page cache: the record
+then survives the process being killed. With CDS_SPOOL_SYNC on it is also made durable with `fdatasync` before
+the call is answered, so that it survives the host losing power. The sync is shared (group sync): one thread
+of a process syncs at a time, and the records appended while it does wait for the next sync, which covers them
+all, so concurrent calls share one. Without it, the files of records the database did not take are synced when
+the writer keeps them. A new file's directory entry is synced before its first record is appended.
 """
 
 from __future__ import annotations
@@ -112,13 +113,21 @@ class Spool:
                 spooled.synced = max(spooled.synced, covered)
 
     def settle(self, numbers: Sequence[int], committed: bool) -> None:
-        """The writer is done with these records: committed, or not taken by the database (kept, to replay)."""
+        """The writer is done with these records: committed, or not taken by the database (kept, to replay).
+        Without a sync per append, the files of kept records are synced now: they may wait for the database
+        longer than a power loss takes to come."""
         with self._lock:
             for number in numbers:
                 spooled = self._files[number]
                 spooled.outstanding -= 1
                 spooled.kept = spooled.kept or not committed
+            kept = [] if committed or self._sync_appends else [self._files[number] for number in set(numbers)]
             self._rotate()
+        for spooled in kept:
+            try:
+                self._sync(spooled, spooled.used)
+            except OSError as exc:  # they stay in the page cache, replayed from there while the host runs
+                log.error("spool %s: cannot sync records kept for the database (%s)", spooled.path.name, exc)
 
     def rotate(self) -> None:
         """Start a new file when the current one is old enough, and delete those whose records are committed."""

@@ -122,7 +122,7 @@ class Store:
     """One per process, created at start-up; safe to share between threads."""
 
     def __init__(self, url: str, *, required: bool = False, capture_payloads: bool = False,
-                 retention_days: int = 30, spool_dir: str | None = None, spool_sync: bool = True):
+                 retention_days: int = 30, spool_dir: str | None = None, spool_sync: bool = False):
         self.url = url
         self.required = required
         self.capture_payloads = capture_payloads
