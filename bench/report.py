@@ -105,8 +105,8 @@ def table(report: dict[str, Any]) -> str:
     header = (f"{'scenario':<16}{'server':<12}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
               f"{'max ms':>9}{'ok':>7}{'errors':>8}{'server':>8}{'gen':>6}{'other':>7}")
     lines = [header, "-" * len(header)]
-    if report["settings"].get("service_settings"):
-        lines.insert(0, "Service settings: " + " ".join(f"{k}={v}" for k, v in report["settings"]["service_settings"].items()))
+    if chosen := report["settings"].get("service_settings"):
+        lines.insert(0, "Service settings: " + " ".join(f"{name}={value}" for name, value in chosen.items()))
     for name, run in report["http"].items():
         for server in (role for role in ROLES if role in run):
             r = run[server]
