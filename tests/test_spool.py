@@ -112,3 +112,24 @@ def test_without_a_sync_per_call_the_records_the_database_did_not_take_are_synce
     spool.settle([kept], committed=False)
     assert len(synced) == 1 and b'"kept"' in synced[0]
     spool.close()
+
+
+def test_the_writer_makes_the_next_file_ahead_so_that_no_append_waits_for_a_directory_sync(tmp_path, monkeypatch):
+    spool = Spool(tmp_path / "spool", rotate_s=0.0, sync=False)  # every settle starts a new file
+    real_fsync, directory_syncs = os.fsync, []
+
+    def observed_fsync(fd: int) -> None:
+        real_fsync(fd)
+        directory_syncs.append(fd)
+
+    monkeypatch.setattr(os, "fsync", observed_fsync)
+    spool.settle([spool.append({"id": "first"})], committed=True)  # the first file is made by its append
+    assert len(directory_syncs) == 2  # the first file's, then the next one's, made ahead by `settle`
+    for key in ("second", "third"):
+        directory_syncs.clear()
+        number = spool.append({"id": key})
+        assert directory_syncs == []  # appended to the file made ahead
+        spool.settle([number], committed=True)
+    assert len(list((tmp_path / "spool").iterdir())) == 1  # the committed ones deleted; the next one ready
+    spool.close()
+    assert list((tmp_path / "spool").iterdir()) == []

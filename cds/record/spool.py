@@ -47,7 +47,7 @@ FILE_BYTES = 1 << 20  # each file's size (or one record's, when larger); the unu
 class _File:
     fd: int
     path: Path
-    opened: float
+    opened: float  # when appends began to go to it
     map: mmap.mmap  # the whole file, allocated up front: an append is a copy into memory, with no system call
     used: int = 0
     synced: int = 0  # the bytes known to be on disk
@@ -70,6 +70,8 @@ class Spool:
         self._pid = 0
         self._files: dict[int, _File] = {}
         self._current: int | None = None  # the file appends go to
+        self._ready: _File | None = None  # the next one, made ahead by the writer (see `prepare`)
+        self._committed: list[_File] = []  # files to delete, outside the lock (an unlink may wait for the disk)
         self._next = 0
         self._synced = threading.Condition()  # a sync ended (see `_sync`)
         self._syncing = False
@@ -123,6 +125,8 @@ class Spool:
                 spooled.kept = spooled.kept or not committed
             kept = [] if committed or self._sync_appends else [self._files[number] for number in set(numbers)]
             self._rotate()
+        self._delete_taken()
+        self.prepare()
         for spooled in kept:
             try:
                 self._sync(spooled, spooled.used)
@@ -133,6 +137,24 @@ class Spool:
         """Start a new file when the current one is old enough, and delete those whose records are committed."""
         with self._lock:
             self._rotate()
+        self._delete_taken()
+
+    def prepare(self) -> None:
+        """Make the next file ahead (run by the writer), so that no call waits while one is made: allocating it
+        and syncing its directory entry can take milliseconds, during which no thread of the process could
+        append. When it fails, the next append makes the file itself and says why."""
+        with self._lock:
+            if self._pid != os.getpid() or self._ready is not None:
+                return
+        try:
+            made = self._new_file(FILE_BYTES)
+        except OSError:
+            return
+        with self._lock:
+            if self._pid == os.getpid() and self._ready is None:
+                self._ready = made
+                return
+        _delete(made)
 
     def _rotate(self) -> None:
         if self._current is not None and time.monotonic() - self._files[self._current].opened >= self._rotate_s:
@@ -162,6 +184,7 @@ class Spool:
                 spooled.kept = False
                 self._delete_committed()
             replayed += len(entries)
+        self._delete_taken()
         return replayed
 
     def replay_orphans(self, replay: Callable[[list[Entry]], None]) -> int:
@@ -198,19 +221,28 @@ class Spool:
             if self._pid == os.getpid():
                 self._current = None
                 self._delete_committed()
+                if self._ready is not None:
+                    self._committed.append(self._ready)  # empty
                 for spooled in self._files.values():
                     spooled.close()
-            self._pid, self._files, self._current = 0, {}, None
+            self._pid, self._files, self._current, self._ready = 0, {}, None, None
+        self._delete_taken()
 
     def _delete_committed(self) -> None:
-        """Delete the files, other than the current one, whose records are all committed."""
+        """Take the files, other than the current one, whose records are all committed, to be deleted once the
+        lock is released (`_delete_taken`)."""
         if self._pid != os.getpid():
             return
         for number, spooled in list(self._files.items()):
             if number != self._current and spooled.outstanding == 0 and not spooled.kept:
-                spooled.path.unlink(missing_ok=True)
-                spooled.close()
+                self._committed.append(spooled)
                 del self._files[number]
+
+    def _delete_taken(self) -> None:
+        with self._lock:
+            taken, self._committed = self._committed, []
+        for spooled in taken:
+            _delete(spooled)
 
     def _paths(self) -> list[Path]:
         """Every spool file; those of living processes (this one's included) are locked, so skipped."""
@@ -221,29 +253,43 @@ class Spool:
     def _current_file(self, room: int) -> int:
         """The file to append `room` bytes to: a new one when there is none, or too little room is left."""
         if self._pid != os.getpid():  # first append, or a forked child: the parent's files are not ours
-            self._pid, self._files, self._current = os.getpid(), {}, None
+            self._pid, self._files, self._current, self._ready, self._committed = os.getpid(), {}, None, None, []
             atexit.register(self.close)
         current = self._files.get(self._current) if self._current is not None else None
         if current is not None and current.used + room > len(current.map):
             self._current = None
             self._delete_committed()
         if self._current is None:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # its records hold patient ids
-            path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-                size = max(FILE_BYTES, room)
-                os.posix_fallocate(fd, 0, size)  # the disk space is taken now, not while a call waits
-                _sync_directory(self.directory)  # the new file's name survives a power loss
-                self._next += 1
-                self._files[self._next] = _File(fd, path, time.monotonic(), mmap.mmap(fd, size))
-            except BaseException:
-                os.close(fd)
-                path.unlink(missing_ok=True)
-                raise
+            ready, self._ready = self._ready, None
+            if ready is None or len(ready.map) < room:
+                if ready is not None:
+                    self._committed.append(ready)
+                ready = self._new_file(max(FILE_BYTES, room))
+            ready.opened = time.monotonic()
+            self._next += 1
+            self._files[self._next] = ready
             self._current = self._next
         return self._current
+
+    def _new_file(self, size: int) -> _File:
+        """A new spool file of `size` bytes: allocated, locked, and its name synced to disk."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # its records hold patient ids
+        path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+            os.posix_fallocate(fd, 0, size)  # the disk space is taken now, not while a call waits
+            _sync_directory(self.directory)  # the new file's name survives a power loss
+            return _File(fd, path, 0.0, mmap.mmap(fd, size))
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+
+
+def _delete(spooled: _File) -> None:
+    spooled.path.unlink(missing_ok=True)
+    spooled.close()
 
 
 def _sync_directory(directory: Path) -> None:
