@@ -1,5 +1,5 @@
 """The spool: a local append-only log of every hook-call record, written before the call is answered and
-deleted once the database has the records. What an answer was given for is on disk before the answer
+deleted once the database has the records. What an answer was given for is in a spool file before the answer
 leaves, whatever then happens to the process or the database.
 
 Each process appends to files of its own in the spool directory (`<pid>-<random>.jsonl`, one JSON record a

@@ -197,10 +197,10 @@ class Store:
     def audit(self, call: HookCall, decisions: Sequence[DecisionRecord] = (), wait: bool = True) -> None:
         """Record a hook call under the failure policy, before its answer is sent.
 
-        Returns once the record is durable: synced to the spool (the writer commits it within 200 ms), or,
-        without one, committed with the batch this process's writer is gathering. Raises StoreUnavailable
-        (503) when it is neither. Without `wait` (a refused call, which carries no decision) the record is
-        spooled without a sync to disk, handed to the writer, and the call goes on at once."""
+        Returns once the record is durable: in the spool (synced to disk with CDS_SPOOL_SYNC; the writer
+        commits it within 200 ms), or, without one, committed with the batch this process's writer is
+        gathering. Raises StoreUnavailable (503) when it is neither. Without `wait` (a refused call, which
+        carries no decision) the record is never synced to disk first, even with CDS_SPOOL_SYNC."""
         call_id, call, decisions = str(uuid7()), self._kept_payloads(call), tuple(decisions)
         number = self._spooled(call_id, call, decisions, sync=wait)
         try:
