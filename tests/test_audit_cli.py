@@ -207,3 +207,59 @@ def test_show_finds_a_decision_of_each_hook_whose_record_still_waits_in_the_spoo
     elsewhere = CliRunner().invoke(main, ["audit", "show", assertion_id],
                                    env={"CDS_DATABASE_URL": url, "CDS_DATA_DIR": str(tmp_path / "other")})
     assert elsewhere.exit_code == 1 and "no decision with coverage-assertion-id" in elsewhere.output
+
+
+
+def _schema(url: str) -> dict[str, set[str]]:
+    """Each table of the database, with its columns."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        inspector = inspect(engine)
+        return {table: {column["name"] for column in inspector.get_columns(table)}
+                for table in inspector.get_table_names()}
+    finally:
+        engine.dispose()
+
+def test_audit_says_when_the_database_holds_no_audit_store_and_leaves_it_as_it_was(empty_database_url):
+    """A reader: it neither creates the schema in a database named by mistake nor upgrades the service's."""
+    if empty_database_url.startswith("sqlite"):
+        Path(empty_database_url.removeprefix("sqlite:///")).touch()  # a file there, but no store in it
+    result = cds_audit(empty_database_url, "list")
+    assert result.exit_code == 1
+    assert "is unavailable: it holds no audit records (no schema): is it the database the service records to?" \
+        in result.output
+    assert _schema(empty_database_url) == {}
+
+
+def test_audit_refuses_a_schema_older_than_the_one_it_reads_and_does_not_upgrade_it(empty_database_url):
+    from alembic import command
+
+    from cds.record.engine import alembic_config, make_engine
+
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+    finally:
+        engine.dispose()
+    result = cds_audit(empty_database_url, "list")
+    assert result.exit_code == 1
+    assert "its schema is at revision 0002, not 0003 as this version of the service writes it" in result.output
+    assert "performer" not in _schema(empty_database_url)["decision"]
+
+
+def test_audit_reads_a_store_named_by_a_sqlite_uri(tmp_path):
+    """`sqlite:///file:…?mode=ro&uri=true`: read-only, as an auditor may open the service's file."""
+    path = tmp_path / "cds.sqlite3"
+    store = Store(f"sqlite:///{path}")
+    call = a_call()
+    given = a_decision(call)
+    store.record_call(call, [given])
+    store.close()
+    result = cds_audit(f"sqlite:///file:{path}?mode=ro&uri=true", "show", given.coverage_assertion_id)
+    assert result.exit_code == 0, result.output
+    assert f"Coverage assertion {given.coverage_assertion_id}" in result.output

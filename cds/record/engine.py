@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -150,6 +150,11 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def schema_revision(connection: Connection) -> str | None:
+    """The schema revision the database is at; None when it holds no audit store."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision. Safe when many workers and hosts start together: the
     upgrade runs under PostgreSQL's advisory lock or SQLite's exclusive lock, so one migrates and the
@@ -157,7 +162,7 @@ def migrate(url: str) -> None:
     engine = make_engine(url, busy_timeout_ms=MIGRATION_WAIT_MS)
     try:
         with engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
+            current = schema_revision(connection)
         if current == head_revision():
             return
         with engine.connect().execution_options(sqlite_begin="EXCLUSIVE") as connection:

@@ -36,7 +36,15 @@ from uuid_utils import uuid7  # the native one: a call key costs 1 µs, not 7 (t
 
 from cds.config import Settings
 from cds.errors import CdsError, quote
-from cds.record.engine import create_replay_table, describe_database_error, make_engine, migrate, replay_url
+from cds.record.engine import (
+    create_replay_table,
+    describe_database_error,
+    head_revision,
+    make_engine,
+    migrate,
+    replay_url,
+    schema_revision,
+)
 from cds.record.inserts import Record, RecordInserts
 from cds.record.records import DecisionRecord, FeedbackRecord, HookCall, JudgedOrder
 from cds.record.replays import LocalReplays
@@ -629,6 +637,25 @@ class Store:
                               for d in entry["decisions"]) or "none"
             log.error("hook call %s of %s not recorded in the audit store; decisions given: %s",
                       quote(call["hook_instance"] or "(none)", 130)[1:-1], call["service_id"], given)
+
+    def check_schema(self) -> None:
+        """For readers that must neither create the schema nor upgrade it (`cds audit`): raise StoreUnavailable,
+        saying why, unless the database holds the schema this version of the service writes."""
+        try:
+            with self._reader.connect() as connection:
+                current = schema_revision(connection)
+        except Exception as exc:
+            raise StoreUnavailable(describe_database_error(exc)) from exc
+        head = head_revision()
+        if current is None:
+            raise StoreUnavailable("it holds no audit records (no schema): is it the database the service records to?")
+        if current != head:
+            raise StoreUnavailable(f"its schema is at revision {current}, not {head} as this version of the service "
+                                   "writes it: run the `cds` of the service that records there, or start that service "
+                                   "once (it upgrades the schema)")
+        if self.replay_url != self.url:
+            create_replay_table(self._replay)  # the service's own seen-id file beside the store: idempotent
+        self._schema_ready = True
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:

@@ -42,8 +42,8 @@ class When(click.ParamType):
 
 
 def _open_store() -> Store:
-    """The store the service's settings name. A SQLite file that does not exist is not created: the
-    service writes the store, `cds audit` only reads it (purge included)."""
+    """The store the service's settings name. A SQLite file that does not exist is not created, nor is the schema
+    created or upgraded: the service writes the store, `cds audit` only reads it (purge included)."""
     from cds.config import Settings, SettingsError, parse_database_url
     from cds.record import Store
 
@@ -52,12 +52,14 @@ def _open_store() -> Store:
         url = parse_database_url(settings.store_url)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+    if url.get_backend_name() == "sqlite" and not url.query.get("uri") and not Path(url.database or "").is_file():
         where = "CDS_DATABASE_URL" if settings.database_url else f"CDS_DATA_DIR={settings.data_dir!r}, relative to " \
             "the working directory"
         raise click.ClickException(f"no audit store at {url.database} ({where}). Run cds audit where `cds serve` "
                                    "runs, or set CDS_DATA_DIR or CDS_DATABASE_URL as the service has them.")
-    return Store.from_settings(settings)
+    store = Store.from_settings(settings)
+    store.check_schema()  # never created or upgraded here
+    return store
 
 
 class AuditGroup(click.Group):
