@@ -70,14 +70,19 @@ def settings(clients_file, sqlite_url, tmp_path) -> Settings:
 
 @pytest.fixture
 def make_app(settings):
-    """An app whose test client signs its requests, with `overrides` applied to the test settings."""
+    """An app whose test client signs its requests, with `overrides` applied to the test settings. Its store is
+    closed after the test, so that no writer thread outlives it."""
+    made = []
 
     def make(**overrides):
         app = create_app(replace(settings, **overrides).resolved())
         app.test_client_class = SignedClient
+        made.append(app)
         return app
 
-    return make
+    yield make
+    for app in made:
+        app.extensions["cds_store"].close()
 
 
 @pytest.fixture
