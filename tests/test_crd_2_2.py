@@ -246,6 +246,34 @@ def test_the_audit_record_says_what_the_answer_asserted_without_a_coverage(make_
     assert got["coverage-assertion-id"] in listed.output
 
 
+def _coverage_info_off(request: dict) -> None:
+    request["extension"]["davinci-crd.configuration"] = {"coverage-info": False}
+
+
+def _order_without_id(request: dict) -> None:
+    del request["context"]["draftOrders"]["entry"][0]["resource"]["id"]
+
+
+@pytest.mark.parametrize("change", [_coverage_info_off, _order_without_id], ids=["coverage-info off", "no order id"])
+def test_an_assertion_the_answer_does_not_give_is_not_recorded_as_answered(make_app, tmp_path, change):
+    """The audit record keeps what the answer said: without the 2.2 assertion (not asked for, or an order that
+    cannot carry it), the card's decision, not the `indeterminate` the assertion would have said."""
+    from sqlalchemy import select
+
+    from cds.record.schema import decision
+
+    app = make_app(demo=True, fetch_budget_seconds=0.5, database_url=f"sqlite:///{tmp_path}/store.sqlite3")
+    request = without_coverage(body("2.2"))
+    request["fhirServer"] = f"http://127.0.0.1:{free_port()}/fhir"
+    change(request)
+    answered = answer(app.test_client(), request)
+    assert not assertions(answered)
+    app.extensions["cds_store"].flush()
+    with app.extensions["cds_store"].engine.connect() as connection:
+        [(outcome, coverage)] = connection.execute(select(decision.c.outcome, decision.c.coverage_reference)).all()
+    assert (outcome, coverage) == ("not-covered", None)
+
+
 def with_second_coverage(request: dict, *insurance: str) -> dict:
     """Two active Coverages of the patient sent, and the order's insurance naming `insurance`."""
     bundle = request["prefetch"]["coverageBundle"]

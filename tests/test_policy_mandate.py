@@ -138,6 +138,12 @@ def test_no_qualifying_diagnosis_on_the_screen_is_unknown_never_failed(policies,
                                       "cognitive impairment, give it as the order's reason, coded in ICD-10-CM")
 
 
+def test_two_conditions_not_known_are_both_named_in_the_reason(policies):
+    facts = member(funding="unknown", product="unknown", unknown_why="the plan is not in the plan directory")
+    first, second = (f.unknown for f in evaluation(policies, facts).having("unknown"))
+    assert decision(policies, facts).reason.endswith(f"; not known: {first}; {second}.")
+
+
 def test_a_failed_condition_outweighs_unknown_ones(policies):
     facts = member(funding="self-funded", product="unknown", plan_start=None)
     got = decision(policies, facts)
