@@ -1,5 +1,7 @@
 """Service calls: real client bodies are answered, broken ones get a precise 400."""
 
+import copy
+
 import pytest
 
 from tests.helpers import load, outcome
@@ -235,3 +237,21 @@ def test_a_home_address_that_ended_is_passed_over_for_the_current_one(client):
     assert response.status_code == 200, response.get_json()
     assert [c["summary"] for c in response.get_json()["cards"]] == [c["summary"] for c in answer["cards"]]
     assert "Illinois" in answer["cards"][0]["summary"]
+
+
+DEVICE = {"resourceType": "Device", "id": "dev-1", "status": "active",
+          "type": {"coding": [{"system": HCPCS, "code": "E0221", "display": "Infrared heating pad system"}]}}
+
+
+@pytest.mark.parametrize("where", ["draft orders", "prefetch"])
+def test_an_order_naming_a_device_by_reference_is_judged_by_the_device_sent_with_the_call(client, order_sign, where):
+    order = order_sign["context"]["draftOrders"]["entry"][0]["resource"]
+    order.pop("codeCodeableConcept")
+    order["codeReference"] = {"reference": "Device/dev-1"}
+    if where == "draft orders":
+        order_sign["context"]["draftOrders"]["entry"].insert(0, {"resource": copy.deepcopy(DEVICE)})
+    else:
+        order_sign["prefetch"]["devices"] = {"resourceType": "Bundle", "type": "searchset",
+                                             "entry": [{"resource": copy.deepcopy(DEVICE)}]}
+    [card] = client.post("/cds-services/order-sign-crd", json=order_sign).get_json()["cards"]
+    assert card["summary"].startswith("Infrared heating pad system (E0221) not covered")

@@ -113,4 +113,4 @@ def select_cards(cards: list[Card], configuration: Configuration) -> list[Card]:
     """The cards the client asked for: switched-on types only, most severe first, at most `max-cards`."""
     shown = [card for card in cards if card.source.topic is None or configuration.shows(card.source.topic.code)]
     shown.sort(key=lambda card: SEVERITY[card.indicator])
-    return shown if configuration.max_cards is None else shown[: configuration.max_cards]
+    return shown[: configuration.max_cards]  # None: all
