@@ -103,6 +103,15 @@ def test_a_code_reference_to_something_other_than_a_device_is_not_followed(polic
     assert match_order(contained, policies) is None
 
 
+def test_a_request_an_order_is_based_on_may_name_its_device_by_reference():
+    device = {"resourceType": "Device", "id": "d1", "type": {"coding": [{"system": HCPCS, "code": "E0221"}]}}
+    order = replace(service_request({"text": "Home visit"}),
+                    based_on=(device_request(codeReference={"reference": "Device/d1"}),))
+    codings = read_order(order, {"Device/d1": device}).codings
+    assert [(c.system, c.code) for c in codings] == [("HCPCS", "E0221")]
+    assert "which ServiceRequest is based on: " in codings[0].where
+
+
 def test_the_devices_handed_to_decide_resolve_a_code_reference(policies):
     device = {"resourceType": "Device", "id": "d1", "type": {"coding": [{"system": HCPCS, "code": "E0221"}]}}
     order = device_request(codeReference={"reference": "Device/d1"})
