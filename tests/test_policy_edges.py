@@ -105,11 +105,22 @@ def test_a_code_reference_to_something_other_than_a_device_is_not_followed(polic
 
 def test_a_request_an_order_is_based_on_may_name_its_device_by_reference():
     device = {"resourceType": "Device", "id": "d1", "type": {"coding": [{"system": HCPCS, "code": "E0221"}]}}
-    order = replace(service_request({"text": "Home visit"}),
-                    based_on=(device_request(codeReference={"reference": "Device/d1"}),))
-    codings = read_order(order, {"Device/d1": device}).codings
-    assert [(c.system, c.code) for c in codings] == [("HCPCS", "E0221")]
-    assert "which ServiceRequest is based on: " in codings[0].where
+    based = device_request(codeReference={"reference": "Device/d1", "display": "Anodyne therapy system"})
+    order = replace(service_request({"text": "Home visit"}), based_on=(based,))
+    content = read_order(order, {"Device/d1": device})
+    prefix = f"{based.reference}, which ServiceRequest is based on: "
+    assert [(c.system, c.code, c.where) for c in content.codings] == [
+        ("HCPCS", "E0221", prefix + "the referenced Device d1 (type)")]
+    assert [(t.text, t.where) for t in content.texts] == [
+        ("Home visit", "ServiceRequest.code"),
+        ("Anodyne therapy system", prefix + "DeviceRequest.codeReference.display")]
+
+
+def test_only_a_device_request_names_its_device_by_code_reference():
+    device = {"resourceType": "Device", "id": "d1", "type": {"coding": [{"system": HCPCS, "code": "E0221"}]}}
+    order = service_request({"text": "Home visit"})
+    order = replace(order, resource={**order.resource, "codeReference": {"reference": "Device/d1"}})
+    assert read_order(order, {"Device/d1": device}).codings == ()
 
 
 def test_the_devices_handed_to_decide_resolve_a_code_reference(policies):
