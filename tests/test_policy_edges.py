@@ -87,6 +87,14 @@ def test_only_the_billing_options_extension_is_read_as_billing_options(policies)
     assert match_order(service_request(concept("http://example.org/other-extension")), policies) is None
 
 
+def test_what_is_not_a_codeable_concept_is_passed_over_and_what_follows_is_read():
+    e0221 = {"coding": [{"system": HCPCS, "code": "E0221"}]}
+    sloppy = replace(service_request(None), resource={**service_request(None).resource, "code": ["E0221", e0221]})
+    assert [c.code for c in read_order(sloppy, {}).codings] == ["E0221"]
+    not_a_concept = service_request({"extension": [{"url": BILLING_OPTIONS, "valueCodeableConcept": "E0221"}]})
+    assert read_order(not_a_concept, {}).codings == ()
+
+
 def test_a_billing_option_display_is_read_as_text(policies):
     order = service_request({"extension": [{"url": BILLING_OPTIONS, "valueCodeableConcept": {"coding": [
         {"system": "http://example.org/local", "code": "X1", "display": "Anodyne therapy session"}]}}]})

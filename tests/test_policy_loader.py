@@ -138,6 +138,12 @@ def test_policy_dirs_and_url_template_settings(tmp_path):
     assert policies[0].link == "https://medicalpolicy.bcbsil.com/p/DME101.045_2025-10-01"
 
 
+def test_the_url_template_setting_gives_the_cards_their_policy_link(make_app):
+    client = make_app(policy_url_template="https://medicalpolicy.example.org/p/{id}").test_client()
+    [card] = client.post("/cds-services/order-sign-crd", json=load("e0221-home-device.json")).get_json()["cards"]
+    assert card["source"]["url"] == "https://medicalpolicy.example.org/p/DME101.045"
+
+
 @pytest.mark.parametrize("template", ["https://x.example/{category}", "https://x.example/{", "/relative/{id}"])
 def test_bad_url_template_is_refused(template):
     with pytest.raises(SettingsError, match="CDS_POLICY_URL_TEMPLATE"):
