@@ -78,3 +78,13 @@ def test_an_answered_call_is_recorded_once_and_not_as_refused(audited, order_sig
     assert client.post(SERVICE, json=order_sign).status_code == 200
     [call] = recorded_calls(store)
     assert (call["status"], call["refusal"], call["hook_instance"]) == (200, None, order_sign["hookInstance"])
+
+
+def test_a_call_refused_for_its_requested_version_is_recorded_with_the_orders_it_sent(audited, order_sign):
+    client, store = audited()
+    order_sign.setdefault("extension", {})["davinci-crd.requestedVersion"] = "1.0"
+    assert client.post(SERVICE, json=order_sign).status_code == 422
+    [call] = recorded_calls(store)
+    order = order_sign["context"]["draftOrders"]["entry"][0]["resource"]
+    assert (call["status"], call["hook_instance"]) == (422, order_sign["hookInstance"])
+    assert [o["reference"] for o in call["orders"]] == [f"{order['resourceType']}/{order['id']}"]
