@@ -45,7 +45,10 @@ def test_without_match_code_without_system_a_bare_code_does_not_match(infrared):
     bare = device_request({"coding": [{"code": "E0221"}]})
     assert match_order(bare, [strict]) is None
     assert match_order(bare, [infrared]).match.system_sent == ""
-    described = match_order(bare, [infrared]).match.describe()
+
+
+def test_a_bare_code_is_described_as_sent_with_no_code_system(infrared):
+    described = match_order(device_request({"coding": [{"code": "E0221"}]}), [infrared]).match.describe()
     assert described == ("billing code HCPCS E0221 (Infrared heating pad system) with no code system in "
                          "DeviceRequest.codeCodeableConcept.")
 
