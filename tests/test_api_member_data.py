@@ -150,6 +150,20 @@ def test_a_fhir_server_off_the_allow_list_is_never_contacted(request):
             listener.accept()
 
 
+def test_no_member_data_is_fetched_for_orders_no_policy_covers(app):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.setblocking(False)
+        request = body(f"http://127.0.0.1:{listener.getsockname()[1]}/fhir")
+        order = request["context"]["draftOrders"]["entry"][0]["resource"]
+        order["codeCodeableConcept"] = {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}
+        answer = app.test_client().post(SERVICE, json=request).get_json()
+        assert answer["cards"] == []
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
 def test_member_data_is_fetched_from_a_fhir_server_only_the_calling_client_names(request, tmp_path):
     """Outside demo mode, with no FHIR server configured, the service asks the one the client's registry entry
     names for the member data the call lacks."""
