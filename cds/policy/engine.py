@@ -53,7 +53,7 @@ class CompiledPolicy:
 
     def match_code(self, content: OrderContent) -> Match | None:
         for coded in content.codings:
-            found = self.codes.get((coded.system, coded.code))  # a policy's codes all name their system
+            found = self.codes.get((coded.system, coded.code)) if coded.system else None
             if found is None and coded.system is not None:  # CPT, HCPCS or no system at all
                 found = self.codes_any_system.get(coded.code)
             if found is not None:
