@@ -216,3 +216,19 @@ def test_the_audit_record_names_the_hook_the_order_and_the_performer(make_app, d
     assert report["hook"] == "order-dispatch" and report["service_id"] == "order-dispatch-crd"
     assert report["order_reference"] == REFERENCE and report["performer"] == PERFORMER
     assert any(code.endswith("|E0221") for code in report["order_codes"])
+
+
+@pytest.mark.parametrize("prefetched", [..., searchset()], ids=["answered", "412"])
+def test_the_call_is_recorded_with_the_dispatched_order_and_its_performer(make_app, tmp_path, prefetched):
+    from sqlalchemy import select
+
+    from cds.record.schema import hook_call
+
+    app = make_app(database_url=f"sqlite:///{tmp_path}/store.sqlite3")
+    status = app.test_client().post(SERVICE, json=request(prefetched=prefetched)).status_code
+    assert status == (200 if prefetched is ... else 412)
+    store = app.extensions["cds_store"]
+    store.flush()
+    with store.engine.connect() as connection:
+        [orders] = connection.execute(select(hook_call.c.orders)).scalars().all()
+    assert [(o["reference"], o.get("performer")) for o in orders] == [(REFERENCE, PERFORMER)]

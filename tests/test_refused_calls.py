@@ -88,3 +88,19 @@ def test_a_call_refused_for_its_requested_version_is_recorded_with_the_orders_it
     order = order_sign["context"]["draftOrders"]["entry"][0]["resource"]
     assert (call["status"], call["hook_instance"]) == (422, order_sign["hookInstance"])
     assert [o["reference"] for o in call["orders"]] == [f"{order['resourceType']}/{order['id']}"]
+
+
+def test_a_call_refused_after_it_was_parsed_is_recorded_with_its_client(audited, order_sign):
+    client, store = audited()
+    order_sign.setdefault("extension", {})["davinci-crd.requestedVersion"] = "1.0"
+    assert client.post(SERVICE, json=order_sign).status_code == 422
+    [call] = recorded_calls(store)
+    assert call["client_iss"] == tokens.EHR
+
+
+def test_with_payload_capture_an_answered_call_keeps_its_request_and_answer(audited, order_sign):
+    client, store = audited(audit_capture_payloads=True)
+    answer = client.post(SERVICE, json=order_sign).get_json()
+    [call] = recorded_calls(store)
+    assert call["request"]["hookInstance"] == order_sign["hookInstance"]
+    assert call["response"]["cards"][0]["uuid"] == answer["cards"][0]["uuid"]
