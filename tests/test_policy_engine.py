@@ -121,6 +121,11 @@ def test_code_reference_display_is_matched_as_text(policies):
     assert matched(order, policies).term == "MIRE"
 
 
+def test_an_acronym_matches_only_in_capitals(policies):
+    assert matched(device_request({"text": "mire therapy unit"}), policies) is None
+    assert matched(device_request({"text": "MIRE therapy unit"}), policies).term == "MIRE"
+
+
 def test_unresolvable_or_malformed_references_do_not_fail(policies):
     for reference in ({"reference": "#missing"}, {"reference": 7}, {"identifier": {"value": "x"}}, "Device/x"):
         assert matched(device_request(codeReference=reference), policies) is None

@@ -3,6 +3,7 @@ category; the body only with payload capture on."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -104,3 +105,12 @@ def test_with_payload_capture_an_answered_call_keeps_its_request_and_answer(audi
     [call] = recorded_calls(store)
     assert call["request"]["hookInstance"] == order_sign["hookInstance"]
     assert call["response"]["cards"][0]["uuid"] == answer["cards"][0]["uuid"]
+
+
+def test_an_answered_call_is_recorded_with_its_latency_in_milliseconds(audited, order_sign):
+    client, store = audited()
+    started = time.perf_counter()
+    assert client.post(SERVICE, json=order_sign).status_code == 200
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    [call] = recorded_calls(store)
+    assert elapsed_ms / 20 < call["latency_ms"] <= elapsed_ms
