@@ -511,8 +511,7 @@ class Store:
 
         self._run("replay", write, failures=0)
 
-    def _spooled(self, call_id: str, call: HookCall, decisions: tuple[DecisionRecord, ...],
-                 sync: bool = True) -> int | None:
+    def _spooled(self, call_id: str, call: HookCall, decisions: tuple[DecisionRecord, ...], sync: bool) -> int | None:
         """Append the record to the spool (synced to disk with `sync`); the spool file's number, or None without
         a spool or when the disk refuses it (then the call waits for the commit; the spool is tried again after
         SPOOL_RETRY_S)."""
