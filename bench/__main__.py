@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -141,6 +142,9 @@ def notes(http: dict[str, Any]) -> list[str]:
         if figures.get("fhir_server_expected") and not figures["fhir_fetches"]:
             found.append(f"{name}: the service asked the FHIR server nothing, so these are the figures of a call "
                          "without prefetch and without its fallback fetch.")
+        if apart := figures.get("recording_cost", {}).get("rounds_not_side_by_side_throughout"):
+            found.append(f"{name}: in {apart} round(s) the recorded or the unrecorded service answered its every "
+                         "request before the time limit and the other ran on alone: give more --requests.")
     return found
 
 
@@ -196,7 +200,10 @@ def load_scenarios(args: argparse.Namespace, setup: servers.ServiceSetup, stack:
 def scenario_figures(scenario: scenarios.Scenario, roles: dict[str, servers.Server], fhir: FhirServer,
                      ehr: BenchEhr, args: argparse.Namespace) -> dict[str, Any]:
     body = orjson.dumps(scenario.body)
+    unrecorded = roles.pop("unrecorded", None)
     rounds: dict[str, list[dict[str, Any]]] = {role: [] for role in roles}
+    if unrecorded:
+        rounds |= {"recorded": [], "unrecorded": []}
     fetches: Counter = Counter()  # what the service asked the FHIR server, over all its rounds
     for _ in range(args.rounds):  # alternating, so every server sees the same spells of outside load
         for role, server in roles.items():
@@ -205,6 +212,11 @@ def scenario_figures(scenario: scenarios.Scenario, roles: dict[str, servers.Serv
             if role == "service":
                 fetches.update(fhir.counted())
                 fetches.subtract(before)
+        if unrecorded:
+            recorded, not_recorded = side_by_side((roles["service"], unrecorded), scenario.path, body, ehr, args,
+                                                  seconds=rounds["service"][-1]["elapsed_s"])
+            rounds["recorded"].append(recorded)
+            rounds["unrecorded"].append(not_recorded)
     figures: dict[str, Any] = {"description": scenario.description, "request_bytes": len(body),
                                "service_mode": "demo" if scenario.demo else "production"}
     figures.update({role: median_round(runs) for role, runs in rounds.items()})
@@ -213,8 +225,37 @@ def scenario_figures(scenario: scenarios.Scenario, roles: dict[str, servers.Serv
     figures["ratio"] = report.ratios(figures["service"], figures["baseline"])
     if "baseline-jwt" in figures:
         figures["ratio_to_jwt_baseline"] = report.ratios(figures["service"], figures["baseline-jwt"])
-    if "unrecorded" in figures:
-        figures["recording_cost"] = report.recording_cost(rounds["service"], rounds["unrecorded"])
+    if unrecorded:
+        figures["recording_cost"] = report.recording_cost(rounds["recorded"], rounds["unrecorded"])
+    return figures
+
+
+def side_by_side(pair: tuple[servers.Server, ...], path: str, body: bytes, ehr: BenchEhr,
+                 args: argparse.Namespace, seconds: float) -> list[dict[str, Any]]:
+    """Load the servers at the same time for `seconds`, each with the run's connections, so that they share
+    the machine and every spell of outside load: their figures compare what a request costs each, where rounds
+    loaded in turn differ by more than that on a shared machine. Each stops at the time limit (its request budget,
+    that of a server loaded alone for as long, is not reached while it shares the machine)."""
+    together = threading.Barrier(len(pair))
+    figures: list[dict[str, Any]] = [{} for _ in pair]
+    failures: list[BaseException] = []
+
+    def load(index: int, server: servers.Server) -> None:
+        try:
+            figures[index] = measure(server, path, body, ehr, args, time_limit=seconds, together=together)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            failures.append(exc)
+            together.abort()
+
+    threads = [threading.Thread(target=load, args=(index, server)) for index, server in enumerate(pair)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    for run_ in figures:
+        run_.pop("other_cpu_cores", None)  # the machine's other users include the server alongside
     return figures
 
 
@@ -224,14 +265,15 @@ def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**chosen, "rounds_throughput_rps": [r["throughput_rps"] for r in runs]} if len(runs) > 1 else chosen
 
 
-def measure(server: servers.Server, path: str, body: bytes, ehr: BenchEhr,
-            args: argparse.Namespace) -> dict[str, Any]:
+def measure(server: servers.Server, path: str, body: bytes, ehr: BenchEhr, args: argparse.Namespace,
+            time_limit: float | None = None, together: threading.Barrier | None = None) -> dict[str, Any]:
+    """One load of `server` (see `run`; `time_limit` instead of the run's)."""
     answer = preflight(server, path, body, ehr)
     load = Load(port=server.port, path=path, body=body, requests=args.requests, connections=args.connections,
-                time_limit=args.time_limit, processes=args.processes, warmup=args.warmup, ehr=ehr)
+                time_limit=time_limit or args.time_limit, processes=args.processes, warmup=args.warmup, ehr=ehr)
     start: dict[str, float | None] = {}
-    outcome = run(load, on_start=lambda: start.update(server=server.cpu_seconds(),
-                                                      machine=servers.machine_busy_seconds()))
+    outcome = run(load, together=together, on_start=lambda: start.update(server=server.cpu_seconds(),
+                                                                         machine=servers.machine_busy_seconds()))
     figures = outcome.summary()
     server_cores = _cores(start["server"], server.cpu_seconds(), outcome.elapsed)
     machine_cores = _cores(start["machine"], servers.machine_busy_seconds(), outcome.elapsed)

@@ -17,6 +17,7 @@ import re
 import resource
 import selectors
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -103,8 +104,10 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def run(load: Load, on_start=None) -> LoadResult:
-    """Drive `load` to completion. `on_start()` is called the moment measuring begins (e.g. to read CPU)."""
+def run(load: Load, on_start=None, together: threading.Barrier | None = None) -> LoadResult:
+    """Drive `load` to completion. `on_start()` is called the moment measuring begins (e.g. to read CPU).
+    `together`: a barrier shared with loads run at the same time from other threads; measuring begins once
+    every one of them has its connections warmed up, so that they measure over the same spell."""
     processes = max(1, min(load.processes, load.connections))
     shares = [load.connections // processes + (i < load.connections % processes) for i in range(processes)]
     budgets = [load.requests * share // load.connections for share in shares]
@@ -117,7 +120,7 @@ def run(load: Load, on_start=None) -> LoadResult:
     for worker in workers:
         worker.start()
     try:
-        _wait_for_all(barrier, workers)
+        _wait_for_all(barrier, workers, together)
         if on_start:
             on_start()
         parts = [_next_result(results, workers, load.time_limit + REQUEST_TIMEOUT_S + 30) for _ in workers]
@@ -137,14 +140,23 @@ def run(load: Load, on_start=None) -> LoadResult:
     return merged
 
 
-def _wait_for_all(barrier, workers: list) -> None:
-    """Pass the start barrier with the workers, or fail fast if one of them died before reaching it."""
+def _wait_for_all(barrier, workers: list, together: threading.Barrier | None = None) -> None:
+    """Pass the start barrier with the workers (and first `together` with the other loads), or fail fast if one
+    of them died before reaching it."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while barrier.n_waiting < barrier.parties - 1:
         if time.monotonic() > deadline or not all(worker.is_alive() for worker in workers):
             barrier.abort()
+            if together:
+                together.abort()
             raise RuntimeError("the load generator could not start its connections")
         time.sleep(0.01)
+    if together:
+        try:
+            together.wait(START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            barrier.abort()
+            raise RuntimeError("a load run alongside could not start its connections") from None
     barrier.wait(START_TIMEOUT_S)
 
 

@@ -13,7 +13,7 @@ TARGET_RATIO = 0.6
 TARGET_P99_MS = 25.0
 TARGET_CONNECTIONS = 16
 TARGET_RECORDING_RATIO = 0.9  # recording may cut throughput by at most 10 % (the audit store's target)
-ROLES = ("service", "baseline", "baseline-jwt", "unrecorded")
+ROLES = ("service", "baseline", "baseline-jwt", "recorded", "unrecorded")  # the last two: side by side
 
 
 def machine() -> dict[str, Any]:
@@ -57,8 +57,11 @@ def ratios(service: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float
 
 
 def recording_cost(recorded: list[dict[str, Any]], unrecorded: list[dict[str, Any]]) -> dict[str, Any]:
-    """The service recording ÷ the same service not recording, round by round (they alternate, so each pair
-    saw the same outside load), and the median over rounds: throughput, and server CPU per request."""
+    """The service recording ÷ the same service not recording, loaded side by side round by round (so each pair
+    shared the machine and its outside load), and the median over rounds: throughput, and server CPU per
+    request. `judged` is the lower of the throughput ratio and the inverse of the CPU ratio (the throughput
+    each would reach on equal CPU): sharing the machine, the scheduler may give the recording service, which
+    has a writer thread more, a little more of it, which its throughput alone would not show."""
     def paired(key: str) -> list[float | None]:
         return [round(r[key] / u[key], 3) if r.get(key) and u.get(key) else None
                 for r, u in zip(recorded, unrecorded, strict=True)]
@@ -68,8 +71,13 @@ def recording_cost(recorded: list[dict[str, Any]], unrecorded: list[dict[str, An
         return statistics.median(known) if known else None
 
     throughput, cpu = paired("throughput_rps"), paired("server_cpu_us_per_request")
-    return {"throughput_ratio": median(throughput), "throughput_ratio_rounds": throughput,
-            "cpu_per_request_ratio": median(cpu), "cpu_per_request_ratio_rounds": cpu}
+    judged = [min(t, round(1 / c, 3)) if t and c else t for t, c in zip(throughput, cpu, strict=True)]
+    return {"judged_ratio": median(judged), "judged_ratio_rounds": judged,
+            "throughput_ratio": median(throughput), "throughput_ratio_rounds": throughput,
+            "cpu_per_request_ratio": median(cpu), "cpu_per_request_ratio_rounds": cpu,
+            # a load that ran out of requests before the time limit left the other alone for the rest
+            "rounds_not_side_by_side_throughout": sum(not (r["stopped_by_time_limit"] and u["stopped_by_time_limit"])
+                                                      for r, u in zip(recorded, unrecorded, strict=True))}
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +97,7 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         }
     cost = (main or {}).get("recording_cost")
     if cost:
-        ratio = cost["throughput_ratio"]
+        ratio = cost["judged_ratio"]
         result["recording_cost_main"] = {"target": f">= {TARGET_RECORDING_RATIO} of not recording",
                                          "measured": ratio,
                                          "met": ratio is not None and ratio >= TARGET_RECORDING_RATIO}
@@ -123,9 +131,10 @@ def table(report: dict[str, Any]) -> str:
                              f"{_num(q['p99'], 2)}")
         if "recording_cost" in run:
             cost = run["recording_cost"]
-            lines.append(f"{'':<16}recording: throughput {_num(cost['throughput_ratio'], 3, 0).strip()} of not "
-                         f"recording; server CPU per request {_num(cost['cpu_per_request_ratio'], 3, 0).strip()} "
-                         "times")
+            lines.append(f"{'':<16}recording (recorded ÷ unrecorded, loaded side by side): throughput "
+                         f"{_num(cost['throughput_ratio'], 3, 0).strip()}, server CPU per request "
+                         f"{_num(cost['cpu_per_request_ratio'], 3, 0).strip()} times; judged "
+                         f"{_num(cost['judged_ratio'], 3, 0).strip()} (the lower of the throughput and 1 ÷ CPU)")
         if run["service_mode"] != "production":
             lines.append(f"{'':<16}service in {run['service_mode']} mode (see the notes)")
         if run["fhir_fetches"] or run["fhir_server_expected"]:
