@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         print(compare_table(compare(args.compare)))
         return 0
-    gunicorn = gunicorn_options(Settings.from_env(dict(args.setting)))
+    settings = Settings.from_env(dict(args.setting))
+    gunicorn = gunicorn_options(settings)
     result: dict[str, Any] = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench", *argv]),
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     result["machine"]["load_average_at_end"] = report.machine()["load_average_at_start"]
-    result["notes"] = notes(result["http"])
+    result["notes"] = notes(result["http"], settings)
     if not args.no_in_process:
         result["in_process"] = inprocess.figures(args.in_process_budget)
     result["targets"] = report.targets(result)
@@ -131,9 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def notes(http: dict[str, Any]) -> list[str]:
+def notes(http: dict[str, Any], settings: Settings | None = None) -> list[str]:
     """What a reader must know to read the figures right."""
     found = []
+    waiting = [name for name, on in (("CDS_SPOOL_SYNC", settings and settings.spool_sync),
+                                     ("CDS_AUDIT_REQUIRED", settings and settings.audit_required)) if on]
+    if waiting and any("recording_cost" in figures for figures in http.values()):
+        found.append(f"recording's cost with {' and '.join(waiting)} on: calls wait for the disk or the database, and "
+                     "loaded side by side the unrecorded service uses that time, so these figures show recording's "
+                     "CPU but not its waits; the service's own rows, loaded alone, show what the waits cost.")
     for name, figures in http.items():
         if figures.get("service_mode") == "demo":
             found.append(f"{name}: the service ran in demo mode, the only mode that fetches over http from "

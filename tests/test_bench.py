@@ -18,6 +18,7 @@ from bench.ehr import ALGORITHMS, BenchEhr, new_key
 from bench.fhir_server import FhirServer
 from bench.load import Load, percentile, run
 from cds.auth import load_registry
+from cds.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--requests", "50", "--connections", "2", "--processes", "2", "--warmup", "1", "--time-limit", "10",
@@ -185,6 +186,10 @@ def test_recording_cost_is_judged_on_the_lower_of_throughput_and_inverse_cpu_and
     assert cost["rounds_not_side_by_side_throughout"] == 1
     assert any("in 1 round(s)" in note for note in notes({"main": {"recording_cost": cost}}))
     assert not notes({"main": {"recording_cost": {**cost, "rounds_not_side_by_side_throughout": 0}}})
+    # With calls waiting for the disk, the figures side by side are recording's CPU only, and say so.
+    waiting = notes({"main": {"recording_cost": {**cost, "rounds_not_side_by_side_throughout": 0}}},
+                    Settings.from_env({"CDS_SPOOL_SYNC": "true"}))
+    assert len(waiting) == 1 and "CDS_SPOOL_SYNC on" in waiting[0] and "not its waits" in waiting[0]
 
 
 def test_percentiles_are_nearest_rank():
