@@ -61,7 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--jwt-alg", choices=ALGORITHMS, default="ES384",
                         help="algorithm the bench EHR signs its calls with (ES384)")
     parser.add_argument("--recording-cost", action="store_true",
-                        help="also load the service with audit recording switched off (bench/unrecorded.py)")
+                        help="also load the service side by side with itself with audit recording switched off "
+                             "(bench/unrecorded.py)")
     parser.add_argument("--jwt-baseline", action="store_true",
                         help="also load a baseline that checks each call's JWT as the service does (bench/baseline.py)")
     parser.add_argument("--setting", action="append", default=[], type=_setting, metavar="CDS_NAME=VALUE",

@@ -209,7 +209,6 @@ def test_show_finds_a_decision_of_each_hook_whose_record_still_waits_in_the_spoo
     assert elsewhere.exit_code == 1 and "no decision with coverage-assertion-id" in elsewhere.output
 
 
-
 def _schema(url: str) -> dict[str, set[str]]:
     """Each table of the database, with its columns."""
     from sqlalchemy import create_engine, inspect
@@ -221,6 +220,7 @@ def _schema(url: str) -> dict[str, set[str]]:
                 for table in inspector.get_table_names()}
     finally:
         engine.dispose()
+
 
 def test_audit_says_when_the_database_holds_no_audit_store_and_leaves_it_as_it_was(empty_database_url):
     """A reader: it neither creates the schema in a database named by mistake nor upgrades the service's."""

@@ -59,6 +59,8 @@ def test_harness_loads_service_and_baseline_and_reports_every_figure(tmp_path):
             assert run_["errors"] == {}, (name, server, run_)
             # Loaded in turn, each server answers every request; side by side, each runs until the time limit.
             assert run_["completed"] == 50 if server not in side_by_side else run_["completed"] > 0, (name, server)
+            # Side by side, the machine's other users include the server alongside: no `other` figure.
+            assert ("other_cpu_cores" in run_) == (server not in side_by_side), (name, server)
             latency = run_["latency_ms"]
             assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
             assert run_["throughput_rps"] > 0 and run_["server_cpu_cores"] >= 0 and run_["client_cpu_cores"] >= 0

@@ -652,8 +652,7 @@ class Store:
             raise StoreUnavailable(f"its schema is at revision {current}, not {head} as this version of the service "
                                    "writes it: run the `cds` of the service that records there, or start that service "
                                    "once (it upgrades the schema)")
-        if self.replay_url != self.url:
-            create_replay_table(self._replay)  # the service's own seen-id file beside the store: idempotent
+        self._create_replay_table()
         self._schema_ready = True
 
     def _ensure_schema(self) -> None:
@@ -662,9 +661,12 @@ class Store:
         with self._schema_lock:
             if not self._schema_ready:
                 migrate(self.url)
-                if self.replay_url != self.url:
-                    create_replay_table(self._replay)
+                self._create_replay_table()
                 self._schema_ready = True
+
+    def _create_replay_table(self) -> None:
+        if self.replay_url != self.url:  # the service's own seen-id file beside the store: idempotent
+            create_replay_table(self._replay)
 
     def _run(self, operation: str, work: Callable[[Connection], T], reading: bool = False, failures: int = 1,
              replay: bool = False) -> T:
